@@ -1,0 +1,320 @@
+//! `dev.agentkeys.Agents1`: agent identities of an owner — create, list, show, link
+//! aliases and e-mail addresses, resolve an identity, revoke, tear down.
+
+use std::sync::Arc;
+
+use zbus::interface;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+use crate::api::Error;
+use crate::api::dict::{self, Dict, DictBuilder};
+use crate::api::names::{MAX_TEXT, split_owner, valid_name};
+use crate::store::{AgentOptions, AgentRecord, AgentState, LinkKind};
+
+use super::super::authz::{self, AuthzError, Caller};
+use super::super::errors::{DaemonError, to_public};
+use super::super::state::{Shared, blocking};
+use super::{actor, audit_denial};
+
+#[derive(Debug)]
+pub struct Agents {
+    pub shared: Arc<Shared>,
+}
+
+const CREATE_OPTIONS: &[&str] = &["scope", "read_only"];
+
+#[interface(name = "dev.agentkeys.Agents1")]
+impl Agents {
+    /// Creates an agent identity called `name`; returns its id (`agt_…`).
+    async fn create(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        name: &str,
+        options: Dict,
+    ) -> Result<String, Error> {
+        self.do_create(&hdr, name, options)
+            .await
+            .map_err(|e| to_public("Create", e))
+    }
+
+    async fn list(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<Dict>, Error> {
+        self.do_list(&hdr, None)
+            .await
+            .map_err(|e| to_public("List", e))
+    }
+
+    async fn list_for(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        owner: u32,
+    ) -> Result<Vec<Dict>, Error> {
+        self.do_list(&hdr, Some(owner))
+            .await
+            .map_err(|e| to_public("ListFor", e))
+    }
+
+    /// One agent by id or name.
+    async fn get(&self, #[zbus(header)] hdr: Header<'_>, agent: &str) -> Result<Dict, Error> {
+        self.do_get(&hdr, agent)
+            .await
+            .map_err(|e| to_public("Get", e))
+    }
+
+    /// Links an alias (a name) or an e-mail address to the agent, for `Resolve`.
+    async fn link(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        agent: &str,
+        kind: &str,
+        value: &str,
+    ) -> Result<(), Error> {
+        self.do_link(&hdr, agent, kind, value)
+            .await
+            .map_err(|e| to_public("Link", e))
+    }
+
+    /// The id of the caller's agent known by `identity`: an id, name, alias or e-mail.
+    async fn resolve(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        identity: &str,
+    ) -> Result<String, Error> {
+        self.do_resolve(&hdr, identity)
+            .await
+            .map_err(|e| to_public("Resolve", e))
+    }
+
+    /// Revokes the agent: from now on it gets nothing.
+    async fn revoke(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        agent: &str,
+    ) -> Result<(), Error> {
+        let id = self
+            .do_revoke(&hdr, agent, false)
+            .await
+            .map_err(|e| to_public("Revoke", e))?;
+        emit_revoked(&emitter, &id).await;
+        Ok(())
+    }
+
+    /// Revokes the agent and deletes its grants and links; the record stays, revoked.
+    async fn teardown(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        agent: &str,
+    ) -> Result<(), Error> {
+        let id = self
+            .do_revoke(&hdr, agent, true)
+            .await
+            .map_err(|e| to_public("Teardown", e))?;
+        emit_revoked(&emitter, &id).await;
+        Ok(())
+    }
+
+    /// Emitted when an agent is revoked or torn down.
+    #[zbus(signal)]
+    async fn agent_revoked(emitter: &SignalEmitter<'_>, agent_id: &str) -> zbus::Result<()>;
+}
+
+async fn emit_revoked(emitter: &SignalEmitter<'_>, id: &str) {
+    if let Err(e) = Agents::agent_revoked(emitter, id).await {
+        tracing::warn!(agent = id, error = %e, "could not emit AgentRevoked");
+    }
+}
+
+impl Agents {
+    fn target<'a>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        arg: &'a str,
+    ) -> Result<(u32, &'a str), DaemonError> {
+        authz::agent_target(caller, arg).map_err(|e| {
+            audit_denial(&self.shared, caller, action, arg, &e);
+            e.into()
+        })
+    }
+
+    async fn do_create(
+        &self,
+        hdr: &Header<'_>,
+        name: &str,
+        options: Dict,
+    ) -> Result<String, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let (owner, name) = self.target(&caller, "agent.create", name)?;
+        dict::check_keys(&options, CREATE_OPTIONS)?;
+        let scope = dict::get_strs(&options, "scope")?.unwrap_or_default();
+        if let Some(bad) = scope.iter().find(|s| !valid_name(s)) {
+            return Err(AuthzError::BadName(bad.clone()).into());
+        }
+        let opts = AgentOptions {
+            scope,
+            read_only: dict::get_bool(&options, "read_only")?.unwrap_or(false),
+        };
+        let actor = actor(&caller);
+        let name = name.to_owned();
+        let rec = blocking(&self.shared, move |store| {
+            Ok(store.create_agent(&actor, owner, &name, &opts)?)
+        })
+        .await?;
+        tracing::info!(uid = caller.uid, owner, agent = %rec.id, "agent created");
+        Ok(rec.id)
+    }
+
+    async fn do_list(
+        &self,
+        hdr: &Header<'_>,
+        owner: Option<u32>,
+    ) -> Result<Vec<Dict>, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let owner = authz::act_for(&caller, owner).map_err(|e| {
+            audit_denial(&self.shared, &caller, "agent.list", "", &e);
+            DaemonError::from(e)
+        })?;
+        let list = self.shared.store().list_agents(owner)?;
+        Ok(list.iter().map(agent_dict).collect())
+    }
+
+    async fn do_get(&self, hdr: &Header<'_>, agent: &str) -> Result<Dict, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let (owner, agent) = self.target(&caller, "agent.get", agent)?;
+        let rec = self.shared.store().get_agent(owner, agent)?;
+        Ok(agent_dict(&rec))
+    }
+
+    async fn do_link(
+        &self,
+        hdr: &Header<'_>,
+        agent: &str,
+        kind: &str,
+        value: &str,
+    ) -> Result<(), DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let (owner, agent) = self.target(&caller, "agent.link", agent)?;
+        let kind = match kind {
+            "alias" if valid_name(value) => LinkKind::Alias,
+            "alias" => return Err(AuthzError::BadName(value.to_owned()).into()),
+            "email" if valid_email(value) => LinkKind::Email,
+            "email" => {
+                return Err(DaemonError::Invalid(format!(
+                    "'{value}' is not an e-mail address (one '@', no spaces, at most {MAX_TEXT} characters)"
+                )));
+            }
+            other => {
+                return Err(DaemonError::Invalid(format!(
+                    "unknown link kind '{other}': use 'alias' or 'email'"
+                )));
+            }
+        };
+        let actor = actor(&caller);
+        let (agent, value) = (agent.to_owned(), value.to_owned());
+        blocking(&self.shared, move |store| {
+            Ok(store.link_agent(&actor, owner, &agent, kind, &value)?)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn do_resolve(&self, hdr: &Header<'_>, identity: &str) -> Result<String, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let (owner, ident) = split_owner(identity)
+            .filter(|(_, i)| valid_name(i) || valid_email(i))
+            .ok_or_else(|| AuthzError::BadName(identity.to_owned()))?;
+        let owner = authz::act_for(&caller, owner).map_err(|e| {
+            audit_denial(&self.shared, &caller, "agent.resolve", identity, &e);
+            DaemonError::from(e)
+        })?;
+        Ok(self.shared.store().resolve_agent(owner, ident)?)
+    }
+
+    async fn do_revoke(
+        &self,
+        hdr: &Header<'_>,
+        agent: &str,
+        teardown: bool,
+    ) -> Result<String, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let action = if teardown {
+            "agent.teardown"
+        } else {
+            "agent.revoke"
+        };
+        let (owner, agent) = self.target(&caller, action, agent)?;
+        let actor = actor(&caller);
+        let agent = agent.to_owned();
+        let rec = blocking(&self.shared, move |store| {
+            Ok(if teardown {
+                store.teardown_agent(&actor, owner, &agent)?
+            } else {
+                store.revoke_agent(&actor, owner, &agent)?
+            })
+        })
+        .await?;
+        tracing::info!(uid = caller.uid, owner, agent = %rec.id, teardown, "agent revoked");
+        Ok(rec.id)
+    }
+}
+
+/// A deliberately small check: one '@' with something on both sides, no whitespace or
+/// control characters, bounded length. Deliverability is not our business.
+pub fn valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= MAX_TEXT
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+}
+
+/// The public record of an agent.
+pub fn agent_dict(a: &AgentRecord) -> Dict {
+    DictBuilder::new()
+        .str("id", &a.id)
+        .str("name", &a.name)
+        .u32("owner", a.owner_uid)
+        .str(
+            "state",
+            match a.state {
+                AgentState::Active => "active",
+                AgentState::Revoked => "revoked",
+            },
+        )
+        .strs("scope", &a.scope)
+        .bool("read_only", a.read_only)
+        .i64("created", a.created_at)
+        .opt_i64("revoked_at", a.revoked_at)
+        .opt_u32("revoked_by", a.revoked_by)
+        .strs("aliases", &a.aliases)
+        .strs("emails", &a.emails)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_check_is_small_and_strict_about_shape() {
+        assert!(valid_email("bot@example.org"));
+        assert!(valid_email("a+b@x"));
+        for bad in ["", "@x", "x@", "a@b@c", "a b@x", "a@x\n", "1000:a@x"] {
+            assert!(!valid_email(bad), "{bad:?}");
+        }
+        assert!(!valid_email(&format!("{}@x", "a".repeat(300))));
+    }
+}

@@ -1,0 +1,103 @@
+//! `dev.agentkeys.Audit1`: read and verify the audit hash chain.
+//!
+//! Not in DESIGN §3.1's list: `agentkeysctl audit list|verify` need the daemon (the chain's
+//! head is keyed with a key derived from the master key), so the audit trail gets its own
+//! versioned interface rather than riding on another one.
+
+use std::sync::Arc;
+
+use zbus::interface;
+use zbus::message::Header;
+
+use crate::api::Error;
+use crate::api::dict::{self, Dict, DictBuilder};
+use crate::store::AuditRow;
+
+use super::super::authz;
+use super::super::errors::{DaemonError, to_public};
+use super::super::state::{Shared, blocking};
+use super::audit_denial;
+
+/// Most rows one `List` call returns.
+pub const MAX_ROWS: u32 = 1000;
+
+#[derive(Debug)]
+pub struct Audit {
+    pub shared: Arc<Shared>,
+}
+
+#[interface(name = "dev.agentkeys.Audit1")]
+impl Audit {
+    /// Rows after sequence number `after` (default 0), at most `limit` (default 100,
+    /// at most 1000). Owners see rows about themselves; root sees all, or `owner`'s.
+    async fn list(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        options: Dict,
+    ) -> Result<Vec<Dict>, Error> {
+        self.do_list(&hdr, options)
+            .await
+            .map_err(|e| to_public("List", e))
+    }
+
+    /// Walks the whole chain: `ok`, `rows`, and the first problem (`seq`, `problem`, `message`).
+    async fn verify(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Dict, Error> {
+        self.do_verify(&hdr)
+            .await
+            .map_err(|e| to_public("Verify", e))
+    }
+}
+
+impl Audit {
+    async fn do_list(&self, hdr: &Header<'_>, options: Dict) -> Result<Vec<Dict>, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        dict::check_keys(&options, &["after", "limit", "owner"])?;
+        let after = dict::get_i64(&options, "after")?.unwrap_or(0);
+        let limit = dict::get_u32(&options, "limit")?.unwrap_or(100);
+        if limit == 0 || limit > MAX_ROWS {
+            return Err(DaemonError::Invalid(format!("limit must be 1–{MAX_ROWS}")));
+        }
+        let owner = dict::get_u32(&options, "owner")?;
+        let filter = match (caller.is_root(), owner) {
+            (true, None) => None,
+            _ => Some(authz::act_for(&caller, owner).map_err(|e| {
+                audit_denial(&self.shared, &caller, "audit.list", "", &e);
+                DaemonError::from(e)
+            })?),
+        };
+        let rows = self.shared.store().audit_list(filter, after, limit)?;
+        Ok(rows.iter().map(row_dict).collect())
+    }
+
+    async fn do_verify(&self, hdr: &Header<'_>) -> Result<Dict, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let _caller = self.shared.caller(hdr).await?;
+        // The walk reads every row: keep it off the async workers.
+        let report = blocking(&self.shared, |store| Ok(store.audit_verify()?)).await?;
+        let mut d = DictBuilder::new()
+            .bool("ok", report.first_problem.is_none())
+            .u64("rows", report.rows);
+        if let Some(p) = &report.first_problem {
+            d = d
+                .i64("seq", p.seq)
+                .str("problem", format!("{:?}", p.kind).to_lowercase())
+                .str("message", &p.message);
+        }
+        Ok(d.build())
+    }
+}
+
+fn row_dict(r: &AuditRow) -> Dict {
+    DictBuilder::new()
+        .i64("seq", r.seq)
+        .i64("ts_ms", r.ts_ms)
+        .u32("actor_uid", r.actor_uid)
+        .opt_u32("actor_pid", r.actor_pid)
+        .opt_u32("owner", r.owner_uid)
+        .str("action", &r.action)
+        .str("subject", &r.subject)
+        .str("outcome", &r.outcome)
+        .str("detail", &r.detail)
+        .build()
+}

@@ -1,0 +1,78 @@
+//! `dev.agentkeys.Daemon1`: the daemon's own properties and what it sees of its caller.
+
+use std::sync::Arc;
+
+use zbus::interface;
+use zbus::message::Header;
+
+use crate::api::Error;
+use crate::api::dict::{Dict, DictBuilder};
+use crate::api::names::{
+    IFACE_AGENTS, IFACE_AUDIT, IFACE_CREDENTIALS, IFACE_DAEMON, MAX_SECRET_LEN,
+};
+use crate::vault::SecretMemoryPolicy;
+
+use super::super::errors::{DaemonError, to_public};
+use super::super::state::Shared;
+
+#[derive(Debug)]
+pub struct Daemon {
+    pub shared: Arc<Shared>,
+}
+
+#[interface(name = "dev.agentkeys.Daemon1")]
+impl Daemon {
+    /// What the daemon sees of the caller, from the bus: `uid`, `pid`, `user`.
+    async fn who_am_i(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Dict, Error> {
+        self.do_who_am_i(&hdr)
+            .await
+            .map_err(|e| to_public("WhoAmI", e))
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn secret_memory(&self) -> String {
+        self.shared.vault.kind().as_str().to_owned()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn features(&self) -> Dict {
+        let policy = match self.shared.config.vault.secret_memory {
+            SecretMemoryPolicy::Prefer => "prefer",
+            SecretMemoryPolicy::Require => "require",
+            SecretMemoryPolicy::Mlock => "mlock",
+        };
+        let ifaces: Vec<String> = [IFACE_DAEMON, IFACE_CREDENTIALS, IFACE_AGENTS, IFACE_AUDIT]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        DictBuilder::new()
+            .str("secret_memory_policy", policy)
+            .str("store", "sqlite")
+            .strs("interfaces", &ifaces)
+            .u32("max_secret_bytes", MAX_SECRET_LEN as u32)
+            .bool("allow_tracer", self.shared.config.daemon.allow_tracer)
+            .build()
+    }
+}
+
+impl Daemon {
+    async fn do_who_am_i(&self, hdr: &Header<'_>) -> Result<Dict, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let user = nix::unistd::User::from_uid(caller.uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default();
+        Ok(DictBuilder::new()
+            .u32("uid", caller.uid)
+            .opt_u32("pid", caller.pid)
+            .str("user", user)
+            .build())
+    }
+}

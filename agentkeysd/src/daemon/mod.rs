@@ -1,0 +1,324 @@
+//! The daemon: start-up, the D-Bus objects, authorization and shutdown.
+//!
+//! Start-up is one function ([`run`]) that calls one step per line, in order:
+//! load config → harden → logging → (runtime) → vault → runtime dir → store → serve the
+//! objects on the bus → claim the bus name without allowing replacement → `READY=1`.
+//! The vault comes before the store (DESIGN §5 lists store first) because the store's
+//! master key is read straight into secret memory.
+//!
+//! Shutdown (SIGTERM/SIGINT): `STOPPING=1`, release the bus name so no new call arrives,
+//! refuse and drain calls in flight (bounded by `daemon.shutdown_timeout_s`), drop the
+//! store and the vault (every secret slot is zeroized on drop), exit 0.
+
+pub mod args;
+pub mod authz;
+pub mod config;
+pub mod errors;
+pub mod harden;
+pub mod iface;
+pub mod logging;
+pub mod notify;
+pub mod services;
+pub mod state;
+mod sys;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::StreamExt;
+use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
+
+use crate::api::bus::BusChoice;
+use crate::api::names::{BUS_NAME, OBJECT_PATH};
+use crate::store::Store;
+use crate::vault::Vault;
+
+use args::Args;
+use config::Config;
+use state::Shared;
+
+/// Why the daemon could not start; each names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("hardening: {0}")]
+    Harden(#[from] harden::HardenError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("secret memory: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+    #[error("runtime directory {path}: {source}")]
+    RuntimeDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("service table: {0}")]
+    Services(String),
+    #[error("cannot connect to the {bus} bus: {source}")]
+    Connect { bus: BusChoice, source: zbus::Error },
+    #[error("cannot serve {what} on the bus: {source}")]
+    Serve {
+        what: &'static str,
+        source: zbus::Error,
+    },
+    #[error(
+        "another process already owns {BUS_NAME} on the {bus} bus (pid {pid})\n  fix: stop the other agentkeysd first (systemctl stop agentkeysd), or use another --bus"
+    )]
+    NameTaken { bus: BusChoice, pid: String },
+    #[error("cannot wait for signals: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// The `agentkeysd` binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.check_config {
+        return check_config(&args);
+    }
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %errors::chain(&e), "agentkeysd failed");
+            eprintln!("agentkeysd: error: {}", errors::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(args: &Args) -> ExitCode {
+    match config::load(&args.config, !args.config_is_default()) {
+        Ok(cfg) => {
+            println!("# effective configuration of agentkeysd");
+            for f in config::files(&args.config, false).unwrap_or_default() {
+                println!("# from {}", f.display());
+            }
+            println!("{cfg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agentkeysd: invalid configuration: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything up to the async part, in order. Single-threaded until the runtime starts.
+fn start(args: Args) -> Result<(), StartError> {
+    let t0 = Instant::now();
+    // Config first: it decides whether a tracer is tolerated. Reading it leaks no fd.
+    let config = config::load(&args.config, !args.config_is_default())?;
+    // Before any thread exists (the environment is edited) and before we open anything.
+    let hardened = harden::harden(config.daemon.allow_tracer)?;
+    // After hardening: the journald layer opens a socket that must survive it.
+    logging::init(&config.log.level);
+    tracing::debug!(kept = ?hardened.kept_caps, removed_env = ?hardened.removed_env, "hardened");
+    if let Some(pid) = hardened.traced_by {
+        tracing::warn!(
+            tracer = pid,
+            "running under a tracer (daemon.allow_tracer = true)"
+        );
+    }
+    // Two workers: calls are short and the store is behind one lock anyway.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let result = runtime.block_on(run(args, config, t0));
+    // Dropping the runtime drops every task, the connection and with them the last
+    // references to the store and the vault, which zeroize as they go.
+    drop(runtime);
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> {
+    // Secret memory first: the store's master key is read straight into it.
+    let vault = Vault::new(config.vault.secret_memory)?;
+    ensure_runtime_dir(&args.runtime_dir)?;
+    let store = Store::open(&args.state_dir, args.credentials_dir.as_deref(), &vault)?;
+    let services = services::ServiceTable::builtin().map_err(StartError::Services)?;
+    let shared = Arc::new(Shared::new(store, vault, config, services));
+    let conn = serve(&args.bus, &shared).await?;
+    let status = format!(
+        "serving on the {} bus; secret memory: {}",
+        args.bus,
+        shared.vault.kind().as_str()
+    );
+    notify::ready(&status);
+    tracing::info!(
+        startup_ms = t0.elapsed().as_millis() as u64,
+        secret_memory = shared.vault.kind().as_str(),
+        "ready: {status}"
+    );
+    wait_for_stop_signal().await?;
+    shutdown(conn, &shared).await;
+    Ok(())
+}
+
+fn ensure_runtime_dir(path: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .mode(0o755)
+        .recursive(true)
+        .create(path)
+    {
+        Ok(()) => Ok(()),
+        Err(source) => Err(StartError::RuntimeDir {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Connects, serves every interface, then claims the well-known name — in that order, so
+/// that the first call that arrives through the name finds everything in place.
+async fn serve(bus: &BusChoice, shared: &Arc<Shared>) -> Result<zbus::Connection, StartError> {
+    let conn = bus
+        .builder()
+        .build()
+        .await
+        .map_err(|source| StartError::Connect {
+            bus: bus.clone(),
+            source,
+        })?;
+    let dbus = DBusProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|source| StartError::Serve {
+            what: "the bus proxy",
+            source,
+        })?;
+    shared.set_bus(Some(dbus.clone()));
+    let server = conn.object_server();
+    let serve_err = |what| move |source| StartError::Serve { what, source };
+    server
+        .at(
+            OBJECT_PATH,
+            iface::daemon::Daemon {
+                shared: shared.clone(),
+            },
+        )
+        .await
+        .map_err(serve_err("Daemon1"))?;
+    server
+        .at(
+            OBJECT_PATH,
+            iface::credentials::Credentials {
+                shared: shared.clone(),
+            },
+        )
+        .await
+        .map_err(serve_err("Credentials1"))?;
+    server
+        .at(
+            OBJECT_PATH,
+            iface::agents::Agents {
+                shared: shared.clone(),
+            },
+        )
+        .await
+        .map_err(serve_err("Agents1"))?;
+    server
+        .at(
+            OBJECT_PATH,
+            iface::audit::Audit {
+                shared: shared.clone(),
+            },
+        )
+        .await
+        .map_err(serve_err("Audit1"))?;
+    spawn_forget_departed(&dbus, shared).await;
+    // No ALLOW_REPLACEMENT and no REPLACE_EXISTING: a second daemon, or any other
+    // connection, can neither take the name from us nor be handed it behind our back.
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await;
+    match reply {
+        Ok(RequestNameReply::PrimaryOwner) | Ok(RequestNameReply::AlreadyOwner) => Ok(conn),
+        Ok(RequestNameReply::Exists)
+        | Ok(RequestNameReply::InQueue)
+        | Err(zbus::Error::NameTaken) => {
+            let pid = owner_pid(&dbus).await;
+            Err(StartError::NameTaken {
+                bus: bus.clone(),
+                pid,
+            })
+        }
+        Err(source) => Err(StartError::Serve {
+            what: BUS_NAME,
+            source,
+        }),
+    }
+}
+
+async fn owner_pid(dbus: &DBusProxy<'_>) -> String {
+    let Ok(name) = zbus::names::BusName::try_from(BUS_NAME) else {
+        return "unknown".into();
+    };
+    match dbus.get_connection_unix_process_id(name).await {
+        Ok(pid) => pid.to_string(),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Drops cached caller identities when their connection leaves the bus.
+async fn spawn_forget_departed(dbus: &DBusProxy<'static>, shared: &Arc<Shared>) {
+    let stream = match dbus.receive_name_owner_changed().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch departing connections; caller cache grows until its bound");
+            return;
+        }
+    };
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut stream = stream;
+        while let Some(signal) = stream.next().await {
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            if let Ok(args) = signal.args()
+                && args.new_owner().is_none()
+                && args.name().starts_with(':')
+            {
+                shared.forget(args.name());
+            }
+        }
+    });
+}
+
+async fn wait_for_stop_signal() -> Result<(), StartError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
+}
+
+async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
+    notify::stopping();
+    // No new calls reach us once the name is gone; calls already queued are refused.
+    if let Err(e) = conn.release_name(BUS_NAME).await {
+        tracing::warn!(error = %e, "could not release the bus name");
+    }
+    let timeout = Duration::from_secs(u64::from(shared.config.daemon.shutdown_timeout_s));
+    if !shared.drain(timeout).await {
+        tracing::warn!("calls still in flight after {timeout:?}; stopping anyway");
+    }
+    // Break the proxy → connection → object server → Shared cycle.
+    shared.set_bus(None);
+    drop(conn);
+}

@@ -1,0 +1,137 @@
+//! What every D-Bus method shares: the store, the vault, configuration, the cache of who
+//! is behind each bus connection, and the in-flight gate used by shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use zbus::message::Header;
+
+use crate::store::Store;
+use crate::vault::Vault;
+
+use super::authz::Caller;
+use super::config::Config;
+use super::errors::DaemonError;
+use super::services::ServiceTable;
+
+/// Bound on remembered connections; past it the cache starts over (it is only a cache).
+const CALLER_CACHE_MAX: usize = 4096;
+
+#[derive(Debug)]
+pub struct Shared {
+    store: Mutex<Store>,
+    pub vault: Vault,
+    pub config: Config,
+    pub services: ServiceTable,
+    callers: Mutex<HashMap<String, Caller>>,
+    // Not a OnceLock: the proxy holds the connection, whose object server holds us, so
+    // shutdown must clear it to break that cycle and let the vault be zeroized on drop.
+    dbus: Mutex<Option<zbus::fdo::DBusProxy<'static>>>,
+    inflight: Arc<RwLock<()>>,
+    stopping: AtomicBool,
+}
+
+/// Held for the duration of one method call; shutdown waits for all of them.
+#[derive(Debug)]
+pub struct InFlight(#[allow(dead_code)] OwnedRwLockReadGuard<()>);
+
+impl Shared {
+    pub fn new(store: Store, vault: Vault, config: Config, services: ServiceTable) -> Self {
+        Self {
+            store: Mutex::new(store),
+            vault,
+            config,
+            services,
+            callers: Mutex::new(HashMap::new()),
+            dbus: Mutex::new(None),
+            inflight: Arc::new(RwLock::new(())),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Gives the state its handle on the bus daemon, once connected.
+    pub fn set_bus(&self, proxy: Option<zbus::fdo::DBusProxy<'static>>) {
+        *self.dbus.lock().unwrap_or_else(|p| p.into_inner()) = proxy;
+    }
+
+    /// Enters a method call; refused once shutdown has begun.
+    pub async fn enter(&self) -> Result<InFlight, DaemonError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(DaemonError::ShuttingDown);
+        }
+        Ok(InFlight(self.inflight.clone().read_owned().await))
+    }
+
+    /// Refuses new calls and waits (bounded) for those in flight to finish.
+    /// Returns false when the timeout ran out first.
+    pub async fn drain(&self, timeout: std::time::Duration) -> bool {
+        self.stopping.store(true, Ordering::Release);
+        tokio::time::timeout(timeout, self.inflight.clone().write_owned())
+            .await
+            .is_ok()
+    }
+
+    /// The store, locked. A poisoned lock is recovered: a panic inside a store call
+    /// dropped its rusqlite transaction, which rolled back, so the state is consistent.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who sent `hdr`, from the bus daemon's `GetConnectionCredentials` (uid, pid).
+    ///
+    /// Cached per unique connection name: the bus never reuses a unique name and a
+    /// connection's credentials are fixed when it connects, so a cached answer cannot go
+    /// stale; [`Shared::forget`] drops it when the connection goes away.
+    pub async fn caller(&self, hdr: &Header<'_>) -> Result<Caller, DaemonError> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| DaemonError::CallerUnknown("message has no sender".into()))?;
+        if let Some(c) = self.callers_lock().get(sender.as_str()) {
+            return Ok(*c);
+        }
+        let dbus = self
+            .dbus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| DaemonError::CallerUnknown("not connected to a bus".into()))?;
+        let creds = dbus
+            .get_connection_credentials(sender.clone().into())
+            .await
+            .map_err(|e| DaemonError::CallerUnknown(e.to_string()))?;
+        let uid = creds
+            .unix_user_id()
+            .ok_or_else(|| DaemonError::CallerUnknown("bus reported no uid".into()))?;
+        let caller = Caller {
+            uid,
+            pid: creds.process_id(),
+        };
+        let mut cache = self.callers_lock();
+        if cache.len() >= CALLER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(sender.to_string(), caller);
+        Ok(caller)
+    }
+
+    /// Forgets a connection that left the bus.
+    pub fn forget(&self, unique_name: &str) {
+        self.callers_lock().remove(unique_name);
+    }
+
+    fn callers_lock(&self) -> MutexGuard<'_, HashMap<String, Caller>> {
+        self.callers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs `f` on the store on the blocking pool: for writes that fsync.
+pub async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, DaemonError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Store) -> Result<T, DaemonError> + Send + 'static,
+{
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || f(&mut shared.store())).await?
+}

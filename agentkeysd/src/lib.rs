@@ -1,0 +1,20 @@
+//! `agentkeysd`: the AgentKeys system daemon, as a library.
+//!
+//! The binaries (`agentkeysd`, later `agentkeys-runner`) are thin wrappers over this crate;
+//! `agentkeysctl` uses only [`api`].
+//!
+//! Invariants:
+//! - Secret bytes live in [`vault`] memory (`memfd_secret` pages, or mlocked pages when the
+//!   configured policy allows the fallback) and leave the process only as a sealed memfd.
+//! - [`vault`] and [`store`] know nothing of D-Bus; [`daemon`] wires them to the bus and
+//!   authorizes every call from the bus's view of the caller, never from arguments.
+//! - `unsafe` lives only in `sys.rs` modules, each block with a `// SAFETY:` comment.
+//!
+//! Non-goals: defending against root that loads kernel code; talking to anything but the
+//! local system (there is no network server here).
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod daemon;
+pub mod store;
+pub mod vault;

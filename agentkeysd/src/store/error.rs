@@ -1,0 +1,199 @@
+//! The store's error type: one variant per step that can fail, carrying its context.
+//!
+//! No variant ever carries secret bytes: key and credential failures name the file, the
+//! owner and the credential, never the content.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::vault::VaultError;
+
+/// Everything that can go wrong in the store, named after the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created or inspected.
+    #[error("state directory {path}: {step} failed")]
+    StateDir {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The state directory exists but is not private to us.
+    #[error(
+        "state directory {path} is not private ({reason}); it must be a directory owned by \
+         uid {uid} with mode 0700 (fix: chown {uid} and chmod 0700 it)"
+    )]
+    StateDirInsecure {
+        path: PathBuf,
+        uid: u32,
+        reason: String,
+    },
+    /// SQLite could not open (or set up) the database file.
+    #[error("opening database {path} failed")]
+    OpenDb {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A connection setting could not be applied.
+    #[error("database {path}: setting PRAGMA {pragma} failed")]
+    ConfigureDb {
+        path: PathBuf,
+        pragma: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite refused write-ahead logging (for example on a file system without shared memory).
+    #[error(
+        "database {path}: journal_mode is {found}, not wal; put the state directory on a local \
+         file system"
+    )]
+    WalUnavailable { path: PathBuf, found: String },
+    /// The file is not SQLite, or is somebody else's SQLite database.
+    #[error(
+        "{path} is not an AgentKeys database (not SQLite, or another application's); \
+         move it away or point --state-dir at another directory"
+    )]
+    NotOurDatabase { path: PathBuf },
+    /// The database was written by a newer AgentKeys.
+    #[error(
+        "database schema version {found} is newer than this agentkeysd knows ({known}); \
+         run the newer agentkeysd or restore a backup"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    /// A schema migration failed; the database stays at the previous version.
+    #[error("migrating the database to schema version {version} failed")]
+    Migrate {
+        version: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database holds sealed data but no master key file exists.
+    #[error(
+        "master key missing: {db} holds sealed secrets but no master key was found (looked for \
+         {looked}); restore master.key from your backup, or the systemd credential \
+         agentkeys.master — a new key could not open the existing secrets, so none is created"
+    )]
+    MasterKeyMissing { db: PathBuf, looked: String },
+    /// The master key file exists but is unusable.
+    #[error("master key {path} is unusable: {reason}")]
+    MasterKeyInvalid { path: PathBuf, reason: String },
+    /// Reading the master key file failed.
+    #[error("reading master key {path} failed")]
+    MasterKeyRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Creating a new master key file failed.
+    #[error("creating master key {path} failed")]
+    CreateMasterKey {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The master key does not open this database's key check.
+    #[error(
+        "wrong master key: {key} does not open the database {db}; restore the master.key (or \
+         the systemd credential agentkeys.master) that belongs to this database"
+    )]
+    WrongMasterKey { key: PathBuf, db: PathBuf },
+    /// The database contradicts itself in a way the store never writes.
+    #[error("database {db} is inconsistent: {what}; restore it from a backup")]
+    Corrupt { db: PathBuf, what: String },
+    /// The OS random number generator failed.
+    #[error("reading random bytes for {purpose} failed")]
+    Random {
+        purpose: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// A cryptographic primitive refused its input (a bug: sizes are fixed).
+    #[error("{step} failed")]
+    Crypto { step: &'static str },
+    /// An argument the caller should have validated is malformed.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
+    /// No such credential or agent (for this owner).
+    #[error("{what} '{name}' not found")]
+    NotFound { what: &'static str, name: String },
+    /// The name (or link) is taken.
+    #[error("{what} '{name}' already exists")]
+    AlreadyExists { what: &'static str, name: String },
+    /// The credential's expiry has passed.
+    #[error("credential '{name}' has expired")]
+    Expired { name: String },
+    /// The agent was revoked.
+    #[error("agent {agent} is revoked")]
+    Revoked { agent: String },
+    /// The sealed value failed authentication: edited, moved, swapped or rolled back.
+    #[error(
+        "credential '{name}' failed its integrity check (the stored row was altered, moved or \
+         rolled back); store the secret again"
+    )]
+    Tampered { name: String },
+    /// Any other SQLite failure.
+    #[error("database operation failed")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Secret memory could not be allocated.
+    #[error("secret memory")]
+    Vault(#[from] VaultError),
+}
+
+/// The coarse class of a [`StoreError`], for mapping to the public D-Bus error set in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    Expired,
+    Revoked,
+    Tampered,
+    InvalidArgument,
+    /// The store cannot start: missing or wrong key, foreign or newer database, unsafe files.
+    Unavailable,
+    Internal,
+}
+
+impl StoreError {
+    /// Which public class this error belongs to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            StoreError::Expired { .. } => ErrorKind::Expired,
+            StoreError::Revoked { .. } => ErrorKind::Revoked,
+            StoreError::Tampered { .. } => ErrorKind::Tampered,
+            StoreError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            StoreError::StateDirInsecure { .. }
+            | StoreError::WalUnavailable { .. }
+            | StoreError::NotOurDatabase { .. }
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::MasterKeyMissing { .. }
+            | StoreError::MasterKeyInvalid { .. }
+            | StoreError::WrongMasterKey { .. }
+            | StoreError::Corrupt { .. } => ErrorKind::Unavailable,
+            StoreError::StateDir { .. }
+            | StoreError::OpenDb { .. }
+            | StoreError::ConfigureDb { .. }
+            | StoreError::Migrate { .. }
+            | StoreError::MasterKeyRead { .. }
+            | StoreError::CreateMasterKey { .. }
+            | StoreError::Random { .. }
+            | StoreError::Crypto { .. }
+            | StoreError::Sqlite(_)
+            | StoreError::Vault(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Fill `buf` from the OS CSPRNG.
+pub(crate) fn random_fill(buf: &mut [u8], purpose: &'static str) -> Result<(), StoreError> {
+    getrandom::fill(buf).map_err(|e| StoreError::Random {
+        purpose,
+        source: match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::other(e.to_string()),
+        },
+    })
+}

@@ -1,0 +1,65 @@
+//! After 1,000 reads, the secret's bytes appear nowhere an attacker with root could look:
+//! not in any readable mapping of the daemon, not in the database or its WAL, not in the
+//! daemon's log output.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use agentkeys_tests::proc_mem::scan;
+use agentkeys_tests::{Daemon, count_in_file, unique_secret};
+
+#[test]
+fn secret_is_found_zero_times_in_daemon_memory_db_wal_and_log_after_1000_reads() {
+    let d = Daemon::start();
+    let secret = unique_secret("leak");
+    d.ctl_in(&["store", "leakcheck-anthropic"], Some(secret.as_bytes()))
+        .ok();
+    for i in 0..1000 {
+        let out = d.ctl(&["read", "leakcheck-anthropic"]);
+        assert_eq!(out.code, 0, "read {i} failed: {}", out.stderr);
+        assert_eq!(
+            out.stdout,
+            secret.as_bytes(),
+            "read {i} returned other bytes"
+        );
+    }
+    let pid = d.pid();
+    let found = scan(pid, secret.as_bytes());
+    eprintln!(
+        "scanned {} bytes of daemon {pid}; unreadable mappings: {:?}",
+        found.bytes, found.unreadable
+    );
+    assert_eq!(
+        found.hits, 0,
+        "secret found in the daemon's readable memory"
+    );
+    // The scanner works: it does find a non-secret string the daemon holds (the name,
+    // in SQLite's page cache and in freed request buffers).
+    assert!(
+        scan(pid, b"leakcheck-anthropic").hits > 0,
+        "scanner found nothing at all"
+    );
+    // The only mappings a root reader cannot read are the secret-memory ones, and they
+    // fail the way secretmem does (EIO), not because the scan is broken.
+    assert!(!found.unreadable.is_empty(), "no secretmem mapping seen");
+    for (m, errno) in &found.unreadable {
+        assert!(
+            m.path.contains("secretmem"),
+            "unexpected unreadable mapping {m:?}"
+        );
+        assert_eq!(*errno, libc::EIO, "{m:?}");
+    }
+    let needle = secret.as_bytes();
+    let db = d.db_path();
+    let wal = db.with_extension("db-wal");
+    let shm = db.with_extension("db-shm");
+    assert!(wal.exists(), "expected a WAL file at {}", wal.display());
+    assert_eq!(count_in_file(&db, needle), 0, "secret in the database");
+    assert_eq!(count_in_file(&wal, needle), 0, "secret in the WAL");
+    assert_eq!(count_in_file(&shm, needle), 0, "secret in the shm file");
+    assert_eq!(
+        count_in_file(&d.log_path(), needle),
+        0,
+        "secret in the daemon's log"
+    );
+    // Not even the tail of it (last4 is shown only for long secrets, and never more).
+    assert!(!d.log().contains(&secret[secret.len() - 8..]));
+}
