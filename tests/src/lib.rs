@@ -57,6 +57,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A private system-like `dbus-daemon`, killed on drop.
+#[derive(Debug)]
 pub struct Bus {
     child: Child,
     pub address: String,
@@ -126,6 +127,7 @@ pub struct DaemonOpts {
 }
 
 /// A running (or stopped) `agentkeysd` on a [`Bus`], with its own state directory.
+#[derive(Debug)]
 pub struct Daemon {
     pub bus: Bus,
     pub dir: tempfile::TempDir,

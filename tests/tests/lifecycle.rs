@@ -58,7 +58,7 @@ fn a_non_root_user_cannot_own_the_bus_name_by_policy() {
     let Some(_) = agentkeys_tests::test_user() else {
         return;
     };
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.kill9_keep_bus();
     let mut cmd = std::process::Command::new("setpriv");
     cmd.args([
@@ -182,7 +182,8 @@ fn the_daemon_refuses_to_run_under_a_tracer_unless_configured() {
     cmd.arg("--runtime-dir")
         .arg(dir.path().join("r"))
         .arg("--config")
-        .arg(dir.path().join("none.toml"));
+        .arg(dir.path().join("empty.toml"));
+    std::fs::write(dir.path().join("empty.toml"), "").unwrap();
     let out = run(cmd, None);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("tracing agentkeysd"), "{}", out.stderr);

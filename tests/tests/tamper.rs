@@ -49,9 +49,9 @@ fn moving_a_row_to_another_owner_fails_to_open() {
     let mut d = with_two_credentials();
     d.stop();
     db(&d)
-        .execute(
-            "UPDATE credentials SET owner_uid = 4242 WHERE name = 'alpha'",
-            [],
+        .execute_batch(
+            "INSERT INTO owners (uid, created_at) VALUES (4242, 0);
+             UPDATE credentials SET owner_uid = 4242 WHERE name = 'alpha';",
         )
         .unwrap();
     d.spawn_ready().unwrap();
@@ -234,6 +234,9 @@ fn the_master_key_comes_from_the_systemd_credential_when_present() {
         format!("{}\n", "ab".repeat(32)),
     )
     .unwrap();
+    // As systemd hands credentials over: read-only for the owner alone.
+    let key = creds.path().join("agentkeys.master");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
     d.opts.env.push((
         "CREDENTIALS_DIRECTORY".into(),
         creds.path().display().to_string(),

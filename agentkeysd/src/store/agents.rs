@@ -438,3 +438,7 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "agents_tests.rs"]
+mod tests;

@@ -522,3 +522,7 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

@@ -81,12 +81,16 @@ fn meta_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialMeta> {
     })
 }
 
-/// The AAD binding a sealed value to its row and version.
-pub(crate) fn aad(owner: u32, id: i64, version: u32) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..4].copy_from_slice(&owner.to_be_bytes());
-    out[4..12].copy_from_slice(&id.to_be_bytes());
-    out[12..].copy_from_slice(&version.to_be_bytes());
+/// The AAD binding a sealed value to its row, version and name: owner uid (u32 BE) ‖
+/// credential id (i64 BE) ‖ version (u32 BE) ‖ name. DESIGN §5 names the first three; the
+/// name is added so that renaming rows in the file (swapping `openai` and `anthropic`)
+/// fails to open as well. The name is last, so it needs no length prefix.
+pub(crate) fn aad(owner: u32, id: i64, version: u32, name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + name.len());
+    out.extend_from_slice(&owner.to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
     out
 }
 
@@ -188,7 +192,7 @@ impl Store {
                 &crypto.vault,
                 &crypto.keys.credential,
                 secret.expose_secret(),
-                &aad(owner, id, version),
+                &aad(owner, id, version, name),
             )?;
             tx.prepare_cached(
                 "UPDATE credentials SET env_var = ?1, last4 = ?2, version = ?3, nonce = ?4,
@@ -277,7 +281,7 @@ impl Store {
             &self.crypto.keys.credential,
             &nonce,
             &sealed,
-            &aad(owner, meta.id, meta.version),
+            &aad(owner, meta.id, meta.version, &meta.name),
         )?;
         let secret = match opened {
             Ok(secret) => secret,
@@ -374,3 +378,7 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "credentials_tests.rs"]
+mod tests;

@@ -38,11 +38,6 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
         source,
     };
     let conn = Connection::open(path).map_err(open_err)?;
-    make_private(path).map_err(|source| StoreError::StateDir {
-        path: path.to_owned(),
-        step: "chmod 0600 of the database",
-        source,
-    })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     // Identity first: a foreign file must not be switched to WAL or otherwise written.
     let identity = read_identity(&conn).map_err(|e| match e {
@@ -58,6 +53,12 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
             path: path.to_owned(),
         });
     }
+    // Before WAL is switched on: SQLite gives the -wal and -shm files the database's mode.
+    make_private(path).map_err(|source| StoreError::StateDir {
+        path: path.to_owned(),
+        step: "chmod 0600 of the database",
+        source,
+    })?;
     configure(&conn, path)?;
     Ok(conn)
 }

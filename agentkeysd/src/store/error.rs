@@ -137,7 +137,7 @@ pub enum StoreError {
     #[error("database operation failed")]
     Sqlite(#[from] rusqlite::Error),
     /// Secret memory could not be allocated.
-    #[error("secret memory")]
+    #[error("allocating secret memory failed")]
     Vault(#[from] VaultError),
 }
 

@@ -429,13 +429,20 @@ mod tests {
     }
 
     #[test]
-    fn fresh_database_without_key_reuses_nothing_and_creates_one() {
-        // A state dir whose database was never initialised gets a new key even if the
-        // open was interrupted before: nothing is sealed yet.
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("state");
-        drop(Store::open(&dir, None, &vault()).unwrap());
-        assert!(dir.join(STATE_KEY_FILE).exists());
+    fn database_without_sealed_data_reuses_an_existing_master_key() {
+        // A reinstalled database (key file kept) must not get a second key.
+        let fx = Fixture::new();
+        let key_path = fx.state_dir().join(STATE_KEY_FILE);
+        let before = fs::read(&key_path).unwrap();
+        fs::remove_file(fx.state_dir().join(DB_FILE)).unwrap();
+        let _ = fs::remove_file(fx.state_dir().join("agentkeys.db-wal"));
+        let _ = fs::remove_file(fx.state_dir().join("agentkeys.db-shm"));
+        let fx = fx.reopen().unwrap();
+        assert_eq!(
+            fx.store.key_source(),
+            &KeySource::StateFile(key_path.clone())
+        );
+        assert_eq!(fs::read(&key_path).unwrap(), before);
     }
 
     #[test]
@@ -547,6 +554,12 @@ mod tests {
             .unwrap();
         assert_eq!(sync, 2, "FULL");
         assert!(fx.store.sync_full);
+    }
+
+    #[test]
+    fn store_can_move_into_the_daemons_mutex() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Store>();
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub(crate) fn vault() -> Vault {
 }
 
 /// A store in a fresh temp dir (the state dir itself is created by `Store::open`).
+#[derive(Debug)]
 pub(crate) struct Fixture {
     pub tmp: TempDir,
     pub vault: Vault,
