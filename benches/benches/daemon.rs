@@ -22,13 +22,24 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn daemon(c: &mut Criterion) {
     let mut d = Daemon::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let conn = d.connect().await;
         let creds = CredentialsProxy::new(&conn).await.unwrap();
         for i in 0..1000 {
-            let fd = sealed_memfd_from_bytes(format!("sk-test-{i:04}-0123456789abcdef").as_bytes()).unwrap();
-            creds.store(&format!("cred-{i:04}"), fd.as_fd().into(), Default::default()).await.unwrap();
+            let fd = sealed_memfd_from_bytes(format!("sk-test-{i:04}-0123456789abcdef").as_bytes())
+                .unwrap();
+            creds
+                .store(
+                    &format!("cred-{i:04}"),
+                    fd.as_fd().into(),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
         }
     });
     // A fresh start on the now-populated state dir, then idle.
@@ -36,7 +47,10 @@ fn daemon(c: &mut Criterion) {
     std::thread::sleep(Duration::from_millis(500));
     eprintln!("idle RSS with 1000 credentials: {} KiB", rss_kib(d.pid()));
     d.ctl(&["list"]).ok();
-    eprintln!("RSS after listing 1000 credentials: {} KiB", rss_kib(d.pid()));
+    eprintln!(
+        "RSS after listing 1000 credentials: {} KiB",
+        rss_kib(d.pid())
+    );
 
     let mut g = c.benchmark_group("daemon");
     g.sample_size(20);

@@ -16,7 +16,10 @@ use agentkeysd::vault::sealed_memfd_from_bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn dbus(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let d = Daemon::start();
     let conn = rt.block_on(d.connect());
     let creds = rt.block_on(CredentialsProxy::new(&conn)).unwrap();
@@ -29,9 +32,12 @@ fn dbus(c: &mut Criterion) {
         )
         .unwrap();
     let fd = sealed_memfd_from_bytes(b"sk-ant-api03-bench-0123456789abcdefghijklmnop").unwrap();
-    rt.block_on(creds.store("anthropic", fd.as_fd().into(), HashMap::new())).unwrap();
+    rt.block_on(creds.store("anthropic", fd.as_fd().into(), HashMap::new()))
+        .unwrap();
     let mut g = c.benchmark_group("dbus");
-    g.bench_function("Peer.Ping (bare no-op)", |b| b.iter(|| rt.block_on(peer.ping()).unwrap()));
+    g.bench_function("Peer.Ping (bare no-op)", |b| {
+        b.iter(|| rt.block_on(peer.ping()).unwrap())
+    });
     g.bench_function("Credentials1.Read", |b| {
         b.iter(|| black_box(rt.block_on(creds.read("anthropic")).unwrap()))
     });

@@ -11,13 +11,28 @@ fn store(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let vault = Vault::new(SecretMemoryPolicy::Prefer).unwrap();
     let mut store = Store::open(&dir.path().join("state"), None, &vault).unwrap();
-    let actor = Actor { uid: 1000, pid: Some(1) };
+    let actor = Actor {
+        uid: 1000,
+        pid: Some(1),
+    };
     let mut secret = vault.alloc(40).unwrap();
     secret.expose_secret_mut().fill(b'k');
-    let opts = PutOptions { env_var: "OPENAI_API_KEY".into(), expires_at: None, replace: true };
-    store.put_credential(&actor, 1000, "openai", &secret, &opts).unwrap();
+    let opts = PutOptions {
+        env_var: "OPENAI_API_KEY".into(),
+        expires_at: None,
+        replace: true,
+    };
+    store
+        .put_credential(&actor, 1000, "openai", &secret, &opts)
+        .unwrap();
     c.bench_function("store/put (replace, synchronous=FULL)", |b| {
-        b.iter(|| black_box(store.put_credential(&actor, 1000, "openai", &secret, &opts).unwrap()))
+        b.iter(|| {
+            black_box(
+                store
+                    .put_credential(&actor, 1000, "openai", &secret, &opts)
+                    .unwrap(),
+            )
+        })
     });
     c.bench_function("store/read (open + audit row)", |b| {
         b.iter(|| black_box(store.read_credential(&actor, 1000, "openai").unwrap()))

@@ -194,10 +194,15 @@ impl Daemon {
 
     /// The command line of a daemon on the same bus with another state directory.
     pub fn command_with_state(&self, state_dir: &Path) -> Command {
+        self.command_for(&self.bus.address, state_dir)
+    }
+
+    /// The command line of a daemon with this one's configuration on `bus` and `state_dir`.
+    pub fn command_for(&self, bus: &str, state_dir: &Path) -> Command {
         std::fs::write(self.config_path(), &self.opts.config).unwrap();
         let mut cmd = Command::new(bin("agentkeysd"));
         cmd.arg("--bus")
-            .arg(&self.bus.address)
+            .arg(bus)
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--runtime-dir")

@@ -274,3 +274,18 @@ fn inherited_file_descriptors_and_ld_variables_are_dropped() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("LD_BIND_NOW"), "{line}");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let d = Daemon::start();
+    // Its own bus, so that only the state directory is contended.
+    let other_bus = agentkeys_tests::Bus::start();
+    let out = run(d.command_for(&other_bus.address, &d.state_dir()), None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("in use by another process"),
+        "{}",
+        out.stderr
+    );
+    d.ctl(&["audit", "verify"]).ok();
+}

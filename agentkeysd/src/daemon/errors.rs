@@ -29,6 +29,8 @@ pub enum DaemonError {
     CallerUnknown(String),
     #[error("agentkeysd is shutting down")]
     ShuttingDown,
+    #[error("the audit trail cannot be written")]
+    AuditUnavailable,
     #[error("a worker task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -67,6 +69,10 @@ pub fn to_public(method: &str, err: DaemonError) -> Public {
                 )
             }
         },
+        DaemonError::AuditUnavailable => Public::Unavailable(
+            "reads are refused while the audit trail cannot be written; see the daemon's log"
+                .into(),
+        ),
         DaemonError::ShuttingDown => {
             Public::Unavailable("agentkeysd is shutting down; retry once it is back".into())
         }

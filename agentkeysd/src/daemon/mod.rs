@@ -147,6 +147,7 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     let store = Store::open(&args.state_dir, args.credentials_dir.as_deref(), &vault)?;
     let services = services::ServiceTable::builtin().map_err(StartError::Services)?;
     let shared = Arc::new(Shared::new(store, vault, config, services));
+    shared.spawn_audit_flusher();
     let conn = serve(&args.bus, &shared).await?;
     let status = format!(
         "serving on the {} bus; secret memory: {}",
@@ -318,6 +319,8 @@ async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
     if !shared.drain(timeout).await {
         tracing::warn!("calls still in flight after {timeout:?}; stopping anyway");
     }
+    // Every read served has its row in the chain before we go.
+    shared.flush_audit_now();
     // Break the proxy → connection → object server → Shared cycle.
     shared.set_bus(None);
     drop(conn);

@@ -16,6 +16,10 @@ use super::config::Config;
 use super::errors::DaemonError;
 use super::services::ServiceTable;
 
+/// How long the audit flusher lets reads accumulate before it writes them in one
+/// transaction. Bounds the window in which a `kill -9` can lose the row of a served read.
+pub const AUDIT_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Bound on remembered connections; past it the cache starts over (it is only a cache).
 const CALLER_CACHE_MAX: usize = 4096;
 
@@ -31,6 +35,11 @@ pub struct Shared {
     dbus: Mutex<Option<zbus::fdo::DBusProxy<'static>>>,
     inflight: Arc<RwLock<()>>,
     stopping: AtomicBool,
+    /// Wakes the audit flusher after a read queued its row.
+    audit_queued: tokio::sync::Notify,
+    /// Set when queued audit rows could not be written: reads are refused until a flush
+    /// succeeds again, so no read goes unrecorded for long (fail closed).
+    audit_failed: AtomicBool,
 }
 
 /// Held for the duration of one method call; shutdown waits for all of them.
@@ -48,6 +57,8 @@ impl Shared {
             dbus: Mutex::new(None),
             inflight: Arc::new(RwLock::new(())),
             stopping: AtomicBool::new(false),
+            audit_queued: tokio::sync::Notify::new(),
+            audit_failed: AtomicBool::new(false),
         }
     }
 
@@ -77,6 +88,57 @@ impl Shared {
     /// dropped its rusqlite transaction, which rolled back, so the state is consistent.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the flusher that a read queued its audit row.
+    pub fn audit_queued(&self) {
+        self.audit_queued.notify_one();
+    }
+
+    /// Whether the audit trail is failing to take queued rows (reads are refused then).
+    pub fn audit_failed(&self) -> bool {
+        self.audit_failed.load(Ordering::Acquire)
+    }
+
+    /// Writes queued read rows soon after reads queue them: one transaction for every read
+    /// served within [`AUDIT_FLUSH_DELAY`]. Runs until the runtime is dropped at exit (which drops
+    /// this task and its reference to the state).
+    pub fn spawn_audit_flusher(self: &Arc<Self>) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            loop {
+                shared.audit_queued.notified().await;
+                // Coalesce: every read served in the next few ms joins this transaction.
+                tokio::time::sleep(AUDIT_FLUSH_DELAY).await;
+                let result = blocking(&shared, |store| Ok(store.flush_audit()?)).await;
+                shared.note_flush(result.map(drop));
+            }
+        });
+    }
+
+    /// Writes queued read rows now (shutdown, and before audit reads).
+    pub fn flush_audit_now(&self) {
+        let result = self
+            .store()
+            .flush_audit()
+            .map(drop)
+            .map_err(DaemonError::from);
+        self.note_flush(result);
+    }
+
+    fn note_flush(&self, result: Result<(), DaemonError>) {
+        match result {
+            Ok(()) => {
+                if self.audit_failed.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("audit trail writable again; reads resume");
+                }
+            }
+            Err(e) => {
+                if !self.audit_failed.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %super::errors::chain(&e), "cannot write audit rows; refusing reads until this is fixed");
+                }
+            }
+        }
     }
 
     /// Who sent `hdr`, from the bus daemon's `GetConnectionCredentials` (uid, pid).

@@ -177,8 +177,7 @@ fn teardown_revokes_and_drops_grants_and_links_but_keeps_the_row() {
         .link_agent(&actor(ALICE), ALICE, "ci-bot", LinkKind::Alias, "builder")
         .unwrap();
     let cred = fx.put(ALICE, "anthropic", "sk-ant-0123456789abc").meta().id;
-    let raw = fx.raw();
-    raw.execute(
+    fx.raw().execute(
         "INSERT INTO grants (agent_id, credential_id, mode, created_at) VALUES (?1, ?2, 'auto', 0)",
         params![a.id, cred],
     )
@@ -189,7 +188,8 @@ fn teardown_revokes_and_drops_grants_and_links_but_keeps_the_row() {
         .unwrap();
     assert_eq!(t.state, AgentState::Revoked);
     assert!(t.aliases.is_empty());
-    let grants: i64 = raw
+    let grants: i64 = fx
+        .raw()
         .query_row("SELECT count(*) FROM grants", [], |r| r.get(0))
         .unwrap();
     assert_eq!(grants, 0);

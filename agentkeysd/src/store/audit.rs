@@ -255,10 +255,22 @@ pub(crate) fn append(
     tail: &Tail,
     entry: &AuditEntry<'_>,
 ) -> Result<Tail, StoreError> {
+    let new_tail = append_row(conn, tail, entry, now_ms())?;
+    write_head(conn, audit_key, &new_tail)?;
+    Ok(new_tail)
+}
+
+/// Appends one row after `tail`, stamped `ts_ms`, without moving the keyed head: a batch
+/// appends its rows and then calls [`write_head`] once.
+pub(crate) fn append_row(
+    conn: &Connection,
+    tail: &Tail,
+    entry: &AuditEntry<'_>,
+    ts_ms: i64,
+) -> Result<Tail, StoreError> {
     let seq = tail.seq.checked_add(1).ok_or(StoreError::Crypto {
         step: "audit sequence overflow",
     })?;
-    let ts_ms = now_ms();
     let fields = Fields {
         seq,
         ts_ms,
@@ -289,10 +301,18 @@ pub(crate) fn append(
         &tail.hash[..],
         &hash[..],
     ])?;
-    let new_tail = Tail { seq, hash };
+    Ok(Tail { seq, hash })
+}
+
+/// Moves the keyed head to `tail`.
+pub(crate) fn write_head(
+    conn: &Connection,
+    audit_key: &SecretBuf,
+    tail: &Tail,
+) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
-        .execute(params![HEAD_KEY, encode_head(audit_key, &new_tail)?])?;
-    Ok(new_tail)
+        .execute(params![HEAD_KEY, encode_head(audit_key, tail)?])?;
+    Ok(())
 }
 
 /// The chain's actual last row.
@@ -430,11 +450,12 @@ impl Store {
     /// Rows after `after_seq`, oldest first, at most `limit` (capped at [`AUDIT_LIST_MAX`]).
     /// `owner = Some(uid)`: the rows about that owner or acted by that uid; `None`: all.
     pub fn audit_list(
-        &self,
+        &mut self,
         owner: Option<u32>,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<AuditRow>, StoreError> {
+        self.flush_audit()?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, ts_ms, actor_uid, actor_pid, owner_uid, action, subject, outcome, detail
              FROM audit
@@ -458,7 +479,8 @@ impl Store {
     }
 
     /// Walk the whole chain in seq order (constant memory) and check the keyed head.
-    pub fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
+    pub fn audit_verify(&mut self) -> Result<VerifyReport, StoreError> {
+        self.flush_audit()?;
         let mut stmt = self.conn.prepare(
             "SELECT seq, ts_ms, actor_uid, actor_pid, owner_uid, action, subject, outcome,
                     detail, prev_hash, hash

@@ -36,7 +36,7 @@ fn busy() -> Fixture {
     fx
 }
 
-fn problem(fx: &Fixture) -> ChainProblem {
+fn problem(fx: &mut Fixture) -> ChainProblem {
     let report = fx.store.audit_verify().unwrap();
     report.first_problem.expect("a problem")
 }
@@ -49,7 +49,7 @@ fn rows(fx: &Fixture) -> i64 {
 
 #[test]
 fn chain_verifies_after_many_operations() {
-    let fx = busy();
+    let mut fx = busy();
     let report = fx.store.audit_verify().unwrap();
     assert_eq!(report.first_problem, None, "{report:?}");
     assert_eq!(report.rows, u64::try_from(rows(&fx)).unwrap());
@@ -62,35 +62,35 @@ fn chain_verifies_after_many_operations() {
 
 #[test]
 fn edited_row_is_reported_as_edited_at_its_seq() {
-    let fx = busy();
+    let mut fx = busy();
     fx.raw()
         .execute(
             "UPDATE audit SET detail = 'nothing to see' WHERE seq = 5",
             [],
         )
         .unwrap();
-    let p = problem(&fx);
+    let p = problem(&mut fx);
     assert_eq!((p.seq, p.kind), (5, ProblemKind::Edited), "{p:?}");
 }
 
 #[test]
 fn deleted_middle_row_is_reported_missing_at_the_next_seq() {
-    let fx = busy();
+    let mut fx = busy();
     fx.raw()
         .execute("DELETE FROM audit WHERE seq = 7", [])
         .unwrap();
-    let p = problem(&fx);
+    let p = problem(&mut fx);
     assert_eq!((p.seq, p.kind), (8, ProblemKind::Missing), "{p:?}");
 }
 
 #[test]
 fn deleted_last_row_is_a_head_mismatch() {
-    let fx = busy();
+    let mut fx = busy();
     let last = rows(&fx);
     fx.raw()
         .execute("DELETE FROM audit WHERE seq = ?1", [last])
         .unwrap();
-    let p = problem(&fx);
+    let p = problem(&mut fx);
     assert_eq!(
         (p.seq, p.kind),
         (last - 1, ProblemKind::HeadMismatch),
@@ -100,7 +100,7 @@ fn deleted_last_row_is_a_head_mismatch() {
 
 #[test]
 fn forged_row_appended_with_a_valid_hash_chain_is_a_head_mismatch() {
-    let fx = busy();
+    let mut fx = busy();
     let raw = fx.raw();
     let (seq, prev): (i64, Vec<u8>) = raw
         .query_row(
@@ -128,7 +128,7 @@ fn forged_row_appended_with_a_valid_hash_chain_is_a_head_mismatch() {
         params![seq + 1, ALICE, &prev[..], &hash[..]],
     )
     .unwrap();
-    let p = problem(&fx);
+    let p = problem(&mut fx);
     assert_eq!(
         (p.seq, p.kind),
         (seq + 1, ProblemKind::HeadMismatch),
@@ -138,7 +138,7 @@ fn forged_row_appended_with_a_valid_hash_chain_is_a_head_mismatch() {
 
 #[test]
 fn reordered_rows_are_reported_at_the_first_of_them() {
-    let fx = busy();
+    let mut fx = busy();
     fx.raw()
         .execute_batch(
             "CREATE TEMP TABLE t AS SELECT * FROM audit WHERE seq IN (9, 10);
@@ -156,7 +156,7 @@ fn reordered_rows_are_reported_at_the_first_of_them() {
              WHERE seq IN (9, 10);",
         )
         .unwrap();
-    let p = problem(&fx);
+    let p = problem(&mut fx);
     assert_eq!(p.seq, 9, "{p:?}");
     assert!(
         matches!(p.kind, ProblemKind::Edited | ProblemKind::Missing),
@@ -166,23 +166,23 @@ fn reordered_rows_are_reported_at_the_first_of_them() {
 
 #[test]
 fn missing_head_is_reported() {
-    let fx = busy();
+    let mut fx = busy();
     fx.raw()
         .execute("DELETE FROM meta WHERE key = 'audit_head'", [])
         .unwrap();
-    assert_eq!(problem(&fx).kind, ProblemKind::HeadMissing);
+    assert_eq!(problem(&mut fx).kind, ProblemKind::HeadMissing);
 }
 
 #[test]
 fn forged_head_is_a_head_mismatch() {
-    let fx = busy();
+    let mut fx = busy();
     fx.raw()
         .execute(
             "UPDATE meta SET value = zeroblob(72) WHERE key = 'audit_head'",
             [],
         )
         .unwrap();
-    assert_eq!(problem(&fx).kind, ProblemKind::HeadMismatch);
+    assert_eq!(problem(&mut fx).kind, ProblemKind::HeadMismatch);
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn tail_removed_while_closed_is_recorded_not_sealed_over() {
         .unwrap();
     let mut fx = fx.reopen().unwrap();
     fx.put(ALICE, "later", "sk-0123456789abcdef");
-    let p = problem(&fx);
+    let p = problem(&mut fx);
     assert_eq!((p.seq, p.kind), (last, ProblemKind::HeadMismatch), "{p:?}");
     let row = fx.store.audit_list(None, last - 1, 1).unwrap().remove(0);
     assert_eq!(row.action, ACTION_CHAIN_BREAK);
@@ -207,7 +207,7 @@ fn tail_removed_while_closed_is_recorded_not_sealed_over() {
 
 #[test]
 fn audit_list_filters_by_owner_or_actor_and_pages() {
-    let fx = busy();
+    let mut fx = busy();
     let bob_rows = fx.store.audit_list(Some(BOB), 0, 100).unwrap();
     assert!(!bob_rows.is_empty());
     assert!(

@@ -237,8 +237,9 @@ impl Store {
         })
     }
 
-    /// Open the secret `name` of `owner` into secret memory. Every attempt is audited; the
-    /// secret is returned only once its audit row is committed.
+    /// Open the secret `name` of `owner` into secret memory. Every attempt is audited:
+    /// failures and single-use reads commit their row before returning; a plain successful
+    /// read queues its row (see [`Store::queue_audit`]).
     pub fn read_credential(
         &mut self,
         actor: &Actor,
@@ -323,13 +324,15 @@ impl Store {
                 if meta.single_use { " consumed" } else { "" }
             ),
         };
-        self.commit(durability, |tx, _| {
-            if meta.single_use {
+        if meta.single_use {
+            self.commit(durability, |tx, _| {
                 tx.prepare_cached("DELETE FROM credentials WHERE id = ?1")?
                     .execute([meta.id])?;
-            }
-            Ok(((), record))
-        })?;
+                Ok(((), record))
+            })?;
+        } else {
+            self.queue_audit(record)?;
+        }
         Ok((meta, secret))
     }
 

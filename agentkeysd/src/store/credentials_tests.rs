@@ -10,7 +10,7 @@ use crate::store::{ErrorKind, Outcome};
 
 const KEY: &str = "sk-ant-api03-0123456789abcdef";
 
-fn last_audit(fx: &Fixture) -> crate::store::AuditRow {
+fn last_audit(fx: &mut Fixture) -> crate::store::AuditRow {
     fx.store.audit_list(None, 0, 10_000).unwrap().pop().unwrap()
 }
 
@@ -37,7 +37,7 @@ fn stored_credential_reads_back_and_lists_without_its_secret() {
         .collect();
     assert_eq!(names, ["anthropic", "github"]);
     assert!(fx.store.list_credentials(BOB).unwrap().is_empty());
-    let row = last_audit(&fx);
+    let row = last_audit(&mut fx);
     assert_eq!(
         (row.action.as_str(), row.outcome.as_str()),
         ("credential.read", "ok")
@@ -96,7 +96,7 @@ fn replace_bumps_version_and_serves_the_new_secret() {
         fx.read(ALICE, "anthropic").unwrap(),
         b"sk-ant-api03-NEWNEWNEWNEW"
     );
-    assert_eq!(last_audit(&fx).action, "credential.read");
+    assert_eq!(last_audit(&mut fx).action, "credential.read");
     let actions: Vec<String> = fx
         .store
         .audit_list(Some(ALICE), 0, 100)
@@ -123,7 +123,7 @@ fn expired_credential_is_refused_and_audited_as_denied() {
         .unwrap();
     let err = fx.read(ALICE, "anthropic").unwrap_err();
     assert!(matches!(err, StoreError::Expired { .. }), "{err:?}");
-    let row = last_audit(&fx);
+    let row = last_audit(&mut fx);
     assert_eq!(
         (row.outcome.as_str(), row.detail.as_str()),
         ("denied", "expired")
@@ -135,7 +135,7 @@ fn unknown_credential_is_not_found_and_audited() {
     let mut fx = Fixture::new();
     let err = fx.read(ALICE, "nope").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert_eq!(last_audit(&fx).outcome, Outcome::Denied.as_str());
+    assert_eq!(last_audit(&mut fx).outcome, Outcome::Denied.as_str());
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn swapped_sealed_values_fail_as_tampered_for_both_rows() {
             matches!(err, StoreError::Tampered { .. }),
             "{name}: {err:?}"
         );
-        assert_eq!(last_audit(&fx).outcome, "error");
+        assert_eq!(last_audit(&mut fx).outcome, "error");
     }
 }
 
@@ -198,8 +198,8 @@ fn row_moved_to_another_owner_fails_as_tampered() {
 fn rolled_back_sealed_value_fails_as_tampered() {
     let mut fx = Fixture::new();
     fx.put(ALICE, "anthropic", "sk-old-secret-value-0000");
-    let raw = fx.raw();
-    let (old_nonce, old_sealed): (Vec<u8>, Vec<u8>) = raw
+    let (old_nonce, old_sealed): (Vec<u8>, Vec<u8>) = fx
+        .raw()
         .query_row(
             "SELECT nonce, sealed FROM credentials WHERE name = 'anthropic'",
             [],
@@ -210,11 +210,12 @@ fn rolled_back_sealed_value_fails_as_tampered() {
     fx.store
         .put_credential(&actor(ALICE), ALICE, "anthropic", &s, &opts(true))
         .unwrap();
-    raw.execute(
-        "UPDATE credentials SET nonce = ?1, sealed = ?2 WHERE name = 'anthropic'",
-        params![old_nonce, old_sealed],
-    )
-    .unwrap();
+    fx.raw()
+        .execute(
+            "UPDATE credentials SET nonce = ?1, sealed = ?2 WHERE name = 'anthropic'",
+            params![old_nonce, old_sealed],
+        )
+        .unwrap();
     let err = fx.read(ALICE, "anthropic").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tampered);
 }
@@ -227,8 +228,7 @@ fn delete_removes_the_credential_and_its_grants() {
         .store
         .create_agent(&actor(ALICE), ALICE, "ci-bot", &Default::default())
         .unwrap();
-    let raw = fx.raw();
-    raw.execute(
+    fx.raw().execute(
         "INSERT INTO grants (agent_id, credential_id, mode, created_at) VALUES (?1, ?2, 'auto', 0)",
         params![agent.id, meta.id],
     )
@@ -242,7 +242,8 @@ fn delete_removes_the_credential_and_its_grants() {
         fx.read(ALICE, "anthropic").unwrap_err().kind(),
         ErrorKind::NotFound
     );
-    let grants: i64 = raw
+    let grants: i64 = fx
+        .raw()
         .query_row("SELECT count(*) FROM grants", [], |r| r.get(0))
         .unwrap();
     assert_eq!(grants, 0);
@@ -323,6 +324,59 @@ fn last4_is_shown_only_for_long_printable_utf8() {
 fn aad_is_owner_id_version_big_endian_then_name() {
     assert_eq!(
         aad(0x0102_0304, 0x0506_0708_090a_0b0c, 0x0d0e_0f10, "ab"),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, b'a', b'b']
+        [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, b'a', b'b'
+        ]
     );
+}
+
+#[test]
+fn a_read_queues_its_row_and_audit_readers_see_it_at_once() {
+    let mut fx = Fixture::new();
+    fx.put(ALICE, "anthropic", KEY);
+    fx.read(ALICE, "anthropic").unwrap();
+    assert_eq!(fx.store.pending_audit(), 1);
+    let row = last_audit(&mut fx);
+    assert_eq!(
+        (row.action.as_str(), row.outcome.as_str()),
+        ("credential.read", "ok")
+    );
+    assert_eq!(fx.store.pending_audit(), 0);
+}
+
+#[test]
+fn queued_read_rows_keep_their_place_before_a_later_commit() {
+    let mut fx = Fixture::new();
+    fx.put(ALICE, "anthropic", KEY);
+    fx.read(ALICE, "anthropic").unwrap();
+    fx.read(ALICE, "anthropic").unwrap();
+    fx.put(ALICE, "openai", "sk-proj-abcdefghijklmnop");
+    let actions: Vec<String> = fx
+        .store
+        .audit_list(Some(ALICE), 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "credential.store",
+            "credential.read",
+            "credential.read",
+            "credential.store"
+        ]
+    );
+    assert_eq!(fx.store.audit_verify().unwrap().first_problem, None);
+}
+
+#[test]
+fn queued_read_rows_are_written_when_the_store_closes() {
+    let mut fx = Fixture::new();
+    fx.put(ALICE, "anthropic", KEY);
+    fx.read(ALICE, "anthropic").unwrap();
+    let mut fx = fx.reopen().unwrap();
+    let row = last_audit(&mut fx);
+    assert_eq!(row.action, "credential.read");
+    assert_eq!(fx.store.audit_verify().unwrap().first_problem, None);
 }

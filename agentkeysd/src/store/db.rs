@@ -11,8 +11,9 @@ use super::files::make_private;
 
 /// `PRAGMA application_id` of an AgentKeys database: 'AKEY'.
 pub const APPLICATION_ID: i32 = 0x414B_4559;
-/// How long a statement waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening waits for another process's lock before failing: long enough for a
+/// daemon that is being restarted to let go, short enough to fail a second daemon soon.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the file says about itself before we touch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +40,24 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     };
     let conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // The daemon is the database's only user: hold its lock for as long as the connection
+    // lives. No lock/unlock syscalls per transaction, the WAL index lives in heap memory
+    // (no -shm file), and a second daemon on the same state directory cannot interleave
+    // its writes with ours and fork the audit chain. Set before the first read, which is
+    // when SQLite decides where the WAL index lives. (Writes nothing.)
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(open_err)?;
     // Identity first: a foreign file must not be switched to WAL or otherwise written.
     let identity = read_identity(&conn).map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => {
             StoreError::NotOurDatabase {
+                path: path.to_owned(),
+            }
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+        {
+            StoreError::InUse {
                 path: path.to_owned(),
             }
         }

@@ -56,6 +56,12 @@ pub enum StoreError {
          move it away or point --state-dir at another directory"
     )]
     NotOurDatabase { path: PathBuf },
+    /// Another process holds the database (the daemon keeps it locked while it runs).
+    #[error(
+        "database {path} is in use by another process (another agentkeysd on this state \
+         directory?); stop it first, or point --state-dir elsewhere"
+    )]
+    InUse { path: PathBuf },
     /// The database was written by a newer AgentKeys.
     #[error(
         "database schema version {found} is newer than this agentkeysd knows ({known}); \
@@ -168,6 +174,7 @@ impl StoreError {
             StoreError::StateDirInsecure { .. }
             | StoreError::WalUnavailable { .. }
             | StoreError::NotOurDatabase { .. }
+            | StoreError::InUse { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::MasterKeyMissing { .. }
             | StoreError::MasterKeyInvalid { .. }

@@ -116,6 +116,22 @@ pub struct Store {
     tail: Tail,
     /// Whether the connection is known to be at `synchronous=FULL`.
     sync_full: bool,
+    /// Audit records of successful reads, stamped with their time, not yet in the chain.
+    /// See [`Store::flush_audit`].
+    pending: Vec<(Record, i64)>,
+}
+
+/// Reads queued past this many are flushed inside the read itself (back-pressure).
+const MAX_PENDING_AUDIT: usize = 4096;
+
+/// A store closed with read records still queued writes them first (best effort: the
+/// daemon flushes explicitly at shutdown, where an error can be reported).
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_audit() {
+            tracing::error!(error = %e, lost = self.pending.len(), "could not write queued audit rows");
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -178,6 +194,7 @@ impl Store {
             key_source,
             tail,
             sync_full: true,
+            pending: Vec::new(),
         };
         if let Some(problem) = chain_problem {
             store.record_chain_break(&problem)?;
@@ -190,6 +207,11 @@ impl Store {
     }
 
     /// The database file.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn db_path(&self) -> &Path {
         &self.db_path
     }
@@ -255,6 +277,7 @@ impl Store {
     }
 
     /// Run `work` and append the audit record it returns, in one IMMEDIATE transaction.
+    /// Queued read records go in first, so the chain keeps the order requests were served.
     pub(crate) fn commit<T>(
         &mut self,
         durability: Durability,
@@ -265,18 +288,20 @@ impl Store {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tail = append_pending(&tx, &self.tail, &self.pending)?;
             let (value, record) = work(&tx, &self.crypto)?;
-            let tail = audit::append(&tx, &self.crypto.keys.audit, &self.tail, &record.entry())?;
+            let tail = audit::append(&tx, &self.crypto.keys.audit, &tail, &record.entry())?;
             tx.commit()?;
             Ok((value, tail))
         })();
         self.after_commit(durability);
         let (value, tail) = result?;
         self.tail = tail;
+        self.pending.clear();
         Ok(value)
     }
 
-    /// Append one audit entry in its own transaction.
+    /// Append one audit entry in its own transaction (after any queued read records).
     pub(crate) fn commit_entry(
         &mut self,
         durability: Durability,
@@ -287,13 +312,62 @@ impl Store {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let tail = audit::append(&tx, &self.crypto.keys.audit, &self.tail, entry)?;
+            let tail = append_pending(&tx, &self.tail, &self.pending)?;
+            let tail = audit::append(&tx, &self.crypto.keys.audit, &tail, entry)?;
             tx.commit()?;
             Ok(tail)
         })();
         self.after_commit(durability);
         self.tail = result?;
+        self.pending.clear();
         Ok(())
+    }
+
+    /// Queues the audit record of a successful read, stamped now. It joins the chain at
+    /// the next [`Store::flush_audit`] (the daemon flushes right after replying: a group
+    /// commit of every read served meanwhile) or the next commit, whichever comes first.
+    ///
+    /// Why not commit it before the reply, like every other row: an audit commit costs more
+    /// than the rest of a read put together (WAL frames for the row and the keyed head), and
+    /// a read is the one call made on every use of a key. The cost of queueing is a window
+    /// of about a millisecond in which a `kill -9` loses the row of a read that was served.
+    /// A flush that fails keeps the queue and is reported; the daemon then refuses reads
+    /// until a flush succeeds (fail closed).
+    pub(crate) fn queue_audit(&mut self, record: Record) -> Result<(), StoreError> {
+        self.pending.push((record, now_ms()));
+        if self.pending.len() >= MAX_PENDING_AUDIT {
+            self.flush_audit()?;
+        }
+        Ok(())
+    }
+
+    /// How many read records wait for [`Store::flush_audit`].
+    pub fn pending_audit(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Appends the queued read records to the chain in one transaction
+    /// (`synchronous=NORMAL`, like the rows themselves) and moves the keyed head once.
+    /// Returns how many were written. On failure the queue is kept.
+    pub fn flush_audit(&mut self) -> Result<usize, StoreError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        self.set_durability(Durability::Normal)?;
+        let result = (|| -> Result<Tail, StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tail = append_pending(&tx, &self.tail, &self.pending)?;
+            audit::write_head(&tx, &self.crypto.keys.audit, &tail)?;
+            tx.commit()?;
+            Ok(tail)
+        })();
+        self.after_commit(Durability::Normal);
+        self.tail = result?;
+        let n = self.pending.len();
+        self.pending.clear();
+        Ok(n)
     }
 
     fn set_durability(&mut self, durability: Durability) -> Result<(), StoreError> {
@@ -326,6 +400,19 @@ impl Store {
             }
         }
     }
+}
+
+/// Appends queued records after `tail` (the caller moves the head).
+fn append_pending(
+    tx: &Transaction<'_>,
+    tail: &Tail,
+    pending: &[(Record, i64)],
+) -> Result<Tail, StoreError> {
+    let mut tail = *tail;
+    for (record, ts_ms) in pending {
+        tail = audit::append_row(tx, &tail, &record.entry(), *ts_ms)?;
+    }
+    Ok(tail)
 }
 
 fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

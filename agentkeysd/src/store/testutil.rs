@@ -42,9 +42,10 @@ impl Fixture {
         self.tmp.path().join("state")
     }
 
-    /// A second, raw connection for tampering (WAL lets it write beside the store).
-    pub(crate) fn raw(&self) -> Connection {
-        raw(&self.state_dir())
+    /// The store's own connection, for tampering: the store holds the database locked
+    /// (`locking_mode=EXCLUSIVE`), so a second connection cannot get in while it is open.
+    pub(crate) fn raw(&self) -> &Connection {
+        self.store.conn_for_tests()
     }
 
     pub(crate) fn reopen(self) -> Result<Fixture, super::StoreError> {

@@ -139,12 +139,10 @@ fn check_outgoing_len(len: usize) -> Result<(), MemfdError> {
 /// New memfd, write `bytes`, seal with [`OUTGOING_SEALS`], rewind.
 fn write_sealed_memfd(bytes: &[u8]) -> Result<OwnedFd, MemfdError> {
     let fd = create_memfd()?;
+    // pwrite leaves the file offset at 0, so a receiver using read(2) starts at the start.
     write_all(fd.as_fd(), bytes)?;
     fcntl(fd.as_fd(), FcntlArg::F_ADD_SEALS(OUTGOING_SEALS))
         .map_err(|e| MemfdError::Seal(e.into()))?;
-    // The receiver may use read(2) rather than pread(2).
-    nix::unistd::lseek(fd.as_fd(), 0, nix::unistd::Whence::SeekSet)
-        .map_err(|e| MemfdError::Seek(e.into()))?;
     Ok(fd)
 }
 
@@ -164,7 +162,9 @@ fn create_memfd() -> Result<OwnedFd, MemfdError> {
 fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<(), MemfdError> {
     let mut done = 0;
     while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
-        match nix::unistd::write(fd, rest) {
+        let offset = libc::off_t::try_from(done)
+            .map_err(|_| MemfdError::Write(io::ErrorKind::InvalidInput.into()))?;
+        match nix::sys::uio::pwrite(fd, rest, offset) {
             Ok(0) => return Err(MemfdError::Write(io::ErrorKind::WriteZero.into())),
             Ok(n) => done += n,
             Err(Errno::EINTR) => {}

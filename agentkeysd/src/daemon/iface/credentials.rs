@@ -138,12 +138,16 @@ impl Credentials {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
         let (owner, name) = self.target(&caller, "credential.read", name)?;
-        // Inline, not on the blocking pool: a read commits its audit row without fsync,
-        // and the hop to another thread would cost more than the work.
+        if self.shared.audit_failed() {
+            return Err(DaemonError::AuditUnavailable);
+        }
+        // Inline, not on the blocking pool: the read queues its audit row (the flusher
+        // writes it right after), and a hop to another thread would cost more than the work.
         let (_meta, secret) = self
             .shared
             .store()
             .read_credential(&actor(&caller), owner, name)?;
+        self.shared.audit_queued();
         let fd = vault::sealed_memfd_from_secret(&secret)?;
         drop(secret);
         Ok(zbus::OwnedFd::from(fd))
