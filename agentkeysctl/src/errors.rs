@@ -341,6 +341,13 @@ fn kind_report(kind: ErrorKind, msg: &str, op: &Op, exit: Exit) -> Report {
             msg.to_owned(),
             format!("check the name, then retry; agentkeysctl list{of} shows what exists"),
         ),
+        // The daemon answers Denied for a revoked agent too; that needs another fix.
+        (ErrorKind::Denied, Subject::Agent(a)) if msg.contains("revoked") => report(
+            exit,
+            format!("access denied — agent '{a}' was revoked"),
+            msg.to_owned(),
+            format!("a revoked agent stays revoked: create a new one with agentkeysctl{of} agent create NAME"),
+        ),
         (ErrorKind::Denied, _) => report(
             exit,
             format!("access denied — cannot {}", op.action),

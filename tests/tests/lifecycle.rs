@@ -289,3 +289,86 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     );
     d.ctl(&["audit", "verify"]).ok();
 }
+
+#[test]
+fn sigterm_the_moment_the_daemon_is_ready_is_a_clean_stop() {
+    let mut d = Daemon::start();
+    for i in 0..10 {
+        let status = d.stop();
+        assert!(status.success(), "stop {i}: {status:?}\n{}", d.log());
+        d.spawn_ready().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_read_served_before_sigterm_is_in_the_audit_trail_after_it() {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use agentkeysd::api::proxies::CredentialsProxy;
+
+    let mut d = Daemon::start();
+    d.ctl_in(&["store", "anthropic"], Some(b"sk-ant-shutdown-0123456789"))
+        .ok();
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let conn = d.connect().await;
+        let served = served.clone();
+        readers.push(tokio::spawn(async move {
+            let creds = CredentialsProxy::new(&conn).await.unwrap();
+            // Until the daemon stops answering.
+            while let Ok(fd) = creds.read("anthropic").await {
+                assert!(fd.as_fd().try_clone_to_owned().is_ok());
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let t0 = std::time::Instant::now();
+    while served.load(Ordering::SeqCst) < 100 {
+        assert!(t0.elapsed() < agentkeys_tests::EVENT_TIMEOUT);
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let s = d.stop();
+        (s, d)
+    })
+    .await
+    .unwrap();
+    let (status, mut d) = status;
+    assert!(status.success(), "{status:?}");
+    for r in readers {
+        r.await.unwrap();
+    }
+    let served = served.load(Ordering::SeqCst);
+    d.spawn_ready().unwrap();
+    let mut audited = 0;
+    let mut after = 0;
+    loop {
+        let page = d
+            .ctl(&[
+                "--json",
+                "audit",
+                "list",
+                "--after",
+                &after.to_string(),
+                "--limit",
+                "1000",
+            ])
+            .json();
+        let rows = page.as_array().unwrap();
+        let Some(last) = rows.last() else { break };
+        after = last["seq"].as_i64().unwrap();
+        audited += rows
+            .iter()
+            .filter(|r| r["action"] == "credential.read" && r["outcome"] == "ok")
+            .count();
+    }
+    // A reply lost in the shutdown may leave a read audited but not counted, never the reverse.
+    assert!(
+        audited >= served,
+        "served {served} reads, audited {audited}"
+    );
+    d.ctl(&["audit", "verify"]).ok();
+}

@@ -148,6 +148,9 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     let services = services::ServiceTable::builtin().map_err(StartError::Services)?;
     let shared = Arc::new(Shared::new(store, vault, config, services));
     shared.spawn_audit_flusher();
+    // Before READY=1: a SIGTERM that arrives the moment we are ready must stop us cleanly,
+    // not by the default action (which would skip the drain, the audit flush and zeroizing).
+    let stop = StopSignals::install()?;
     let conn = serve(&args.bus, &shared).await?;
     let status = format!(
         "serving on the {} bus; secret memory: {}",
@@ -160,7 +163,7 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
         secret_memory = shared.vault.kind().as_str(),
         "ready: {status}"
     );
-    wait_for_stop_signal().await?;
+    stop.wait().await;
     shutdown(conn, &shared).await;
     Ok(())
 }
@@ -298,15 +301,27 @@ async fn spawn_forget_departed(dbus: &DBusProxy<'static>, shared: &Arc<Shared>) 
     });
 }
 
-async fn wait_for_stop_signal() -> Result<(), StartError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+/// SIGTERM and SIGINT, caught from the moment this is created.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, StartError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(StartError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(StartError::Signals)?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = self.int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    }
 }
 
 async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
