@@ -104,7 +104,7 @@ pub enum AgentCommand {
 pub enum AuditCommand {
     /// List audit rows
     List(audit::list::ListArgs),
-    /// Verify the audit hash chain end to end
+    /// Verify the audit hash chain end to end (root: it covers every owner)
     Verify(audit::verify::VerifyArgs),
 }
 

@@ -40,6 +40,8 @@ pub struct Scan {
     pub bytes: u64,
     /// Mappings that are readable by their permissions but whose read failed, with errno.
     pub unreadable: Vec<(Mapping, i32)>,
+    /// Where the hits were: mapping path (or `[anon]`) and count.
+    pub hit_in: Vec<(String, usize)>,
 }
 
 /// Reads every `r` mapping of `pid` through /proc/PID/mem and counts `needle`.
@@ -58,7 +60,17 @@ pub fn scan(pid: u32, needle: &[u8]) -> Scan {
         let mut buf = vec![0u8; len];
         match read_fully(&mem, &mut buf, m.start) {
             Ok(()) => {
-                out.hits += crate::count(&buf, needle);
+                let n = crate::count(&buf, needle);
+                if n > 0 {
+                    let name = if m.path.is_empty() {
+                        "[anon]".to_owned()
+                    } else {
+                        m.path.clone()
+                    };
+                    out.hit_in
+                        .push((format!("{name} {:x}-{:x}", m.start, m.end), n));
+                }
+                out.hits += n;
                 out.bytes += len as u64;
             }
             Err(e) => out.unreadable.push((m, e.raw_os_error().unwrap_or(0))),

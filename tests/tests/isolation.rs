@@ -61,6 +61,12 @@ fn owners_see_only_their_own_credentials_and_root_acts_for_others_only_explicitl
         .filter(|r| r["outcome"] == "denied" && r["actor_uid"] == uid)
         .collect();
     assert!(denied.len() >= 2, "denials not audited: {rows}");
+    // Verifying the whole chain is root's: it covers every owner's rows.
+    let err = d
+        .ctl_as(TEST_USER, &["audit", "verify"], None)
+        .fails_with(3);
+    assert!(err.contains("sudo agentkeysctl audit verify"), "{err}");
+    d.ctl(&["audit", "verify"]).ok();
     // And the user's own audit view shows only rows about itself.
     let mine = d
         .ctl_as(TEST_USER, &["--json", "audit", "list"], None)

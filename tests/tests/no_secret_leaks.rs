@@ -63,3 +63,52 @@ fn secret_is_found_zero_times_in_daemon_memory_db_wal_and_log_after_1000_reads()
     // Not even the tail of it (last4 is shown only for long secrets, and never more).
     assert!(!d.log().contains(&secret[secret.len() - 8..]));
 }
+
+/// HMAC-SHA256(master, label): how the store derives its subkeys.
+fn derive(master: &[u8], label: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(master).unwrap();
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[test]
+fn master_and_derived_keys_are_found_zero_times_in_daemon_memory_after_1000_reads() {
+    let d = Daemon::start();
+    let secret = unique_secret("keys");
+    d.ctl_in(&["store", "keycheck"], Some(secret.as_bytes()))
+        .ok();
+    for i in 0..1000 {
+        let out = d.ctl(&["read", "keycheck"]);
+        assert_eq!(out.code, 0, "read {i} failed: {}", out.stderr);
+    }
+    // A store too, so encryption has run as well as decryption.
+    d.ctl_in(&["store", "keycheck", "--replace"], Some(secret.as_bytes()))
+        .ok();
+    let master = std::fs::read(d.state_dir().join("master.key")).unwrap();
+    assert_eq!(master.len(), 32);
+    let keys = [
+        ("master key", master.clone()),
+        (
+            "credential key",
+            derive(&master, "AgentKeys-v1 credential key"),
+        ),
+        ("audit key", derive(&master, "AgentKeys-v1 audit key")),
+    ];
+    let pid = d.pid();
+    for (what, key) in &keys {
+        // Whole, and by halves: AES-256's first two round keys are the key's two halves.
+        for (part, needle) in [
+            ("whole", &key[..]),
+            ("first half", &key[..16]),
+            ("second half", &key[16..]),
+        ] {
+            let found = scan(pid, needle);
+            assert_eq!(
+                found.hits, 0,
+                "{what} ({part}) found in the daemon's readable memory: {:?}",
+                found.hit_in
+            );
+        }
+    }
+}

@@ -26,6 +26,17 @@ pub enum AuthzError {
     BadName(String),
     #[error("only root may act for another owner (uid {owner})")]
     NotRoot { owner: u32 },
+    #[error("only root may {what}")]
+    RootOnly { what: &'static str },
+}
+
+/// Operations that concern every owner at once are root's.
+pub fn require_root(caller: &Caller, what: &'static str) -> Result<(), AuthzError> {
+    if caller.is_root() {
+        Ok(())
+    } else {
+        Err(AuthzError::RootOnly { what })
+    }
 }
 
 /// Resolves `arg` (`NAME` or `UID:NAME`) to the owner it addresses and the bare name.
@@ -89,6 +100,15 @@ mod tests {
         );
         assert_eq!(act_for(&ROOT, Some(1001)), Ok(1001));
         assert_eq!(act_for(&ALICE, None), Ok(1000));
+    }
+
+    #[test]
+    fn whole_store_operations_are_roots() {
+        assert_eq!(require_root(&ROOT, "x"), Ok(()));
+        assert_eq!(
+            require_root(&ALICE, "x"),
+            Err(AuthzError::RootOnly { what: "x" })
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn to_public(method: &str, err: DaemonError) -> Public {
             tracing::debug!(method, error = %chain, "rejected");
             Public::InvalidArgument(e.to_string())
         }
-        DaemonError::Authz(e @ AuthzError::NotRoot { .. }) => {
+        DaemonError::Authz(e @ (AuthzError::NotRoot { .. } | AuthzError::RootOnly { .. })) => {
             tracing::info!(method, error = %chain, "denied");
             Public::Denied(e.to_string())
         }

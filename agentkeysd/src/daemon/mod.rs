@@ -335,7 +335,7 @@ async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
         tracing::warn!("calls still in flight after {timeout:?}; stopping anyway");
     }
     // Every read served has its row in the chain before we go.
-    shared.flush_audit_now();
+    shared.flush_audit_final();
     // Break the proxy → connection → object server → Shared cycle.
     shared.set_bus(None);
     drop(conn);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use zbus::message::Header;
@@ -84,10 +84,33 @@ impl Shared {
             .is_ok()
     }
 
-    /// The store, locked. A poisoned lock is recovered: a panic inside a store call
-    /// dropped its rusqlite transaction, which rolled back, so the state is consistent.
-    pub fn store(&self) -> MutexGuard<'_, Store> {
+    /// The store, locked (blocking). Only for the blocking pool and shutdown: async code
+    /// uses [`Shared::with_store`]. A poisoned lock is recovered: a panic inside a store
+    /// call dropped its rusqlite transaction, which rolled back, so the state is consistent.
+    fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the store: right here when the lock is free (the common case, and the
+    /// cheapest: no thread hop), on the blocking pool when another call holds it — so an
+    /// async worker never waits on the store's mutex, and a long call (an audit verify, a
+    /// flush) cannot freeze unrelated calls.
+    pub async fn with_store<T, F>(self: &Arc<Self>, f: F) -> Result<T, DaemonError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, DaemonError> + Send + 'static,
+    {
+        {
+            let attempt = match self.store.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut guard) = attempt {
+                return f(&mut guard);
+            }
+        }
+        blocking(self, f).await
     }
 
     /// Tells the flusher that a read queued its audit row.
@@ -116,8 +139,14 @@ impl Shared {
         });
     }
 
-    /// Writes queued read rows now (shutdown, and before audit reads).
-    pub fn flush_audit_now(&self) {
+    /// Writes queued read rows now (a read while the trail was failing).
+    pub async fn flush_audit_now(self: &Arc<Self>) {
+        let result = self.with_store(|s| Ok(s.flush_audit().map(drop)?)).await;
+        self.note_flush(result);
+    }
+
+    /// Writes queued read rows at shutdown, after the last call has drained.
+    pub fn flush_audit_final(&self) {
         let result = self
             .store()
             .flush_audit()

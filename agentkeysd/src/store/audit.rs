@@ -219,6 +219,10 @@ fn head_mac(audit_key: &SecretBuf, tail: &Tail) -> Result<Hmac<Sha256>, StoreErr
 
 /// The `audit_head` meta value for `tail`.
 pub(crate) fn encode_head(audit_key: &SecretBuf, tail: &Tail) -> Result<Vec<u8>, StoreError> {
+    crate::vault::scrubbed(|| encode_head_inner(audit_key, tail))
+}
+
+fn encode_head_inner(audit_key: &SecretBuf, tail: &Tail) -> Result<Vec<u8>, StoreError> {
     let tag = head_mac(audit_key, tail)?.finalize().into_bytes();
     let mut out = Vec::with_capacity(HEAD_LEN);
     out.extend_from_slice(&tail.seq.to_be_bytes());
@@ -229,6 +233,10 @@ pub(crate) fn encode_head(audit_key: &SecretBuf, tail: &Tail) -> Result<Vec<u8>,
 
 /// Decode and authenticate a head: `Ok(None)` when it is malformed or its MAC is wrong.
 pub(crate) fn decode_head(audit_key: &SecretBuf, blob: &[u8]) -> Result<Option<Tail>, StoreError> {
+    crate::vault::scrubbed(|| decode_head_inner(audit_key, blob))
+}
+
+fn decode_head_inner(audit_key: &SecretBuf, blob: &[u8]) -> Result<Option<Tail>, StoreError> {
     if blob.len() != HEAD_LEN {
         return Ok(None);
     }

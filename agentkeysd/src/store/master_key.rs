@@ -73,6 +73,11 @@ impl Keys {
 
 /// HMAC-SHA256(master, label) into secret memory.
 fn derive(vault: &Vault, master: &SecretBuf, label: &[u8]) -> Result<SecretBuf, StoreError> {
+    // HMAC pads the key into a block on the stack: scrub it with the frame.
+    crate::vault::scrubbed(|| derive_inner(vault, master, label))
+}
+
+fn derive_inner(vault: &Vault, master: &SecretBuf, label: &[u8]) -> Result<SecretBuf, StoreError> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(master.expose_secret()).map_err(|_| {
         StoreError::Crypto {
             step: "HMAC key setup",

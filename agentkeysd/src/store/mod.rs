@@ -9,23 +9,27 @@
 //! credential key": AES-256-GCM over every secret value and the `key_check`) and the *audit
 //! key* ("AgentKeys-v1 audit key": HMAC over the audit chain's head). Both stay in secret
 //! memory for the store's lifetime. Each secret is sealed with a random 96-bit nonce and AAD
-//! = owner uid (u32 BE) ‖ credential id (i64 BE) ‖ version (u32 BE), so a row moved to another
-//! owner or id, swapped with another row, or rolled back to an older version fails to open.
+//! = owner uid (u32 BE) ‖ credential id (i64 BE) ‖ version (u32 BE) ‖ name, so a row moved to
+//! another owner or id, swapped with or renamed to another row, or rolled back to an older
+//! version fails to open. (DESIGN §5 names the first three; the name closes the rename hole.)
 //!
 //! # Durability
 //! WAL with `synchronous=FULL`: every state change (store, replace, delete, agent changes)
-//! is fsynced before it is acknowledged. The audit row of a *read* (and of a denial the
-//! daemon records) commits with `synchronous=NORMAL` for that one transaction: in WAL mode
-//! that is still atomic and survives a killed process, and only power loss can drop the
-//! newest such rows — a whole suffix, never a hole, so the chain stays consistent — while a
-//! read costs no fsync.
+//! is fsynced before it is acknowledged. The audit row of a denial commits with
+//! `synchronous=NORMAL`: in WAL mode that is still atomic and survives a killed process, and
+//! only power loss can drop the newest such rows — a whole suffix, never a hole, so the chain
+//! stays consistent. The row of a successful *read* is queued ([`Store::queue_audit`]) and
+//! group-committed the same way moments later: a read costs neither an fsync nor a commit,
+//! and a killed process can lose the rows of reads served in the last few milliseconds.
 //!
 //! # Invariants
 //! - Plaintext secrets and key material exist only in
 //!   [`SecretBuf`](crate::vault::SecretBuf)s (vault memory); they are
 //!   encrypted and decrypted in place there, and never logged, formatted or put in an error.
-//! - Every change and every read commits together with its audit row, in one transaction;
-//!   a read whose audit row cannot be written returns no secret.
+//! - Every change commits together with its audit row, in one transaction. Every read is
+//!   audited: failed and single-use reads before they return, successful ones through the
+//!   queue, which any later commit and every audit read writes first (the chain stays in
+//!   request order).
 //! - A missing master key is never replaced while the database holds sealed data
 //!   (`key_check` present): that would orphan every secret.
 //! - A file that is not an AgentKeys database (application_id 'AKEY') is never written to.
@@ -37,8 +41,6 @@
 //!   scopes every query by the owner it is given.
 //! - Hiding metadata: names, env vars, `last4`, timestamps and the audit log are plaintext.
 //! - Defending against an attacker who holds the master key and can write the database.
-//! - HMAC/SHA-256 internal state (derived from keys) on the stack is not wiped (the RustCrypto
-//!   types offer no zeroize); only the AES round keys are.
 
 mod agents;
 mod audit;
@@ -49,7 +51,7 @@ mod files;
 mod ids;
 mod master_key;
 mod schema;
-mod seal;
+pub mod seal;
 #[cfg(test)]
 mod testutil;
 
@@ -335,8 +337,12 @@ impl Store {
     /// until a flush succeeds (fail closed).
     pub(crate) fn queue_audit(&mut self, record: Record) -> Result<(), StoreError> {
         self.pending.push((record, now_ms()));
-        if self.pending.len() >= MAX_PENDING_AUDIT {
-            self.flush_audit()?;
+        if self.pending.len() >= MAX_PENDING_AUDIT
+            && let Err(e) = self.flush_audit()
+        {
+            // This read fails and serves nothing: its "ok" row must not be written later.
+            self.pending.pop();
+            return Err(e);
         }
         Ok(())
     }

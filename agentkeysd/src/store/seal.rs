@@ -1,9 +1,12 @@
-//! AES-256-GCM sealing with every plaintext byte in secret memory.
+//! AES-256-GCM sealing with every plaintext byte in secret memory. Public so that benches
+//! and tools can exercise the exact primitive the store uses; the store is its only caller
+//! in the daemon.
 //!
 //! Encrypt: copy the plaintext into a fresh [`SecretBuf`], encrypt it in place there, copy the
 //! ciphertext out. Decrypt: copy the ciphertext into a fresh `SecretBuf`, decrypt in place
 //! there. The cipher (and so its round keys) is built per operation from the key `SecretBuf`
-//! and wiped on drop (`aes-gcm`'s `zeroize` feature). Nonces are 96 random bits per seal.
+//! and wiped on drop (the `zeroize` features of `aes`, `ghash` and `polyval`); the copies
+//! that moves leave in stack frames are overwritten by [`crate::vault::scrubbed`]. Nonces are 96 random bits per seal.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::aead::generic_array::GenericArray;
@@ -12,20 +15,20 @@ use aes_gcm::{Aes256Gcm, KeyInit};
 use super::error::{StoreError, random_fill};
 use crate::vault::{MAX_SECRET_LEN, SecretBuf, Vault};
 
-pub(crate) const NONCE_LEN: usize = 12;
-pub(crate) const TAG_LEN: usize = 16;
-pub(crate) const KEY_LEN: usize = 32;
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+pub const KEY_LEN: usize = 32;
 
 /// A sealed value as stored: the nonce, and ciphertext ‖ tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Sealed {
+pub struct Sealed {
     pub nonce: [u8; NONCE_LEN],
     pub sealed: Vec<u8>,
 }
 
 /// Why a sealed value did not open. Carries no bytes of anything.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum OpenFailure {
+pub enum OpenFailure {
     /// Nonce or ciphertext has a length we never write.
     Malformed,
     /// The tag did not verify: wrong key, wrong AAD, or altered bytes.
@@ -54,7 +57,17 @@ pub(crate) fn secret_copy(vault: &Vault, bytes: &[u8]) -> Result<SecretBuf, Stor
 }
 
 /// Seal `plaintext` (secret: it is only ever copied into secret memory) under `key`.
-pub(crate) fn seal(
+pub fn seal(
+    vault: &Vault,
+    key: &SecretBuf,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Sealed, StoreError> {
+    // The cipher's stack copies of the key go with the scrubbed frame.
+    crate::vault::scrubbed(|| seal_inner(vault, key, plaintext, aad))
+}
+
+fn seal_inner(
     vault: &Vault,
     key: &SecretBuf,
     plaintext: &[u8],
@@ -82,7 +95,17 @@ pub(crate) fn seal(
 
 /// Open a sealed value into secret memory. `Ok(Err(_))` is an authentication failure (the
 /// caller decides what it means); `Err(_)` is a failure to run at all.
-pub(crate) fn open(
+pub fn open(
+    vault: &Vault,
+    key: &SecretBuf,
+    nonce: &[u8],
+    sealed: &[u8],
+    aad: &[u8],
+) -> Result<Result<SecretBuf, OpenFailure>, StoreError> {
+    crate::vault::scrubbed(|| open_inner(vault, key, nonce, sealed, aad))
+}
+
+fn open_inner(
     vault: &Vault,
     key: &SecretBuf,
     nonce: &[u8],

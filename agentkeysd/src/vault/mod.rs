@@ -38,6 +38,7 @@
 mod arena;
 mod bounce;
 mod memfd;
+mod scrub;
 mod secret;
 mod sys;
 
@@ -49,6 +50,7 @@ pub use memfd::{
     memfd_secret_available, read_memfd_to_vec, read_sealed_memfd, sealed_memfd_from_bytes,
     sealed_memfd_from_secret,
 };
+pub use scrub::scrubbed;
 pub use secret::SecretBuf;
 
 use arena::Arena;

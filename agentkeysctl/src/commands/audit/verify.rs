@@ -1,4 +1,5 @@
 //! `agentkeysctl audit verify`: walk the whole hash chain; exit 1 at the first broken row.
+//! Root only (the daemon refuses others: the chain covers every owner).
 
 use agentkeysd::api::dict::{get_bool, get_i64, get_str, get_u64};
 use clap::Args;
@@ -14,7 +15,10 @@ pub struct VerifyArgs {}
 pub async fn run(g: &Global, _args: &VerifyArgs, out: &mut Out) -> Result<(), CliError> {
     let client = Client::connect(g).await?;
     let audit = client.audit().await?;
-    let op = client.op("verify the audit chain", Subject::Other);
+    let op = client.op("verify the audit chain", Subject::Other).fix_for(
+        agentkeysd::api::ErrorKind::Denied,
+        "the chain covers every owner's rows, so verifying it is root's: sudo agentkeysctl audit verify",
+    );
     let report = audit.verify().await.map_err(|e| daemon_error(e, &op))?;
     let ok = get_bool(&report, "ok").ok().flatten();
     let rows = get_u64(&report, "rows").ok().flatten().unwrap_or(0);

@@ -15,7 +15,7 @@ use crate::store::{AgentOptions, AgentRecord, AgentState, LinkKind};
 use super::super::authz::{self, AuthzError, Caller};
 use super::super::errors::{DaemonError, to_public};
 use super::super::state::{Shared, blocking};
-use super::{actor, audit_denial};
+use super::{actor, audited};
 
 #[derive(Debug)]
 pub struct Agents {
@@ -127,16 +127,20 @@ async fn emit_revoked(emitter: &SignalEmitter<'_>, id: &str) {
 }
 
 impl Agents {
-    fn target<'a>(
+    async fn target<'a>(
         &self,
         caller: &Caller,
-        action: &str,
+        action: &'static str,
         arg: &'a str,
     ) -> Result<(u32, &'a str), DaemonError> {
-        authz::agent_target(caller, arg).map_err(|e| {
-            audit_denial(&self.shared, caller, action, arg, &e);
-            e.into()
-        })
+        audited(
+            &self.shared,
+            caller,
+            action,
+            arg,
+            authz::agent_target(caller, arg),
+        )
+        .await
     }
 
     async fn do_create(
@@ -147,7 +151,7 @@ impl Agents {
     ) -> Result<String, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "agent.create", name)?;
+        let (owner, name) = self.target(&caller, "agent.create", name).await?;
         dict::check_keys(&options, CREATE_OPTIONS)?;
         let scope = dict::get_strs(&options, "scope")?.unwrap_or_default();
         if let Some(bad) = scope.iter().find(|s| !valid_name(s)) {
@@ -174,19 +178,30 @@ impl Agents {
     ) -> Result<Vec<Dict>, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let owner = authz::act_for(&caller, owner).map_err(|e| {
-            audit_denial(&self.shared, &caller, "agent.list", "", &e);
-            DaemonError::from(e)
-        })?;
-        let list = self.shared.store().list_agents(owner)?;
+        let owner = audited(
+            &self.shared,
+            &caller,
+            "agent.list",
+            "",
+            authz::act_for(&caller, owner),
+        )
+        .await?;
+        let list = self
+            .shared
+            .with_store(move |store| Ok(store.list_agents(owner)?))
+            .await?;
         Ok(list.iter().map(agent_dict).collect())
     }
 
     async fn do_get(&self, hdr: &Header<'_>, agent: &str) -> Result<Dict, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let (owner, agent) = self.target(&caller, "agent.get", agent)?;
-        let rec = self.shared.store().get_agent(owner, agent)?;
+        let (owner, agent) = self.target(&caller, "agent.get", agent).await?;
+        let agent = agent.to_owned();
+        let rec = self
+            .shared
+            .with_store(move |store| Ok(store.get_agent(owner, &agent)?))
+            .await?;
         Ok(agent_dict(&rec))
     }
 
@@ -199,7 +214,7 @@ impl Agents {
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let (owner, agent) = self.target(&caller, "agent.link", agent)?;
+        let (owner, agent) = self.target(&caller, "agent.link", agent).await?;
         let kind = match kind {
             "alias" if valid_name(value) => LinkKind::Alias,
             "alias" => return Err(AuthzError::BadName(value.to_owned()).into()),
@@ -230,11 +245,18 @@ impl Agents {
         let (owner, ident) = split_owner(identity)
             .filter(|(_, i)| valid_name(i) || valid_email(i))
             .ok_or_else(|| AuthzError::BadName(identity.to_owned()))?;
-        let owner = authz::act_for(&caller, owner).map_err(|e| {
-            audit_denial(&self.shared, &caller, "agent.resolve", identity, &e);
-            DaemonError::from(e)
-        })?;
-        Ok(self.shared.store().resolve_agent(owner, ident)?)
+        let owner = audited(
+            &self.shared,
+            &caller,
+            "agent.resolve",
+            identity,
+            authz::act_for(&caller, owner),
+        )
+        .await?;
+        let ident = ident.to_owned();
+        self.shared
+            .with_store(move |store| Ok(store.resolve_agent(owner, &ident)?))
+            .await
     }
 
     async fn do_revoke(
@@ -250,7 +272,7 @@ impl Agents {
         } else {
             "agent.revoke"
         };
-        let (owner, agent) = self.target(&caller, action, agent)?;
+        let (owner, agent) = self.target(&caller, action, agent).await?;
         let actor = actor(&caller);
         let agent = agent.to_owned();
         let rec = blocking(&self.shared, move |store| {

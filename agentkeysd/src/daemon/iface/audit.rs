@@ -16,7 +16,7 @@ use crate::store::AuditRow;
 use super::super::authz;
 use super::super::errors::{DaemonError, to_public};
 use super::super::state::{Shared, blocking};
-use super::audit_denial;
+use super::audited;
 
 /// Most rows one `List` call returns.
 pub const MAX_ROWS: u32 = 1000;
@@ -40,7 +40,8 @@ impl Audit {
             .map_err(|e| to_public("List", e))
     }
 
-    /// Walks the whole chain: `ok`, `rows`, and the first problem (`seq`, `problem`, `message`).
+    /// Walks the whole chain: `ok`, `rows`, and the first problem (`seq`, `problem`,
+    /// `message`). Root only: it covers every owner's rows.
     async fn verify(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Dict, Error> {
         self.do_verify(&hdr)
             .await
@@ -61,19 +62,37 @@ impl Audit {
         let owner = dict::get_u32(&options, "owner")?;
         let filter = match (caller.is_root(), owner) {
             (true, None) => None,
-            _ => Some(authz::act_for(&caller, owner).map_err(|e| {
-                audit_denial(&self.shared, &caller, "audit.list", "", &e);
-                DaemonError::from(e)
-            })?),
+            _ => Some(
+                audited(
+                    &self.shared,
+                    &caller,
+                    "audit.list",
+                    "",
+                    authz::act_for(&caller, owner),
+                )
+                .await?,
+            ),
         };
-        let rows = self.shared.store().audit_list(filter, after, limit)?;
+        let rows = self
+            .shared
+            .with_store(move |store| Ok(store.audit_list(filter, after, limit)?))
+            .await?;
         Ok(rows.iter().map(row_dict).collect())
     }
 
     async fn do_verify(&self, hdr: &Header<'_>) -> Result<Dict, DaemonError> {
         let _in = self.shared.enter().await?;
-        let _caller = self.shared.caller(hdr).await?;
-        // The walk reads every row: keep it off the async workers.
+        let caller = self.shared.caller(hdr).await?;
+        // The walk reads every owner's rows and holds the store while it does: root's.
+        audited(
+            &self.shared,
+            &caller,
+            "audit.verify",
+            "",
+            authz::require_root(&caller, "verify the whole audit chain"),
+        )
+        .await?;
+        // Off the async workers: the walk reads every row.
         let report = blocking(&self.shared, |store| Ok(store.audit_verify()?)).await?;
         let mut d = DictBuilder::new()
             .bool("ok", report.first_problem.is_none())

@@ -15,7 +15,7 @@ use crate::vault;
 use super::super::authz::{self, Caller};
 use super::super::errors::{DaemonError, to_public};
 use super::super::state::{Shared, blocking};
-use super::{actor, audit_denial, now};
+use super::{actor, audited, now};
 
 #[derive(Debug)]
 pub struct Credentials {
@@ -77,16 +77,20 @@ impl Credentials {
 }
 
 impl Credentials {
-    fn target<'a>(
+    async fn target<'a>(
         &self,
         caller: &Caller,
-        action: &str,
+        action: &'static str,
         arg: &'a str,
     ) -> Result<(u32, &'a str), DaemonError> {
-        authz::target(caller, arg).map_err(|e| {
-            audit_denial(&self.shared, caller, action, arg, &e);
-            e.into()
-        })
+        audited(
+            &self.shared,
+            caller,
+            action,
+            arg,
+            authz::target(caller, arg),
+        )
+        .await
     }
 
     async fn do_store(
@@ -98,7 +102,7 @@ impl Credentials {
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "credential.store", name)?;
+        let (owner, name) = self.target(&caller, "credential.store", name).await?;
         dict::check_keys(&options, STORE_OPTIONS)?;
         let env_var = match dict::get_str(&options, "env")? {
             Some(v) if valid_env_var(&v) => v,
@@ -137,16 +141,21 @@ impl Credentials {
     async fn do_read(&self, hdr: &Header<'_>, name: &str) -> Result<zbus::OwnedFd, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "credential.read", name)?;
+        let (owner, name) = self.target(&caller, "credential.read", name).await?;
         if self.shared.audit_failed() {
-            return Err(DaemonError::AuditUnavailable);
+            // A read attempt is the moment to find out whether the trail is writable again.
+            self.shared.flush_audit_now().await;
+            if self.shared.audit_failed() {
+                return Err(DaemonError::AuditUnavailable);
+            }
         }
-        // Inline, not on the blocking pool: the read queues its audit row (the flusher
-        // writes it right after), and a hop to another thread would cost more than the work.
+        // Inline when the store is free: the read queues its audit row (the flusher writes
+        // it right after), and a hop to another thread would cost more than the work.
+        let (actor, name) = (actor(&caller), name.to_owned());
         let (_meta, secret) = self
             .shared
-            .store()
-            .read_credential(&actor(&caller), owner, name)?;
+            .with_store(move |store| Ok(store.read_credential(&actor, owner, &name)?))
+            .await?;
         self.shared.audit_queued();
         let fd = vault::sealed_memfd_from_secret(&secret)?;
         drop(secret);
@@ -160,18 +169,25 @@ impl Credentials {
     ) -> Result<Vec<Dict>, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let owner = authz::act_for(&caller, owner).map_err(|e| {
-            audit_denial(&self.shared, &caller, "credential.list", "", &e);
-            DaemonError::from(e)
-        })?;
-        let list = self.shared.store().list_credentials(owner)?;
+        let owner = audited(
+            &self.shared,
+            &caller,
+            "credential.list",
+            "",
+            authz::act_for(&caller, owner),
+        )
+        .await?;
+        let list = self
+            .shared
+            .with_store(move |store| Ok(store.list_credentials(owner)?))
+            .await?;
         Ok(list.iter().map(meta_dict).collect())
     }
 
     async fn do_delete(&self, hdr: &Header<'_>, name: &str) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "credential.delete", name)?;
+        let (owner, name) = self.target(&caller, "credential.delete", name).await?;
         let actor = actor(&caller);
         let name = name.to_owned();
         blocking(&self.shared, move |store| {

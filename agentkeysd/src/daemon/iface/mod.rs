@@ -9,9 +9,12 @@ pub mod audit;
 pub mod credentials;
 pub mod daemon;
 
+use std::sync::Arc;
+
 use crate::store::{Actor, AuditEntry, Outcome};
 
 use super::authz::{AuthzError, Caller};
+use super::errors::DaemonError;
 use super::state::Shared;
 
 pub(crate) fn actor(c: &Caller) -> Actor {
@@ -21,30 +24,46 @@ pub(crate) fn actor(c: &Caller) -> Actor {
     }
 }
 
-/// Records an authorization denial in the audit chain. A failure to record it is logged
-/// but does not turn the denial into another error: the caller is refused either way.
-pub(crate) fn audit_denial(
-    shared: &Shared,
+/// Passes an authorization result through, recording a denial in the audit chain. A
+/// failure to record it is logged but does not change the answer: the caller is refused
+/// either way.
+pub(crate) async fn audited<T>(
+    shared: &Arc<Shared>,
     caller: &Caller,
-    action: &str,
+    action: &'static str,
     subject: &str,
-    e: &AuthzError,
-) {
-    if let AuthzError::NotRoot { owner } = e {
-        let actor = actor(caller);
-        let detail = e.to_string();
-        let entry = AuditEntry {
-            actor: &actor,
-            owner_uid: Some(*owner),
-            action,
-            subject,
-            outcome: Outcome::Denied,
-            detail: &detail,
-        };
-        if let Err(err) = shared.store().audit_denial(entry) {
+    result: Result<T, AuthzError>,
+) -> Result<T, DaemonError> {
+    let e = match result {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let owner = match &e {
+        AuthzError::NotRoot { owner } => Some(Some(*owner)),
+        AuthzError::RootOnly { .. } => Some(None),
+        // Malformed input is not a denial.
+        AuthzError::BadName(_) => None,
+    };
+    if let Some(owner) = owner {
+        let (actor, subject, detail) = (actor(caller), subject.to_owned(), e.to_string());
+        let recorded = shared
+            .with_store(move |store| {
+                let entry = AuditEntry {
+                    actor: &actor,
+                    owner_uid: owner,
+                    action,
+                    subject: &subject,
+                    outcome: Outcome::Denied,
+                    detail: &detail,
+                };
+                Ok(store.audit_denial(entry)?)
+            })
+            .await;
+        if let Err(err) = recorded {
             tracing::error!(action, error = %super::errors::chain(&err), "could not audit a denial");
         }
     }
+    Err(e.into())
 }
 
 /// Seconds since the Unix epoch.
