@@ -32,6 +32,17 @@ pub enum InputError {
     Tty(io::Error),
 }
 
+/// Fd 0 as an unbuffered `File`: std's `Stdin` copies input through a process-wide 8 KiB
+/// buffer that is never wiped, so a secret is read with read(2) straight into our own
+/// zeroizing buffer instead. The `File` is a duplicate; fd 0 itself stays open.
+pub fn raw_stdin() -> Result<std::fs::File, InputError> {
+    let fd = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(InputError::Read)?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// Is stdin a terminal (then the secret is prompted for)?
 pub fn stdin_is_tty() -> bool {
     nix::unistd::isatty(io::stdin().as_fd()).unwrap_or(false)

@@ -2,7 +2,6 @@
 //! stdin, handed to the daemon as a sealed memfd. Never from argv: there is no flag for it.
 
 use std::collections::HashMap;
-use std::io;
 
 use agentkeysd::api::ErrorKind;
 use agentkeysd::api::dict::get_str;
@@ -133,7 +132,7 @@ fn read_secret(name: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
     let result = if from_tty {
         secret_input::prompt_twice(name)
     } else {
-        secret_input::read_secret(io::stdin().lock())
+        secret_input::raw_stdin().and_then(secret_input::read_secret)
     };
     result.map_err(|e| input_error(e, name, from_tty))
 }

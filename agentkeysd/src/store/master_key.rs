@@ -190,6 +190,16 @@ pub(crate) fn load(vault: &Vault, path: &Path) -> Result<SecretBuf, StoreError> 
         }
     };
     let Some(hex_len) = hex_len else {
+        // 32 bytes that are all hex digits are half of a hex key cut short, not random
+        // bytes (the odds of that are 1 in 10^34): refuse rather than use 128 bits.
+        if bytes
+            .get(..KEY_LEN)
+            .is_some_and(|b| b.iter().all(u8::is_ascii_hexdigit))
+        {
+            return Err(invalid(
+                "it is 32 hexadecimal characters: a 64-character hex key cut in half?".to_owned(),
+            ));
+        }
         raw.truncate(KEY_LEN);
         return Ok(raw);
     };
@@ -224,6 +234,28 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Removes temp files of a key creation that was interrupted (between writing the temp
+/// file and unlinking it): each holds a key. Best effort; returns how many went.
+pub(crate) fn remove_stale_temp_keys(state_dir: &Path) -> usize {
+    let prefix = format!(".{STATE_KEY_FILE}.");
+    let Ok(entries) = fs::read_dir(state_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix)
+            && name.ends_with(".tmp")
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            tracing::warn!(path = %entry.path().display(), "removed a key file left by an interrupted start");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Create `state_dir/master.key` with 32 fresh random bytes, atomically and never replacing
@@ -329,10 +361,11 @@ mod tests {
     fn key_file_of_wrong_length_or_mode_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let v = vault();
-        let cases: [(&str, &[u8], u32); 4] = [
+        let cases: [(&str, &[u8], u32); 5] = [
             ("short", &[1u8; 31], 0o600),
             ("long", &[1u8; 33], 0o600),
             ("nothex", &[b'g'; 64], 0o600),
+            ("halfhex", &[b'a'; 32], 0o600),
             ("open", &[1u8; 32], 0o644),
         ];
         for (name, bytes, mode) in cases {
@@ -344,6 +377,20 @@ mod tests {
                 "{name}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn key_files_left_by_an_interrupted_creation_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stale = tmp
+            .path()
+            .join(format!(".{STATE_KEY_FILE}.0011223344556677.tmp"));
+        write_key(&stale, &[3u8; 32], 0o600);
+        let other = tmp.path().join("agentkeys.db");
+        write_key(&other, b"x", 0o600);
+        assert_eq!(remove_stale_temp_keys(tmp.path()), 1);
+        assert!(!stale.exists());
+        assert!(other.exists());
     }
 
     #[test]

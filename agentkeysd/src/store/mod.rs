@@ -156,6 +156,8 @@ impl Store {
     ) -> Result<Store, StoreError> {
         // 1. The directory holds the key file: it must be ours and private before we read it.
         files::ensure_private_dir(state_dir)?;
+        // A start interrupted while creating the key may have left a copy of it behind.
+        master_key::remove_stale_temp_keys(state_dir);
         // 2. Prove the file is ours (or new) before writing to it; then WAL, FULL, FKs.
         let db_path = state_dir.join(DB_FILE);
         let mut conn = db::open(&db_path)?;
