@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/quickstart and scripts/compare: a private dbus-daemon with the system
 # bus's policy and an agentkeysd on it, both in $WORK, both stopped by `private_stop`.
 # Needs: $WORK (a temp dir), agentkeysd on PATH. Sets AGENTKEYS_BUS, BUS_PID, DAEMON_PID.
@@ -21,8 +22,12 @@ private_start() {
 
 # Stops the daemon (SIGTERM, clean) and the bus. Safe to call twice.
 private_stop() {
-  if [[ -n $DAEMON_PID ]]; then kill -TERM "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null || true; fi
+  if [[ -n $DAEMON_PID ]] && kill -TERM "$DAEMON_PID" 2>/dev/null; then
+    wait "$DAEMON_PID" 2>/dev/null || true
+  fi
   DAEMON_PID=""
-  if [[ -n $BUS_PID ]]; then kill -TERM "$BUS_PID" 2>/dev/null && wait "$BUS_PID" 2>/dev/null || true; fi
+  if [[ -n $BUS_PID ]] && kill -TERM "$BUS_PID" 2>/dev/null; then
+    wait "$BUS_PID" 2>/dev/null || true
+  fi
   BUS_PID=""
 }

@@ -95,6 +95,8 @@ fn sigterm_stops_cleanly_with_exit_0_and_restart_keeps_everything() {
     let status = d.stop();
     assert!(status.success(), "{status:?}");
     assert!(d.log().contains("stopped"), "{}", d.log());
+    // Every reference to the store and the vault was dropped before exit (no cycle kept them).
+    assert!(d.log().contains("secret state released"), "{}", d.log());
     d.spawn_ready().unwrap();
     eprintln!(
         "restart to READY=1 on an existing state dir: {:?}",

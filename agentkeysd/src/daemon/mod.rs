@@ -170,17 +170,14 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
 
 fn ensure_runtime_dir(path: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
+    std::fs::DirBuilder::new()
         .mode(0o755)
         .recursive(true)
         .create(path)
-    {
-        Ok(()) => Ok(()),
-        Err(source) => Err(StartError::RuntimeDir {
+        .map_err(|source| StartError::RuntimeDir {
             path: path.to_path_buf(),
             source,
-        }),
-    }
+        })
 }
 
 /// Connects, serves every interface, then claims the well-known name — in that order, so

@@ -42,9 +42,19 @@ pub struct Shared {
     audit_failed: AtomicBool,
 }
 
+/// The last reference going away is what closes the store (writing any queued audit rows)
+/// and zeroizes the vault; say so, so that a clean exit can be checked from the log.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        tracing::info!("secret state released: store closed, secret memory zeroized");
+    }
+}
+
 /// Held for the duration of one method call; shutdown waits for all of them.
 #[derive(Debug)]
-pub struct InFlight(#[allow(dead_code)] OwnedRwLockReadGuard<()>);
+pub struct InFlight {
+    _guard: OwnedRwLockReadGuard<()>,
+}
 
 impl Shared {
     pub fn new(store: Store, vault: Vault, config: Config, services: ServiceTable) -> Self {
@@ -72,7 +82,9 @@ impl Shared {
         if self.stopping.load(Ordering::Acquire) {
             return Err(DaemonError::ShuttingDown);
         }
-        Ok(InFlight(self.inflight.clone().read_owned().await))
+        Ok(InFlight {
+            _guard: self.inflight.clone().read_owned().await,
+        })
     }
 
     /// Refuses new calls and waits (bounded) for those in flight to finish.
