@@ -136,6 +136,9 @@ pub struct Daemon {
     /// How long the last start took from spawn to READY=1.
     pub last_ready: Duration,
     starts: u32,
+    /// The `NOTIFY_SOCKET` of the current start, and every message read from it.
+    notify: Option<UnixDatagram>,
+    pub notified: Vec<String>,
 }
 
 impl Daemon {
@@ -158,6 +161,8 @@ impl Daemon {
             opts,
             last_ready: Duration::ZERO,
             starts: 0,
+            notify: None,
+            notified: Vec::new(),
         };
         d.spawn_ready()
             .unwrap_or_else(|e| panic!("daemon did not start: {e}"));
@@ -244,10 +249,13 @@ impl Daemon {
         loop {
             match sock.recv(&mut buf) {
                 Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]);
-                    if msg.lines().any(|l| l == "READY=1") {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let ready = msg.lines().any(|l| l == "READY=1");
+                    self.notified.push(msg);
+                    if ready {
                         self.last_ready = t0.elapsed();
                         self.child = Some(child);
+                        self.notify = Some(sock);
                         return Ok(());
                     }
                 }
@@ -273,7 +281,8 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM and wait; returns the exit status.
+    /// SIGTERM and wait; returns the exit status. What the daemon sent to its
+    /// `NOTIFY_SOCKET` meanwhile lands in [`Daemon::notified`].
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon not running");
         nix::sys::signal::kill(
@@ -281,7 +290,17 @@ impl Daemon {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        wait_timeout(&mut child, EVENT_TIMEOUT).expect("daemon did not stop after SIGTERM")
+        let status =
+            wait_timeout(&mut child, EVENT_TIMEOUT).expect("daemon did not stop after SIGTERM");
+        if let Some(sock) = self.notify.take() {
+            sock.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                self.notified
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        status
     }
 
     /// SIGKILL and reap.

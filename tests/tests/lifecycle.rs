@@ -97,6 +97,13 @@ fn sigterm_stops_cleanly_with_exit_0_and_restart_keeps_everything() {
     assert!(d.log().contains("stopped"), "{}", d.log());
     // Every reference to the store and the vault was dropped before exit (no cycle kept them).
     assert!(d.log().contains("secret state released"), "{}", d.log());
+    // systemd was told: ready with a status line, then stopping.
+    let notified = d.notified.join("\n");
+    assert!(
+        notified.contains("READY=1") && notified.contains("STATUS=serving on the"),
+        "{notified}"
+    );
+    assert!(notified.contains("STOPPING=1"), "{notified}");
     d.spawn_ready().unwrap();
     eprintln!(
         "restart to READY=1 on an existing state dir: {:?}",

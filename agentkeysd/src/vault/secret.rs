@@ -1,4 +1,8 @@
 //! [`SecretBuf`]: one secret (or key, or ciphertext being decrypted in place) in a vault slot.
+//!
+//! Our own type rather than `secrecy::SecretBox`, whose bytes live on the heap: the same
+//! discipline (no `Clone`, `Debug` says `<secret>`, bytes only through `expose_secret`), but
+//! the bytes live in `memfd_secret` pages.
 
 use std::fmt;
 use std::sync::Arc;
