@@ -97,8 +97,15 @@ pub fn prompt_twice(name: &str) -> Result<Zeroizing<Vec<u8>>, InputError> {
         .write(true)
         .open("/dev/tty")
         .map_err(InputError::Tty)?;
-    let first = prompt(&tty, &format!("Secret for {name}: "))?;
-    let second = prompt(&tty, &format!("Repeat secret for {name}: "))?;
+    // Echo goes off before the first prompt is shown and comes back after the last line
+    // is read: whatever is typed or pasted the moment a prompt appears, or between the two
+    // prompts, is never echoed (the line discipline echoes input when it arrives).
+    let (first, second) = {
+        let _raw = RawMode::enter(tty.as_fd())?;
+        let first = prompt(&tty, &format!("Secret for {name}: "))?;
+        let second = prompt(&tty, &format!("Repeat secret for {name}: "))?;
+        (first, second)
+    };
     if !same(&first, &second) {
         return Err(InputError::Mismatch);
     }
@@ -111,16 +118,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// One prompt: raw mode without echo, one line read byte by byte.
+/// One prompt, with the terminal already in raw mode without echo (see [`prompt_twice`]):
+/// the prompt text, then one line read byte by byte.
 fn prompt(tty: &File, text: &str) -> Result<Zeroizing<Vec<u8>>, InputError> {
     let mut w = tty;
     w.write_all(text.as_bytes())
         .and_then(|()| w.flush())
         .map_err(InputError::Tty)?;
-    let result = {
-        let _raw = RawMode::enter(tty.as_fd())?;
-        read_line(tty)
-    };
+    let result = read_line(tty);
     // Echo is off, so the user's Enter was not shown: end the prompt line ourselves.
     let _ = w.write_all(b"\n");
     result
