@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod approvals;
 pub mod daemon;
 pub mod store;
 pub mod vault;
