@@ -183,7 +183,7 @@ fn rows_renamed_in_the_file_fail_as_tampered() {
 fn row_moved_to_another_owner_fails_as_tampered() {
     let mut fx = Fixture::new();
     fx.put(ALICE, "anthropic", KEY);
-    fx.put(BOB, "placeholder", "bob-has-an-owner-row");
+    fx.put(BOB, "bobs-own-key", "bob-has-an-owner-row");
     fx.raw()
         .execute(
             "UPDATE credentials SET owner_uid = ?1 WHERE name = 'anthropic'",

@@ -15,7 +15,7 @@ use crate::store::{AgentOptions, AgentRecord, AgentState, LinkKind};
 use super::super::authz::{self, AuthzError, Caller};
 use super::super::errors::{DaemonError, to_public};
 use super::super::state::{Shared, blocking};
-use super::{actor, audited};
+use super::{actor, audited, owner_for};
 
 #[derive(Debug)]
 pub struct Agents {
@@ -178,14 +178,7 @@ impl Agents {
     ) -> Result<Vec<Dict>, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let owner = audited(
-            &self.shared,
-            &caller,
-            "agent.list",
-            "",
-            authz::act_for(&caller, owner),
-        )
-        .await?;
+        let owner = owner_for(&self.shared, &caller, "agent.list", "", owner).await?;
         let list = self
             .shared
             .with_store(move |store| Ok(store.list_agents(owner)?))
@@ -245,14 +238,7 @@ impl Agents {
         let (owner, ident) = split_owner(identity)
             .filter(|(_, i)| valid_name(i) || valid_email(i))
             .ok_or_else(|| AuthzError::BadName(identity.to_owned()))?;
-        let owner = audited(
-            &self.shared,
-            &caller,
-            "agent.resolve",
-            identity,
-            authz::act_for(&caller, owner),
-        )
-        .await?;
+        let owner = owner_for(&self.shared, &caller, "agent.resolve", identity, owner).await?;
         let ident = ident.to_owned();
         self.shared
             .with_store(move |store| Ok(store.resolve_agent(owner, &ident)?))

@@ -16,7 +16,7 @@ use crate::store::AuditRow;
 use super::super::authz;
 use super::super::errors::{DaemonError, to_public};
 use super::super::state::{Shared, blocking};
-use super::audited;
+use super::{audited, owner_for};
 
 /// Most rows one `List` call returns.
 pub const MAX_ROWS: u32 = 1000;
@@ -62,16 +62,7 @@ impl Audit {
         let owner = dict::get_u32(&options, "owner")?;
         let filter = match (caller.is_root(), owner) {
             (true, None) => None,
-            _ => Some(
-                audited(
-                    &self.shared,
-                    &caller,
-                    "audit.list",
-                    "",
-                    authz::act_for(&caller, owner),
-                )
-                .await?,
-            ),
+            _ => Some(owner_for(&self.shared, &caller, "audit.list", "", owner).await?),
         };
         let rows = self
             .shared

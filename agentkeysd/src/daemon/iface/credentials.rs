@@ -15,7 +15,7 @@ use crate::vault;
 use super::super::authz::{self, Caller};
 use super::super::errors::{DaemonError, to_public};
 use super::super::state::{Shared, blocking};
-use super::{actor, audited, now};
+use super::{actor, audited, now, owner_for};
 
 #[derive(Debug)]
 pub struct Credentials {
@@ -169,14 +169,7 @@ impl Credentials {
     ) -> Result<Vec<Dict>, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let owner = audited(
-            &self.shared,
-            &caller,
-            "credential.list",
-            "",
-            authz::act_for(&caller, owner),
-        )
-        .await?;
+        let owner = owner_for(&self.shared, &caller, "credential.list", "", owner).await?;
         let list = self
             .shared
             .with_store(move |store| Ok(store.list_credentials(owner)?))

@@ -66,6 +66,25 @@ pub(crate) async fn audited<T>(
     Err(e.into())
 }
 
+/// The owner a call acts for: the caller itself, or the owner it names if the caller is
+/// root (or names itself). A refusal is audited.
+pub(crate) async fn owner_for(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    action: &'static str,
+    subject: &str,
+    named: Option<u32>,
+) -> Result<u32, DaemonError> {
+    audited(
+        shared,
+        caller,
+        action,
+        subject,
+        super::authz::act_for(caller, named),
+    )
+    .await
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
