@@ -310,11 +310,6 @@ impl Daemon {
         let _ = child.wait();
     }
 
-    /// SIGKILL the daemon but keep the bus running (for tests about the bus itself).
-    pub fn kill9_keep_bus(&mut self) {
-        self.kill9();
-    }
-
     pub fn restart(&mut self) {
         if self.child.is_some() {
             assert!(self.stop().success());

@@ -48,12 +48,6 @@ pub fn target<'a>(caller: &Caller, arg: &'a str) -> Result<(u32, &'a str), Authz
     Ok((act_for(caller, owner)?, name))
 }
 
-/// Like [`target`] for an agent argument: a name, or an agent id (`agt_…` is itself a
-/// valid name); the store matches either, within the owner only.
-pub fn agent_target<'a>(caller: &Caller, arg: &'a str) -> Result<(u32, &'a str), AuthzError> {
-    target(caller, arg)
-}
-
 /// Which owner a call acts for: the caller itself unless root names another.
 pub fn act_for(caller: &Caller, owner: Option<u32>) -> Result<u32, AuthzError> {
     match owner {
@@ -132,6 +126,6 @@ mod tests {
     #[test]
     fn agent_ids_are_valid_targets() {
         let id = "agt_0123456789abcdefghjkmnpqrs";
-        assert_eq!(agent_target(&ALICE, id), Ok((1000, id)));
+        assert_eq!(target(&ALICE, id), Ok((1000, id)));
     }
 }

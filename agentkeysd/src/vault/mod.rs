@@ -238,9 +238,6 @@ pub enum MemfdError {
     /// `F_ADD_SEALS` failed.
     #[error("could not seal the memfd")]
     Seal(#[source] io::Error),
-    /// `lseek` back to the start failed.
-    #[error("could not rewind the memfd")]
-    Seek(#[source] io::Error),
 }
 
 /// `F_SEAL_WRITE, F_SEAL_GROW` for error texts.

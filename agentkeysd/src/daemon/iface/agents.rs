@@ -138,7 +138,7 @@ impl Agents {
             caller,
             action,
             arg,
-            authz::agent_target(caller, arg),
+            authz::target(caller, arg),
         )
         .await
     }
