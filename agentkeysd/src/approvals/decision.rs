@@ -237,6 +237,8 @@ mod tests {
     fn pair_details(names: &[&str]) -> Vec<u8> {
         encode(&Details::Pair(Pair {
             requested_scope: names.iter().map(|s| (*s).to_owned()).collect(),
+            name: None,
+            owner: None,
         }))
     }
 
@@ -413,6 +415,62 @@ mod tests {
         assert_eq!(otp(&a.nonce, &a.details), otp(&a2.nonce, &a2.details));
         assert_eq!(
             verify(&public, &a2.fields(), &for_a),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_decision_does_not_approve_a_request_with_the_same_details_and_otp() {
+        // Two requests with the same details, child key, approver and creation time whose
+        // OTPs collide, found by the birthday bound: draw nonces [i, 0xCC…] until an OTP
+        // repeats (10⁶ values: expected after about 1,250 draws; the search is
+        // deterministic and bounded).
+        let details = pair_details(&["github"]);
+        let nonce = |i: u32| {
+            let mut raw = [0xcc; NONCE_LEN];
+            raw[..4].copy_from_slice(&i.to_be_bytes());
+            Nonce::from_bytes(raw)
+        };
+        let mut seen: HashMap<u32, u32> = HashMap::new();
+        let (i, j) = (0..50_000u32)
+            .find_map(|j| {
+                let code = otp(&nonce(j), &details).value();
+                seen.insert(code, j).map(|i| (i, j))
+            })
+            .expect("a collision within the bound");
+        let a = Request {
+            id: RequestId::from_bytes([0xa0; 16]),
+            details: details.clone(),
+            nonce: nonce(i),
+            ..Request::sample()
+        };
+        let b = Request {
+            id: RequestId::from_bytes([0xb0; 16]),
+            details,
+            nonce: nonce(j),
+            ..Request::sample()
+        };
+        assert_ne!(a.nonce.expose_secret(), b.nonce.expose_secret());
+        assert_eq!(otp(&a.nonce, &a.details), otp(&b.nonce, &b.details));
+
+        let vault = vault();
+        let key = host_key(&vault, 5);
+        let public = host_public_key(&key).unwrap();
+        let for_a = sign(&key, &a.fields()).unwrap();
+        assert_eq!(verify(&public, &a.fields(), &for_a), Ok(()));
+        assert_eq!(
+            verify(&public, &b.fields(), &for_a),
+            Err(VerifyError::BadSignature)
+        );
+        // Even under A's id, B's nonce alone makes it another request.
+        let b_as_a = Request {
+            id: a.id,
+            details: b.details.clone(),
+            nonce: nonce(j),
+            ..Request::sample()
+        };
+        assert_eq!(
+            verify(&public, &b_as_a.fields(), &for_a),
             Err(VerifyError::BadSignature)
         );
     }

@@ -2,9 +2,14 @@
 //!
 //! Each variant is a map with `"type"` (the snake_case variant name) and its fields under
 //! snake_case keys: strings as text, public keys as 32-byte byte strings, scopes as arrays of
-//! text. [`decode`] accepts only the one canonical encoding of valid details, so the bytes
-//! the human approves, the OTP is derived from and the host key signs are the bytes the
-//! child sent, with no second spelling of the same request.
+//! text, uids as unsigned integers. An optional field that is absent is not in the map at
+//! all (never `null`). [`decode`] accepts only the one canonical encoding of valid details,
+//! so the bytes the human approves, the OTP is derived from and the host key signs are the
+//! bytes the child sent, with no second spelling of the same request.
+//!
+//! What the human approves must be inside these bytes: the bus method that opens a request
+//! carries nothing else the child chose (no options map), so the agent's name and the owner
+//! whose approval is asked are optional fields of `Pair` and `Recover`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -32,6 +37,8 @@ const KEY_AGENT_ID: &str = "agent_id";
 const KEY_NEW_SCOPE: &str = "new_scope";
 const KEY_CREDENTIAL: &str = "credential";
 const KEY_REASON: &str = "reason";
+const KEY_NAME: &str = "name";
+const KEY_OWNER: &str = "owner";
 
 /// Longest piece of untrusted input quoted back in an error.
 const QUOTE_CHARS: usize = 64;
@@ -118,6 +125,12 @@ pub struct UnknownRequestType {
 pub struct Pair {
     /// Credential names the agent asks for (may be empty; no duplicates).
     pub requested_scope: Vec<String>,
+    /// The agent's name (key `"name"`, a valid name: `[a-z0-9][a-z0-9._-]{0,63}`); absent
+    /// when the child proposes none.
+    pub name: Option<String>,
+    /// The uid whose approval is asked (key `"owner"`, an unsigned integer); absent means
+    /// the uid of the process that opens the request.
+    pub owner: Option<u32>,
 }
 
 /// `Recover`: a new key asks to take over an existing identity.
@@ -127,6 +140,8 @@ pub struct Recover {
     pub agent_identity: String,
     /// The key that will replace the identity's current one.
     pub new_pubkey: [u8; PUBLIC_KEY_LEN],
+    /// The uid whose approval is asked (key `"owner"`); absent means the opener's own uid.
+    pub owner: Option<u32>,
 }
 
 /// `ScopeChange`: an agent asks for a different scope.
@@ -311,6 +326,16 @@ impl Details {
         }
     }
 
+    /// The owner uid the details name (Pair and Recover may; absent means the opener's own
+    /// uid), if any.
+    pub fn owner(&self) -> Option<u32> {
+        match self {
+            Details::Pair(d) => d.owner,
+            Details::Recover(d) => d.owner,
+            Details::ScopeChange(_) | Details::HighValueRelease(_) | Details::KeyRotate(_) => None,
+        }
+    }
+
     /// Checks what [`decode`] checks beyond the encoding: field sizes, names, characters,
     /// keys, and the size of the encoded blob. [`encode`] does not validate; details that
     /// fail here encode to bytes that [`decode`] refuses.
@@ -328,7 +353,15 @@ impl Details {
 
     fn check_fields(&self) -> Result<(), DetailsError> {
         match self {
-            Details::Pair(d) => check_scope(KEY_REQUESTED_SCOPE, &d.requested_scope),
+            Details::Pair(d) => {
+                check_scope(KEY_REQUESTED_SCOPE, &d.requested_scope)?;
+                match &d.name {
+                    Some(name) if !valid_name(name) => {
+                        Err(DetailsError::InvalidName { field: KEY_NAME })
+                    }
+                    _ => Ok(()),
+                }
+            }
             Details::Recover(d) => {
                 check_text(KEY_AGENT_IDENTITY, &d.agent_identity, false)?;
                 check_public_key(KEY_NEW_PUBKEY, &d.new_pubkey)
@@ -365,12 +398,19 @@ impl Details {
             let items = names.iter().map(|n| Value::Text(n.clone())).collect();
             (key.to_owned(), Value::Array(items))
         };
+        // An absent optional field is left out of the map, never written as null.
+        let uid = |key: &str, uid: Option<u32>| {
+            uid.map(|u| (key.to_owned(), Value::Unsigned(u64::from(u))))
+        };
         let fields = match self {
-            Details::Pair(d) => vec![names(KEY_REQUESTED_SCOPE, &d.requested_scope)],
-            Details::Recover(d) => vec![
-                text(KEY_AGENT_IDENTITY, &d.agent_identity),
-                bytes(KEY_NEW_PUBKEY, &d.new_pubkey),
-            ],
+            Details::Pair(d) => std::iter::once(names(KEY_REQUESTED_SCOPE, &d.requested_scope))
+                .chain(d.name.as_deref().map(|n| text(KEY_NAME, n)))
+                .chain(uid(KEY_OWNER, d.owner))
+                .collect(),
+            Details::Recover(d) => std::iter::once(text(KEY_AGENT_IDENTITY, &d.agent_identity))
+                .chain([bytes(KEY_NEW_PUBKEY, &d.new_pubkey)])
+                .chain(uid(KEY_OWNER, d.owner))
+                .collect(),
             Details::ScopeChange(d) => vec![
                 text(KEY_AGENT_ID, &d.agent_id),
                 names(KEY_NEW_SCOPE, &d.new_scope),
@@ -433,10 +473,13 @@ fn from_value(value: Value) -> Result<Details, DetailsError> {
     let details = match request_type {
         RequestType::Pair => Details::Pair(Pair {
             requested_scope: fields.names(KEY_REQUESTED_SCOPE)?,
+            name: fields.optional_text(KEY_NAME)?,
+            owner: fields.optional_uid(KEY_OWNER)?,
         }),
         RequestType::Recover => Details::Recover(Recover {
             agent_identity: fields.text(KEY_AGENT_IDENTITY)?,
             new_pubkey: fields.public_key(KEY_NEW_PUBKEY)?,
+            owner: fields.optional_uid(KEY_OWNER)?,
         }),
         RequestType::ScopeChange => Details::ScopeChange(ScopeChange {
             agent_id: fields.text(KEY_AGENT_ID)?,
@@ -469,13 +512,32 @@ impl Fields {
         Ok(self.0.swap_remove(at).1)
     }
 
+    /// The value under `key`, if the map has it.
+    fn take_optional(&mut self, key: &'static str) -> Option<Value> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
     fn text(&mut self, key: &'static str) -> Result<String, DetailsError> {
-        match self.take(key)? {
-            Value::Text(s) => Ok(s),
-            _ => Err(DetailsError::WrongType {
-                field: key,
-                expected: "a text string",
-            }),
+        as_text(key, self.take(key)?)
+    }
+
+    fn optional_text(&mut self, key: &'static str) -> Result<Option<String>, DetailsError> {
+        self.take_optional(key)
+            .map(|value| as_text(key, value))
+            .transpose()
+    }
+
+    /// A uid: an unsigned integer below 2³². (Shortest form is the CBOR decoder's check.)
+    fn optional_uid(&mut self, key: &'static str) -> Result<Option<u32>, DetailsError> {
+        let wrong = DetailsError::WrongType {
+            field: key,
+            expected: "a uid (an unsigned integer below 2^32)",
+        };
+        match self.take_optional(key) {
+            None => Ok(None),
+            Some(Value::Unsigned(n)) => u32::try_from(n).map(Some).map_err(|_| wrong),
+            Some(_) => Err(wrong),
         }
     }
 
@@ -524,6 +586,16 @@ impl Fields {
             Some((key, _)) => Err(DetailsError::UnknownKey { key: quote(key) }),
             None => Ok(()),
         }
+    }
+}
+
+fn as_text(key: &'static str, value: Value) -> Result<String, DetailsError> {
+    match value {
+        Value::Text(s) => Ok(s),
+        _ => Err(DetailsError::WrongType {
+            field: key,
+            expected: "a text string",
+        }),
     }
 }
 

@@ -24,13 +24,18 @@ fn samples() -> Vec<Details> {
     vec![
         Details::Pair(Pair {
             requested_scope: scope(&["anthropic", "github"]),
+            name: None,
+            owner: None,
         }),
         Details::Pair(Pair {
             requested_scope: vec![],
+            name: None,
+            owner: None,
         }),
         Details::Recover(Recover {
             agent_identity: "bot@example.org".into(),
             new_pubkey: pubkey(),
+            owner: None,
         }),
         Details::ScopeChange(ScopeChange {
             agent_id: "agt_0123456789abcdefghjkmnpqrs".into(),
@@ -50,7 +55,36 @@ fn samples() -> Vec<Details> {
             agent_id: "agt_x".into(),
             new_pubkey: pubkey(),
         }),
+        Details::Pair(Pair {
+            requested_scope: scope(&["github"]),
+            name: Some("ci-bot".into()),
+            owner: Some(1000),
+        }),
+        Details::Recover(Recover {
+            agent_identity: "ci-bot".into(),
+            new_pubkey: pubkey(),
+            owner: Some(0),
+        }),
     ]
+}
+
+/// Pair details with the given optional fields.
+fn pair_with(name: Option<&str>, owner: Option<u32>) -> Details {
+    Details::Pair(Pair {
+        requested_scope: scope(&["github"]),
+        name: name.map(str::to_owned),
+        owner,
+    })
+}
+
+/// The canonical bytes of a map given as entries, in any order.
+fn map(entries: Vec<(&str, Value)>) -> Vec<u8> {
+    cbor::encode(&Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    ))
 }
 
 /// `{"type": "pair", "requested_scope": ["github"]}` in canonical form, in pieces so
@@ -78,6 +112,8 @@ fn every_sample_round_trips_through_canonical_bytes() {
 fn the_pieces_used_below_are_the_canonical_encoding() {
     let details = Details::Pair(Pair {
         requested_scope: scope(&["github"]),
+        name: None,
+        owner: None,
     });
     assert_eq!(encode(&details), hex(&pair_github()));
 }
@@ -105,13 +141,16 @@ fn request_type_names_match_the_design_and_the_details() {
         let Value::Map(entries) = cbor::decode(&encode(&d)).unwrap() else {
             panic!("not a map")
         };
+        // "type" is the shortest key, so it comes first, except after "name", which is as
+        // short and sorts before it.
+        let at = usize::from(entries.first().is_some_and(|(k, _)| k == "name"));
         assert_eq!(
-            entries.first(),
+            entries.get(at),
             Some(&(
                 "type".to_owned(),
                 Value::Text(d.request_type().details_type().into())
             )),
-            "\"type\" is the shortest key, so it comes first"
+            "{d:?}"
         );
     }
 }
@@ -273,14 +312,6 @@ fn trailing_bytes_are_refused() {
 
 #[test]
 fn wrong_kinds_and_unknown_types_are_refused() {
-    let map = |entries: Vec<(&str, Value)>| {
-        cbor::encode(&Value::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-        ))
-    };
     assert_eq!(
         decode(&cbor::encode(&Value::Array(vec![]))),
         Err(DetailsError::NotAMap)
@@ -356,10 +387,14 @@ fn oversized_blobs_scopes_and_strings_are_refused() {
     let names = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
     let at_limit = Details::Pair(Pair {
         requested_scope: names(MAX_SCOPE_NAMES),
+        name: None,
+        owner: None,
     });
     assert_eq!(decode(&encode(&at_limit)).unwrap(), at_limit);
     let over = Details::Pair(Pair {
         requested_scope: names(MAX_SCOPE_NAMES + 1),
+        name: None,
+        owner: None,
     });
     assert_eq!(
         decode(&encode(&over)),
@@ -400,6 +435,7 @@ fn oversized_blobs_scopes_and_strings_are_refused() {
     let d = Details::Recover(Recover {
         agent_identity: "é".repeat(MAX_TEXT_LEN / 2 + 1),
         new_pubkey: pubkey(),
+        owner: None,
     });
     assert_eq!(
         decode(&encode(&d)),
@@ -500,6 +536,7 @@ fn new_keys_must_be_usable_ed25519_public_keys() {
         let d = Details::Recover(Recover {
             agent_identity: "bot".into(),
             new_pubkey: key,
+            owner: None,
         });
         assert_eq!(
             decode(&encode(&d)),
@@ -574,5 +611,205 @@ fn every_truncation_and_every_single_byte_change_of_valid_details_is_handled() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn optional_fields_round_trip_present_or_absent() {
+    let recover = |owner| {
+        Details::Recover(Recover {
+            agent_identity: "bot".into(),
+            new_pubkey: pubkey(),
+            owner,
+        })
+    };
+    for details in [
+        pair_with(None, None),
+        pair_with(Some("ci-bot"), None),
+        pair_with(None, Some(1000)),
+        pair_with(Some("a"), Some(0)),
+        pair_with(Some(&"x".repeat(64)), Some(u32::MAX)),
+        recover(None),
+        recover(Some(0)),
+        recover(Some(65_536)),
+        recover(Some(u32::MAX)),
+    ] {
+        details.validate().unwrap();
+        let bytes = encode(&details);
+        assert_eq!(decode(&bytes).unwrap(), details);
+    }
+}
+
+#[test]
+fn absent_optional_fields_leave_the_bytes_as_they_were() {
+    // Without name and owner, Pair details are the bytes they were before those fields
+    // existed (the committed vectors check the same for every type).
+    assert_eq!(encode(&pair_with(None, None)), hex(&pair_github()));
+    let Value::Map(entries) = cbor::decode(&encode(&pair_with(None, None))).unwrap() else {
+        panic!("not a map")
+    };
+    assert_eq!(entries.len(), 2);
+}
+
+#[test]
+fn optional_fields_take_their_canonical_places() {
+    // {"name": "ci-bot", "type": "pair", "owner": 1000, "requested_scope": ["github"]}:
+    // name and type both have a 0x64 head and n < t; owner (0x65) sorts before
+    // requested_scope (0x6f); 1000 takes a two-byte argument.
+    let want = [
+        "a4",
+        "64 6e616d65 66 63692d626f74",
+        TYPE_KEY,
+        TYPE_PAIR,
+        "65 6f776e6572 19 03e8",
+        SCOPE_KEY,
+        SCOPE_GITHUB,
+    ]
+    .join(" ");
+    assert_eq!(encode(&pair_with(Some("ci-bot"), Some(1000))), hex(&want));
+    // Small owners fit in the head itself; 0 is written, not left out.
+    let root = encode(&pair_with(None, Some(0)));
+    assert!(
+        root.windows(7).any(|w| w == hex("65 6f776e6572 00")),
+        "{root:02x?}"
+    );
+}
+
+#[test]
+fn a_non_canonical_owner_is_refused() {
+    // owner 5 written with a one-byte argument, and 1000 with a four-byte one.
+    for owner in ["18 05", "1a 000003e8", "1b 00000000000003e8"] {
+        let bad = [
+            "a3",
+            TYPE_KEY,
+            TYPE_PAIR,
+            &format!("65 6f776e6572 {owner}"),
+            SCOPE_KEY,
+            SCOPE_GITHUB,
+        ]
+        .join(" ");
+        assert!(
+            matches!(
+                decode(&hex(&bad)),
+                Err(DetailsError::Cbor(CborError::NonShortest { .. }))
+            ),
+            "{owner}"
+        );
+    }
+    // The owner key placed after requested_scope is out of order.
+    let late = [
+        "a3",
+        TYPE_KEY,
+        TYPE_PAIR,
+        SCOPE_KEY,
+        SCOPE_GITHUB,
+        "65 6f776e6572 01",
+    ]
+    .join(" ");
+    assert!(matches!(
+        decode(&hex(&late)),
+        Err(DetailsError::Cbor(CborError::KeysOutOfOrder { .. }))
+    ));
+}
+
+#[test]
+fn an_owner_that_is_not_a_u32_is_refused() {
+    let wrong = DetailsError::WrongType {
+        field: "owner",
+        expected: "a uid (an unsigned integer below 2^32)",
+    };
+    for owner in [
+        Value::Text("1000".into()),
+        Value::Negative(0),
+        Value::Unsigned(u64::from(u32::MAX) + 1),
+        Value::Unsigned(u64::MAX),
+        Value::Bytes(vec![0, 0, 3, 232]),
+        Value::Array(vec![]),
+    ] {
+        for kind in ["pair", "recover"] {
+            let mut entries = vec![("type", Value::Text(kind.into())), ("owner", owner.clone())];
+            if kind == "pair" {
+                entries.push(("requested_scope", Value::Array(vec![])));
+            } else {
+                entries.push(("agent_identity", Value::Text("bot".into())));
+                entries.push(("new_pubkey", Value::Bytes(pubkey().to_vec())));
+            }
+            assert_eq!(
+                decode(&map(entries)),
+                Err(wrong.clone()),
+                "{kind} {owner:?}"
+            );
+        }
+    }
+    // null is not "absent": CBOR simple values are refused outright.
+    let null = [
+        "a3",
+        TYPE_KEY,
+        TYPE_PAIR,
+        "65 6f776e6572 f6",
+        SCOPE_KEY,
+        SCOPE_GITHUB,
+    ]
+    .join(" ");
+    assert!(matches!(
+        decode(&hex(&null)),
+        Err(DetailsError::Cbor(CborError::Unsupported { .. }))
+    ));
+}
+
+#[test]
+fn an_invalid_agent_name_is_refused() {
+    for bad in [
+        "",
+        "CI-bot",
+        "-bot",
+        ".bot",
+        "ci bot",
+        "bot\n",
+        "é",
+        &"x".repeat(65),
+    ] {
+        let d = pair_with(Some(bad), None);
+        let want = Err(DetailsError::InvalidName { field: "name" });
+        assert_eq!(d.validate(), want, "{bad:?}");
+        assert_eq!(decode(&encode(&d)), want.map(|()| d.clone()), "{bad:?}");
+    }
+    assert_eq!(
+        decode(&map(vec![
+            ("type", Value::Text("pair".into())),
+            ("name", Value::Bytes(b"bot".to_vec())),
+            ("requested_scope", Value::Array(vec![])),
+        ])),
+        Err(DetailsError::WrongType {
+            field: "name",
+            expected: "a text string"
+        })
+    );
+    // Only Pair has a name, and only Pair and Recover have an owner.
+    for (kind, extra, key) in [
+        ("recover", ("name", Value::Text("bot".into())), "name"),
+        ("key_rotate", ("owner", Value::Unsigned(1)), "owner"),
+        ("scope_change", ("owner", Value::Unsigned(1)), "owner"),
+    ] {
+        let mut entries = vec![("type", Value::Text(kind.into())), extra];
+        match kind {
+            "recover" => {
+                entries.push(("agent_identity", Value::Text("bot".into())));
+                entries.push(("new_pubkey", Value::Bytes(pubkey().to_vec())));
+            }
+            "key_rotate" => {
+                entries.push(("agent_id", Value::Text("agt_x".into())));
+                entries.push(("new_pubkey", Value::Bytes(pubkey().to_vec())));
+            }
+            _ => {
+                entries.push(("agent_id", Value::Text("agt_x".into())));
+                entries.push(("new_scope", Value::Array(vec![])));
+            }
+        }
+        assert_eq!(
+            decode(&map(entries)),
+            Err(DetailsError::UnknownKey { key: key.into() }),
+            "{kind}"
+        );
     }
 }

@@ -98,12 +98,20 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// A new pending request of `request_type` opened at `created_at`.
+    /// A new pending request of `request_type` opened at `created_at`, with the type's
+    /// [`ttl`].
     pub fn open(request_type: RequestType, created_at: u64) -> Lifecycle {
+        Lifecycle::open_with_ttl(created_at, ttl(request_type).as_secs())
+    }
+
+    /// A new pending request opened at `created_at` that waits `ttl_secs` for a decision
+    /// instead of its type's [`ttl`] (the daemon's knob for short TTLs in tests). A TTL of
+    /// 0 gives a request that is already due.
+    pub fn open_with_ttl(created_at: u64, ttl_secs: u64) -> Lifecycle {
         Lifecycle {
             state: State::Pending,
             created_at,
-            expires_at: created_at.saturating_add(ttl(request_type).as_secs()),
+            expires_at: created_at.saturating_add(ttl_secs),
             decided_at: None,
             consumed_at: None,
         }
@@ -234,6 +242,22 @@ mod tests {
         );
         assert_eq!(
             Lifecycle::open(RequestType::Pair, u64::MAX).expires_at(),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn a_ttl_override_replaces_the_types_ttl() {
+        let short = Lifecycle::open_with_ttl(T0, 2);
+        assert_eq!(short.state(), State::Pending);
+        assert_eq!(short.created_at(), T0);
+        assert_eq!(short.expires_at(), T0 + 2);
+        assert!(short.approve(T0 + 1).is_ok());
+        assert_eq!(short.approve(T0 + 2), Err(StateError::Expired));
+        assert_eq!(Lifecycle::open_with_ttl(T0, 60), pair());
+        assert!(Lifecycle::open_with_ttl(T0, 0).is_due(T0));
+        assert_eq!(
+            Lifecycle::open_with_ttl(T0, u64::MAX).expires_at(),
             u64::MAX
         );
     }

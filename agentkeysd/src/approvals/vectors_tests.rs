@@ -41,6 +41,39 @@ const PAIR_DETAILS_BY_HAND: &str = concat!(
     "66676974687562",
 );
 
+/// The owners of the two vectors with optional fields: 1001 takes a two-byte argument
+/// (0x19 03e9), 100000 a four-byte one (0x1a 000186a0).
+const PAIR_WITH_OWNER_UID: u32 = 1001;
+const RECOVER_WITH_OWNER_UID: u32 = 100_000;
+
+// The Pair vector with optional fields, decoded the same way. "name" and "type" both take
+// a 0x64 head, and "name" < "type" bytewise, so "name" comes first; "owner" (0x65) next.
+//
+//   a4                                  map, 4 entries
+//   64 6e616d65                         "name"
+//   66 63692d626f74                     "ci-bot"
+//   64 74797065                         "type"
+//   64 70616972                         "pair"
+//   65 6f776e6572                       "owner"
+//   19 03e9                             unsigned (major 0), 2-byte argument: 1001
+//   6f 7265717565737465645f73636f7065   "requested_scope"
+//   81                                  array, 1 item
+//   66 676974687562                     "github"
+//
+// Total 1 + 5 + 7 + 5 + 5 + 6 + 3 + 16 + 1 + 7 = 56 bytes.
+const PAIR_WITH_OPTIONS_BY_HAND: &str = concat!(
+    "a4",
+    "646e616d65",
+    "6663692d626f74",
+    "6474797065",
+    "6470616972",
+    "656f776e6572",
+    "1903e9",
+    "6f7265717565737465645f73636f7065",
+    "81",
+    "66676974687562",
+);
+
 fn unhex(s: &str) -> Vec<u8> {
     HEXLOWER.decode(s.as_bytes()).unwrap()
 }
@@ -59,6 +92,15 @@ fn str_of<'a>(json: &'a Json, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} is not a string in {json}"))
 }
 
+fn optional_str_of(json: &Json, key: &str) -> Option<String> {
+    json.get(key).map(|v| v.as_str().unwrap().to_owned())
+}
+
+fn optional_uid_of(json: &Json, key: &str) -> Option<u32> {
+    json.get(key)
+        .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
+}
+
 fn names_of(json: &Json, key: &str) -> Vec<String> {
     json[key]
         .as_array()
@@ -73,10 +115,13 @@ fn details_of(json: &Json) -> Details {
     match str_of(json, "type") {
         "pair" => Details::Pair(Pair {
             requested_scope: names_of(json, "requested_scope"),
+            name: optional_str_of(json, "name"),
+            owner: optional_uid_of(json, "owner"),
         }),
         "recover" => Details::Recover(Recover {
             agent_identity: str_of(json, "agent_identity").to_owned(),
             new_pubkey: unhex_array(str_of(json, "new_pubkey")),
+            owner: optional_uid_of(json, "owner"),
         }),
         "scope_change" => Details::ScopeChange(ScopeChange {
             agent_id: str_of(json, "agent_id").to_owned(),
@@ -139,17 +184,19 @@ mod independent {
         out
     }
 
-    /// Keys of each type in canonical order, sorted by hand: an encoded text key starts
-    /// with 0x60 + its length, so length decides first, then the bytes.
-    ///   pair:               type(4) requested_scope(15)
-    ///   recover:            type(4) new_pubkey(10) agent_identity(14)
+    /// Every key each type may have, in canonical order, sorted by hand: an encoded text
+    /// key starts with 0x60 + its length, so length decides first, then the bytes ("name"
+    /// and "type" are both 4 long, and n < t). Optional keys (name, owner) are skipped when
+    /// a vector leaves them out.
+    ///   pair:               name(4) type(4) owner(5) requested_scope(15)
+    ///   recover:            type(4) owner(5) new_pubkey(10) agent_identity(14)
     ///   scope_change:       type(4) agent_id(8) new_scope(9)
     ///   high_value_release: type(4) reason(6) agent_id(8) credential(10)
     ///   key_rotate:         type(4) agent_id(8) new_pubkey(10)
     fn keys(ty: &str) -> &'static [&'static str] {
         match ty {
-            "pair" => &["type", "requested_scope"],
-            "recover" => &["type", "new_pubkey", "agent_identity"],
+            "pair" => &["name", "type", "owner", "requested_scope"],
+            "recover" => &["type", "owner", "new_pubkey", "agent_identity"],
             "scope_change" => &["type", "agent_id", "new_scope"],
             "high_value_release" => &["type", "reason", "agent_id", "credential"],
             "key_rotate" => &["type", "agent_id", "new_pubkey"],
@@ -160,19 +207,26 @@ mod independent {
     /// The canonical bytes of a vector's `details` object.
     pub(super) fn encode(details: &Json) -> Vec<u8> {
         let obj = details.as_object().unwrap();
-        let keys = keys(obj["type"].as_str().unwrap());
+        let all = keys(obj["type"].as_str().unwrap());
+        let present: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|k| obj.contains_key(*k))
+            .collect();
         assert_eq!(
-            keys.len(),
+            present.len(),
             obj.len(),
             "every key is in the hand-sorted list"
         );
-        let mut out = head(5, keys.len());
-        for key in keys {
+        let mut out = head(5, present.len());
+        for key in present {
             out.extend(text(key));
-            let value = &obj[*key];
-            out.extend(match *key {
+            let value = &obj[key];
+            out.extend(match key {
                 "new_pubkey" => bytes(&super::unhex(value.as_str().unwrap())),
                 "requested_scope" | "new_scope" => texts(value.as_array().unwrap()),
+                // §3.1 major type 0: the integer is the head's argument.
+                "owner" => head(0, usize::try_from(value.as_u64().unwrap()).unwrap()),
                 _ => text(value.as_str().unwrap()),
             });
         }
@@ -228,7 +282,9 @@ fn vectors_match_this_module() {
             "Recover",
             "ScopeChange",
             "HighValueRelease",
-            "KeyRotate"
+            "KeyRotate",
+            "Pair",
+            "Recover",
         ]
     );
     for v in vectors {
@@ -285,6 +341,31 @@ fn pair_vector_matches_the_hand_decoding() {
         PAIR_DETAILS_BY_HAND
     );
     assert_eq!(PAIR_DETAILS_BY_HAND.len() / 2, 45);
+    let with_options = &file["vectors"][5];
+    assert_eq!(
+        str_of(&with_options["expected"], "details_cbor"),
+        PAIR_WITH_OPTIONS_BY_HAND
+    );
+    assert_eq!(PAIR_WITH_OPTIONS_BY_HAND.len() / 2, 56);
+}
+
+#[test]
+fn vectors_cover_each_optional_field_and_leave_it_out_elsewhere() {
+    let file: Json = serde_json::from_str(VECTORS).unwrap();
+    let vectors = file["vectors"].as_array().unwrap();
+    let with = |key: &str| {
+        vectors
+            .iter()
+            .filter(|v| v["details"].get(key).is_some())
+            .map(|v| str_of(v, "request_type"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with("name"), ["Pair"]);
+    assert_eq!(with("owner"), ["Pair", "Recover"]);
+    // Absent means absent: no vector spells an optional field as null.
+    assert!(!VECTORS.contains("null"));
+    let recover = &vectors[6];
+    assert!(str_of(&recover["expected"], "details_cbor").contains("656f776e65721a000186a0"));
 }
 
 #[test]
@@ -292,8 +373,9 @@ fn fresh_requests_never_repeat_a_nonce_or_an_id_and_pair_codes_only_at_birthday_
     // The issue asks for no duplicate nonce or pair code over 100,000 opens. Nonces (256
     // bits) and ids (128 bits) must be all distinct. Pair codes have 40 bits, so 100,000
     // random ones collide with probability about n²/2⁴¹ ≈ 0.45 %: requiring none would make
-    // this test fail once in ~220 runs. The daemon re-draws on a live collision (see the
-    // module documentation); here at most 2 repeats are allowed (P(≥ 3) ≈ 1.5 × 10⁻⁸), and
+    // this test fail once in ~220 runs. The registry re-draws on a clash (tested with all
+    // distinct in `registry::tests::a_hundred_thousand_concurrent_opens_…`); here, with
+    // bare nonces, at most 2 repeats are allowed (P(≥ 3) ≈ 1.5 × 10⁻⁸), and
     // `pair_code::tests::fixed_nonces_give_distinct_codes` checks exact distinctness on a
     // fixed set.
     const N: usize = 100_000;
@@ -323,6 +405,9 @@ fn vector_inputs() -> Json {
             .to_bytes())
     };
     let agent = "agt_0123456789abcdefghjkmnpqrs";
+    // One vector per type without optional fields, then the optional fields. Vectors are
+    // only ever appended: an earlier vector's inputs depend on its position alone, so its
+    // bytes never change.
     let details = [
         json!({"type": "pair", "requested_scope": ["anthropic", "github"]}),
         json!({"type": "recover", "agent_identity": "ci-bot@example.org",
@@ -332,20 +417,29 @@ fn vector_inputs() -> Json {
         json!({"type": "high_value_release", "agent_id": agent, "credential": "github",
                "reason": "tag release v1.2.0"}),
         json!({"type": "key_rotate", "agent_id": agent, "new_pubkey": pubkey_of(0x60)}),
+        json!({"type": "pair", "requested_scope": ["github"], "name": "ci-bot",
+               "owner": PAIR_WITH_OWNER_UID}),
+        json!({"type": "recover", "agent_identity": "ci-bot", "new_pubkey": pubkey_of(0x50),
+               "owner": RECOVER_WITH_OWNER_UID}),
     ];
-    let vectors: Vec<Json> = RequestType::ALL
+    let vectors: Vec<Json> = details
         .into_iter()
-        .zip(details)
         .enumerate()
-        .map(|(k, (ty, details))| {
+        .map(|(k, details)| {
             let k = k as u8;
+            let ty = RequestType::ALL
+                .into_iter()
+                .find(|t| details["type"] == t.details_type())
+                .unwrap();
+            // The owner named in the details is the one who approves.
+            let approver = details.get("owner").cloned().unwrap_or(json!(1000));
             json!({
                 "request_type": ty.as_str(),
                 "details": details,
                 "id": pattern(0x10 * (k + 1), 16),
                 "nonce": pattern(0x80 + 0x10 * k, 32),
                 "child_pubkey": pubkey_of(0x20),
-                "approver_uid": 1000,
+                "approver_uid": approver,
                 "created_at": 1_800_000_000u64 + u64::from(k),
             })
         })
