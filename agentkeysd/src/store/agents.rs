@@ -69,6 +69,8 @@ pub struct AgentRecord {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
     pub revoked_by: Option<u32>,
+    /// The Ed25519 key of the agent's current sessions (none for an agent never paired).
+    pub pubkey: Option<[u8; 32]>,
     pub aliases: Vec<String>,
     pub emails: Vec<String>,
 }
@@ -76,7 +78,7 @@ pub struct AgentRecord {
 /// The agent columns, in `agent_from_row` order (a macro so queries are `concat!`ed literals).
 macro_rules! agent_columns {
     () => {
-        "id, owner_uid, name, state, scope, read_only, created_at, revoked_at, revoked_by"
+        "id, owner_uid, name, state, scope, read_only, created_at, revoked_at, revoked_by, pubkey"
     };
 }
 
@@ -98,13 +100,16 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         created_at: r.get(6)?,
         revoked_at: r.get(7)?,
         revoked_by: r.get(8)?,
+        pubkey: r
+            .get::<_, Option<Vec<u8>>>(9)?
+            .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()),
         aliases: Vec::new(),
         emails: Vec::new(),
     })
 }
 
 /// Scope entries are names (no commas), stored comma-separated, de-duplicated, in order.
-fn encode_scope(scope: &[String]) -> Result<String, StoreError> {
+pub(crate) fn encode_scope(scope: &[String]) -> Result<String, StoreError> {
     let mut seen: Vec<&str> = Vec::with_capacity(scope.len());
     for entry in scope {
         check_name("scope entry", entry)?;
@@ -177,8 +182,53 @@ fn find(conn: &Connection, owner: u32, ident: &str) -> Result<Option<AgentRecord
     }
 }
 
-fn require(conn: &Connection, owner: u32, ident: &str) -> Result<AgentRecord, StoreError> {
+pub(crate) fn require(
+    conn: &Connection,
+    owner: u32,
+    ident: &str,
+) -> Result<AgentRecord, StoreError> {
     find(conn, owner, ident)?.ok_or_else(|| not_found(ident))
+}
+
+/// The agent with id `id`, whoever owns it (for session lookups), with links.
+pub(crate) fn find_by_id(conn: &Connection, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    let found = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE id = ?1"
+        ))?
+        .query_row([id], agent_from_row)
+        .optional()?;
+    match found {
+        Some(mut record) => {
+            load_links(conn, &mut record)?;
+            Ok(Some(record))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The error for acting as or on a revoked agent: names when and by whom.
+pub(crate) fn revoked_error(agent: &AgentRecord) -> StoreError {
+    StoreError::Revoked {
+        agent: agent.name.clone(),
+        at: agent.revoked_at,
+        by: agent.revoked_by,
+    }
+}
+
+/// A name must resolve to one agent: not another agent's name, not its alias.
+pub(crate) fn check_name_free(conn: &Connection, owner: u32, name: &str) -> Result<(), StoreError> {
+    if name_holder(conn, owner, name)?.is_some()
+        || link_holder(conn, owner, LinkKind::Alias, name)?.is_some()
+    {
+        return Err(StoreError::AlreadyExists {
+            what: "agent",
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The agent holding link (`owner`, `kind`, `value`), if any.
@@ -215,6 +265,7 @@ fn revoke_in(conn: &Connection, actor: &Actor, agent: &AgentRecord) -> Result<bo
              WHERE id = ?3 AND state = 'active'",
         )?
         .execute(params![now_s(), actor.uid, agent.id])?;
+    super::sessions::end_sessions(conn, &agent.id, "agent revoked")?;
     Ok(changed == 1)
 }
 
@@ -232,15 +283,7 @@ impl Store {
         let id = new_agent_id()?;
         let now = now_s();
         self.commit(Durability::Full, |tx, _| {
-            // A name must resolve to one agent: not another agent's name, not its alias.
-            if name_holder(tx, owner, name)?.is_some()
-                || link_holder(tx, owner, LinkKind::Alias, name)?.is_some()
-            {
-                return Err(StoreError::AlreadyExists {
-                    what: "agent",
-                    name: name.to_owned(),
-                });
-            }
+            check_name_free(tx, owner, name)?;
             tx.prepare_cached("INSERT OR IGNORE INTO owners (uid, created_at) VALUES (?1, ?2)")?
                 .execute(params![owner, now])?;
             tx.prepare_cached(
@@ -318,7 +361,7 @@ impl Store {
         self.commit(Durability::Full, |tx, _| {
             let agent = require(tx, owner, ident)?;
             if agent.state == AgentState::Revoked {
-                return Err(StoreError::Revoked { agent: agent.id });
+                return Err(revoked_error(&agent));
             }
             let taken = |what| StoreError::AlreadyExists {
                 what,

@@ -449,8 +449,14 @@ fn check_row(
 }
 
 impl Store {
-    /// Record an authorization denial (or any other event the daemon decides) in its own
-    /// transaction. `synchronous=NORMAL`: like read rows, it may be lost on power loss only.
+    /// Record an event the daemon decided (an approval, a denial of a request) in its own
+    /// transaction, fsynced like every state change.
+    pub fn audit_event(&mut self, entry: AuditEntry<'_>) -> Result<(), StoreError> {
+        self.commit_entry(super::Durability::Full, &entry)
+    }
+
+    /// Record an authorization denial in its own transaction. `synchronous=NORMAL`: like
+    /// read rows, it may be lost on power loss only.
     pub fn audit_denial(&mut self, entry: AuditEntry<'_>) -> Result<(), StoreError> {
         self.commit_entry(super::Durability::Normal, &entry)
     }

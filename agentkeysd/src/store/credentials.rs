@@ -6,8 +6,9 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::audit::{Actor, AuditEntry, Outcome, Record};
+use super::audit::{Actor, Outcome, Record};
 use super::error::StoreError;
+use super::grants::{UsageBump, Via, bump_usage};
 use super::ids::{check_name, valid_env_var};
 use super::seal::{self, OpenFailure};
 use super::{Durability, Store, now_s};
@@ -118,23 +119,6 @@ fn not_found(name: &str) -> StoreError {
 }
 
 /// The audit entry of a read that did not return a secret.
-fn read_entry<'a>(
-    actor: &'a Actor,
-    owner: u32,
-    name: &'a str,
-    outcome: Outcome,
-    detail: &'a str,
-) -> AuditEntry<'a> {
-    AuditEntry {
-        actor,
-        owner_uid: Some(owner),
-        action: "credential.read",
-        subject: name,
-        outcome,
-        detail,
-    }
-}
-
 impl Store {
     /// Store (or with `opts.replace`, replace) the secret `name` of `owner`.
     pub fn put_credential(
@@ -239,12 +223,25 @@ impl Store {
 
     /// Open the secret `name` of `owner` into secret memory. Every attempt is audited:
     /// failures and single-use reads commit their row before returning; a plain successful
-    /// read queues its row (see [`Store::queue_audit`]).
+    /// read queues its row (see [`Store::queue_read`]).
     pub fn read_credential(
         &mut self,
         actor: &Actor,
         owner: u32,
         name: &str,
+    ) -> Result<(CredentialMeta, SecretBuf), StoreError> {
+        self.read_as(actor, owner, name, None)
+    }
+
+    /// [`Store::read_credential`] on behalf of an agent (`via`), whose access the caller has
+    /// checked: the audit rows name the agent, the agent's usage counters move with them,
+    /// and a `once` grant is deleted in the same transaction as the read's row.
+    pub(crate) fn read_as(
+        &mut self,
+        actor: &Actor,
+        owner: u32,
+        name: &str,
+        via: Option<&Via<'_>>,
     ) -> Result<(CredentialMeta, SecretBuf), StoreError> {
         let row = self
             .conn
@@ -262,16 +259,26 @@ impl Store {
             })
             .optional()?;
         let Some((meta, nonce, sealed)) = row else {
-            self.commit_entry(
+            self.deny_read(
+                actor,
+                owner,
+                name,
+                via,
+                Outcome::Denied,
+                "not found",
                 Durability::Normal,
-                &read_entry(actor, owner, name, Outcome::Denied, "not found"),
             )?;
             return Err(not_found(name));
         };
         if meta.expires_at.is_some_and(|t| t <= now_s()) {
-            self.commit_entry(
+            self.deny_read(
+                actor,
+                owner,
+                name,
+                via,
+                Outcome::Denied,
+                "expired",
                 Durability::Normal,
-                &read_entry(actor, owner, name, Outcome::Denied, "expired"),
             )?;
             return Err(StoreError::Expired {
                 name: name.to_owned(),
@@ -296,21 +303,21 @@ impl Store {
                     "credential failed its integrity check (row altered, moved or rolled back)"
                 );
                 let detail = format!("integrity check failed: id={}", meta.id);
-                self.commit_entry(
+                self.deny_read(
+                    actor,
+                    owner,
+                    name,
+                    via,
+                    Outcome::Error,
+                    &detail,
                     Durability::Full,
-                    &read_entry(actor, owner, name, Outcome::Error, &detail),
                 )?;
                 return Err(StoreError::Tampered {
                     name: name.to_owned(),
                 });
             }
         };
-        // A single-use credential is consumed by this read: a state change, so FULL.
-        let durability = if meta.single_use {
-            Durability::Full
-        } else {
-            Durability::Normal
-        };
+        let once = via.is_some_and(|v| v.once);
         let record = Record {
             actor: *actor,
             owner_uid: Some(owner),
@@ -318,22 +325,81 @@ impl Store {
             subject: name.to_owned(),
             outcome: Outcome::Ok,
             detail: format!(
-                "id={} version={}{}",
+                "{}id={} version={}{}{}",
+                via.map(|v| format!("agent={} ", v.agent_id))
+                    .unwrap_or_default(),
                 meta.id,
                 meta.version,
-                if meta.single_use { " consumed" } else { "" }
+                if meta.single_use { " consumed" } else { "" },
+                if once { " grant=once used" } else { "" }
             ),
         };
-        if meta.single_use {
-            self.commit(durability, |tx, _| {
-                tx.prepare_cached("DELETE FROM credentials WHERE id = ?1")?
-                    .execute([meta.id])?;
+        let usage = via.map(|v| UsageBump::read(v.agent_id, name));
+        // A single-use credential or a once grant is consumed by this read: a state change,
+        // so it commits (FULL) before the secret is handed out.
+        if meta.single_use || once {
+            self.commit(Durability::Full, |tx, _| {
+                if let Some(v) = via.filter(|v| v.once) {
+                    let gone = tx
+                        .prepare_cached(
+                            "DELETE FROM grants WHERE agent_id = ?1 AND credential_id = ?2 AND mode = 'once'",
+                        )?
+                        .execute(params![v.agent_id, meta.id])?;
+                    if gone != 1 {
+                        // Another read used the grant first (the caller's check raced it).
+                        return Err(StoreError::NotGranted {
+                            agent: v.agent_name.to_owned(),
+                            credential: name.to_owned(),
+                            why: "its single-use grant was already used",
+                        });
+                    }
+                }
+                // After the grant: deleting the credential cascades to its grants.
+                if meta.single_use {
+                    tx.prepare_cached("DELETE FROM credentials WHERE id = ?1")?
+                        .execute([meta.id])?;
+                }
+                if let Some(u) = &usage {
+                    bump_usage(tx, u, now_s())?;
+                }
                 Ok(((), record))
             })?;
         } else {
-            self.queue_audit(record)?;
+            self.queue_read(record, usage)?;
         }
         Ok((meta, secret))
+    }
+
+    /// Commits the audit row of a refused read (and the agent's denial count).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn deny_read(
+        &mut self,
+        actor: &Actor,
+        owner: u32,
+        name: &str,
+        via: Option<&Via<'_>>,
+        outcome: Outcome,
+        why: &str,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let record = Record {
+            actor: *actor,
+            owner_uid: Some(owner),
+            action: "credential.read",
+            subject: name.to_owned(),
+            outcome,
+            detail: match via {
+                Some(v) => format!("agent={} {why}", v.agent_id),
+                None => why.to_owned(),
+            },
+        };
+        let usage = via.map(|v| UsageBump::denial(v.agent_id, name));
+        self.commit(durability, |tx, _| {
+            if let Some(u) = &usage {
+                bump_usage(tx, u, now_s())?;
+            }
+            Ok(((), record))
+        })
     }
 
     /// The credentials of `owner`, by name.

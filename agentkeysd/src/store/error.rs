@@ -130,9 +130,33 @@ pub enum StoreError {
     /// The credential's expiry has passed.
     #[error("credential '{name}' has expired")]
     Expired { name: String },
-    /// The agent was revoked.
-    #[error("agent {agent} is revoked")]
-    Revoked { agent: String },
+    /// The agent was revoked (when and by whom, if known).
+    #[error("agent '{agent}' was revoked{}", revoked_when(*.at, *.by))]
+    Revoked {
+        agent: String,
+        at: Option<i64>,
+        by: Option<u32>,
+    },
+    /// The agent's session ended before its time (revoked, recovered, re-keyed).
+    #[error("the session of agent '{agent}' has ended ({why})")]
+    SessionEnded { agent: String, why: String },
+    /// The agent's session is past its hard TTL.
+    #[error("the session of agent '{agent}' expired at {}", utc(*.at))]
+    SessionExpired { agent: String, at: i64 },
+    /// The agent has no grant for the credential, or it is outside its scope.
+    #[error("agent '{agent}' may not read '{credential}': {why}")]
+    NotGranted {
+        agent: String,
+        credential: String,
+        why: &'static str,
+    },
+    /// The agent's grant of the credential has expired.
+    #[error("agent '{agent}''s grant of '{credential}' expired at {}", utc(*.at))]
+    GrantExpired {
+        agent: String,
+        credential: String,
+        at: i64,
+    },
     /// The sealed value failed authentication: edited, moved, swapped or rolled back.
     #[error(
         "credential '{name}' failed its integrity check (the stored row was altered, moved or \
@@ -168,7 +192,12 @@ impl StoreError {
             StoreError::NotFound { .. } => ErrorKind::NotFound,
             StoreError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             StoreError::Expired { .. } => ErrorKind::Expired,
-            StoreError::Revoked { .. } => ErrorKind::Revoked,
+            StoreError::Revoked { .. }
+            | StoreError::SessionEnded { .. }
+            | StoreError::NotGranted { .. } => ErrorKind::Revoked,
+            StoreError::SessionExpired { .. } | StoreError::GrantExpired { .. } => {
+                ErrorKind::Expired
+            }
             StoreError::Tampered { .. } => ErrorKind::Tampered,
             StoreError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             StoreError::StateDirInsecure { .. }
@@ -194,6 +223,38 @@ impl StoreError {
     }
 }
 
+fn revoked_when(at: Option<i64>, by: Option<u32>) -> String {
+    let mut out = String::new();
+    if let Some(at) = at {
+        out.push_str(&format!(" at {}", utc(at)));
+    }
+    if let Some(by) = by {
+        out.push_str(&format!(" by uid {by}"));
+    }
+    out
+}
+
+/// `2026-11-21 10:42:07 UTC` for Unix seconds `t` (proleptic Gregorian, UTC).
+pub fn utc(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// Fill `buf` from the OS CSPRNG.
 pub(crate) fn random_fill(buf: &mut [u8], purpose: &'static str) -> Result<(), StoreError> {
     getrandom::fill(buf).map_err(|e| StoreError::Random {
@@ -203,4 +264,29 @@ pub(crate) fn random_fill(buf: &mut [u8], purpose: &'static str) -> Result<(), S
             None => io::Error::other(e.to_string()),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_795_257_727), "2026-11-21 10:42:07 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn revocation_names_when_and_by_whom() {
+        let e = StoreError::Revoked {
+            agent: "ci-bot".into(),
+            at: Some(1_795_257_727),
+            by: Some(1000),
+        };
+        assert_eq!(
+            e.to_string(),
+            "agent 'ci-bot' was revoked at 2026-11-21 10:42:07 UTC by uid 1000"
+        );
+    }
 }

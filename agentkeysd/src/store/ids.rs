@@ -32,6 +32,22 @@ pub fn new_agent_id() -> Result<String, StoreError> {
     Ok(format!("{AGENT_ID_PREFIX}{}", enc.encode(&raw)))
 }
 
+/// Prefix of every session id.
+pub const SESSION_ID_PREFIX: &str = "ses_";
+
+/// A fresh random session id (`ses_` + 26 base32 characters of 128 random bits). Not a
+/// secret: a session is used by signing with the agent's key (see
+/// [`crate::approvals::session_proof_input`]).
+pub fn new_session_id() -> Result<String, StoreError> {
+    new_agent_id().map(|id| format!("{SESSION_ID_PREFIX}{}", &id[AGENT_ID_PREFIX.len()..]))
+}
+
+/// Whether `s` has the shape of a session id.
+pub fn is_session_id(s: &str) -> bool {
+    s.strip_prefix(SESSION_ID_PREFIX)
+        .is_some_and(|rest| is_agent_id(&format!("{AGENT_ID_PREFIX}{rest}")))
+}
+
 /// Whether `s` has the shape of an agent id (it may still not exist).
 pub fn is_agent_id(s: &str) -> bool {
     match s.strip_prefix(AGENT_ID_PREFIX) {

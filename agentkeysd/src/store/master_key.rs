@@ -30,6 +30,7 @@ pub const STATE_KEY_FILE: &str = "master.key";
 const HEX_LEN: usize = 2 * KEY_LEN;
 const LABEL_CREDENTIAL_KEY: &[u8] = b"AgentKeys-v1 credential key";
 const LABEL_AUDIT_KEY: &[u8] = b"AgentKeys-v1 audit key";
+const LABEL_HOST_KEY: &[u8] = b"AgentKeys-v1 host signing key";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"AgentKeys-v1 key check plaintext";
 const KEY_CHECK_AAD: &[u8] = b"AgentKeys-v1 key check";
 
@@ -60,6 +61,10 @@ pub(crate) struct Keys {
     pub credential: SecretBuf,
     /// Authenticates the audit chain's head.
     pub audit: SecretBuf,
+    /// The Ed25519 seed of the host key that signs approval decisions. Derived rather
+    /// than stored: it lives exactly as long as the master key, and children that kept its
+    /// public half keep trusting the daemon across restarts.
+    pub host: SecretBuf,
 }
 
 impl Keys {
@@ -67,6 +72,7 @@ impl Keys {
         Ok(Keys {
             credential: derive(vault, master, LABEL_CREDENTIAL_KEY)?,
             audit: derive(vault, master, LABEL_AUDIT_KEY)?,
+            host: derive(vault, master, LABEL_HOST_KEY)?,
         })
     }
 }

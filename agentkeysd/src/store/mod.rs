@@ -18,7 +18,7 @@
 //! is fsynced before it is acknowledged. The audit row of a denial commits with
 //! `synchronous=NORMAL`: in WAL mode that is still atomic and survives a killed process, and
 //! only power loss can drop the newest such rows — a whole suffix, never a hole, so the chain
-//! stays consistent. The row of a successful *read* is queued ([`Store::queue_audit`]) and
+//! stays consistent. The row of a successful *read* is queued ([`Store::queue_read`]) and
 //! group-committed the same way moments later: a read costs neither an fsync nor a commit,
 //! and a killed process can lose the rows of reads served in the last few milliseconds.
 //!
@@ -48,10 +48,12 @@ mod credentials;
 mod db;
 mod error;
 mod files;
+mod grants;
 mod ids;
 mod master_key;
 mod schema;
 pub mod seal;
+mod sessions;
 #[cfg(test)]
 mod testutil;
 
@@ -67,10 +69,12 @@ pub use audit::{
 };
 pub use credentials::{CredentialMeta, PutOptions, PutOutcome};
 pub use db::APPLICATION_ID;
-pub use error::{ErrorKind, StoreError};
-pub use ids::{AGENT_ID_PREFIX, is_agent_id, valid_name};
+pub use error::{ErrorKind, StoreError, utc};
+pub use grants::{AgentRead, GrantMode, GrantRecord, UsageRow};
+pub use ids::{AGENT_ID_PREFIX, SESSION_ID_PREFIX, is_agent_id, is_session_id, valid_name};
 pub use master_key::{CREDENTIAL_FILE, KeySource, STATE_KEY_FILE};
 pub use schema::SCHEMA_VERSION;
+pub use sessions::{AgentSession, Issue, SessionRecord};
 
 use audit::{Record, Tail};
 use master_key::Keys;
@@ -120,7 +124,15 @@ pub struct Store {
     sync_full: bool,
     /// Audit records of successful reads, stamped with their time, not yet in the chain.
     /// See [`Store::flush_audit`].
-    pending: Vec<(Record, i64)>,
+    pending: Vec<Queued>,
+}
+
+/// A queued read: its audit record, when it was served, and the usage counter it bumps.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    record: Record,
+    ts_ms: i64,
+    usage: Option<grants::UsageBump>,
 }
 
 /// Reads queued past this many are flushed inside the read itself (back-pressure).
@@ -210,12 +222,17 @@ impl Store {
         Ok(store)
     }
 
-    /// The database file.
     #[cfg(test)]
     pub(crate) fn conn_for_tests(&self) -> &Connection {
         &self.conn
     }
 
+    /// The Ed25519 seed that signs approval decisions (derived from the master key).
+    pub fn host_key(&self) -> &crate::vault::SecretBuf {
+        &self.crypto.keys.host
+    }
+
+    /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.db_path
     }
@@ -337,8 +354,19 @@ impl Store {
     /// of about a millisecond in which a `kill -9` loses the row of a read that was served.
     /// A flush that fails keeps the queue and is reported; the daemon then refuses reads
     /// until a flush succeeds (fail closed).
-    pub(crate) fn queue_audit(&mut self, record: Record) -> Result<(), StoreError> {
-        self.pending.push((record, now_ms()));
+    ///
+    /// An agent's read also bumps its usage counter (`usage`), in the transaction that
+    /// writes its row.
+    pub(crate) fn queue_read(
+        &mut self,
+        record: Record,
+        usage: Option<grants::UsageBump>,
+    ) -> Result<(), StoreError> {
+        self.pending.push(Queued {
+            record,
+            ts_ms: now_ms(),
+            usage,
+        });
         if self.pending.len() >= MAX_PENDING_AUDIT
             && let Err(e) = self.flush_audit()
         {
@@ -414,11 +442,14 @@ impl Store {
 fn append_pending(
     tx: &Transaction<'_>,
     tail: &Tail,
-    pending: &[(Record, i64)],
+    pending: &[Queued],
 ) -> Result<Tail, StoreError> {
     let mut tail = *tail;
-    for (record, ts_ms) in pending {
-        tail = audit::append_row(tx, &tail, &record.entry(), *ts_ms)?;
+    for q in pending {
+        tail = audit::append_row(tx, &tail, &q.record.entry(), q.ts_ms)?;
+        if let Some(usage) = &q.usage {
+            grants::bump_usage(tx, usage, q.ts_ms / 1000)?;
+        }
     }
     Ok(tail)
 }
@@ -673,7 +704,12 @@ mod tests {
             ErrorKind::Tampered
         );
         assert_eq!(
-            StoreError::Revoked { agent: "x".into() }.kind(),
+            StoreError::Revoked {
+                agent: "x".into(),
+                at: None,
+                by: None
+            }
+            .kind(),
             ErrorKind::Revoked
         );
         assert_eq!(

@@ -90,8 +90,36 @@ CREATE INDEX audit_by_owner ON audit(owner_uid, seq);
 CREATE INDEX audit_by_actor ON audit(actor_uid, seq);
 "#;
 
+/// Schema v2 (issue 3): the agent's current public key, sessions issued at pairing, and
+/// per agent × credential usage counters (updated in the transaction that writes the
+/// matching audit row).
+const V2: &str = r#"
+ALTER TABLE agents ADD COLUMN pubkey BLOB CHECK (pubkey IS NULL OR length(pubkey) = 32);
+
+CREATE TABLE sessions (
+    id         TEXT PRIMARY KEY NOT NULL,
+    agent_id   TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    pubkey     BLOB NOT NULL CHECK (length(pubkey) = 32),
+    uid        INTEGER NOT NULL CHECK (uid BETWEEN 0 AND 4294967295),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    ended_at   INTEGER,
+    ended_why  TEXT
+) STRICT;
+CREATE INDEX sessions_by_agent ON sessions(agent_id);
+
+CREATE TABLE usage (
+    agent_id   TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    credential TEXT NOT NULL,
+    reads      INTEGER NOT NULL DEFAULT 0,
+    denials    INTEGER NOT NULL DEFAULT 0,
+    last_use   INTEGER,
+    PRIMARY KEY (agent_id, credential)
+) STRICT;
+"#;
+
 /// Every migration, in order; index + 1 is the version it produces.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -154,6 +182,8 @@ mod tests {
             "agent_links",
             "grants",
             "audit",
+            "sessions",
+            "usage",
         ] {
             let n: i64 = conn
                 .query_row(

@@ -92,3 +92,68 @@ pub(crate) fn opts(replace: bool) -> PutOptions {
         replace,
     }
 }
+
+/// The public keys children pair with (any 32 bytes: the store does not verify signatures).
+pub(crate) const KEY_A: [u8; 32] = [0xa1; 32];
+pub(crate) const KEY_B: [u8; 32] = [0xb2; 32];
+/// The uid of the paired child process (not an owner).
+pub(crate) const CHILD_UID: u32 = 2000;
+/// The session TTL of [`Fixture::pair`].
+pub(crate) const TTL_S: i64 = 3600;
+
+/// An approved request's session parameters: child [`CHILD_UID`], `pubkey`, `ttl_s`.
+pub(crate) fn issue(pubkey: &[u8; 32], ttl_s: i64) -> super::sessions::Issue<'_> {
+    super::sessions::Issue {
+        pubkey,
+        uid: CHILD_UID,
+        ttl_s,
+        request: "0123abcd",
+    }
+}
+
+pub(crate) fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Fixture {
+    /// An approved `Pair` of agent `name` of `owner` with `scope`, key [`KEY_A`], TTL
+    /// [`TTL_S`].
+    pub(crate) fn pair(&mut self, owner: u32, name: &str, scope: &[&str]) -> super::AgentSession {
+        self.pair_with(owner, name, scope, TTL_S)
+    }
+
+    /// [`Fixture::pair`] with a session TTL of `ttl_s`.
+    pub(crate) fn pair_with(
+        &mut self,
+        owner: u32,
+        name: &str,
+        scope: &[&str],
+        ttl_s: i64,
+    ) -> super::AgentSession {
+        self.store
+            .pair_agent(
+                &actor(owner),
+                owner,
+                name,
+                &names(scope),
+                &issue(&KEY_A, ttl_s),
+            )
+            .unwrap()
+    }
+
+    /// The newest audit row (of the first `AUDIT_LIST_MAX`: tests write fewer).
+    pub(crate) fn last_audit(&mut self) -> super::AuditRow {
+        self.store
+            .audit_list(None, 0, u32::MAX)
+            .unwrap()
+            .pop()
+            .unwrap()
+    }
+
+    /// Rows in `table` (a name from the schema).
+    pub(crate) fn count(&self, table: &str) -> i64 {
+        self.raw()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+}
