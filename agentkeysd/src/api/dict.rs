@@ -157,6 +157,28 @@ pub fn get_u64(dict: &Dict, key: &str) -> Result<Option<u64>, DictError> {
     }
 }
 
+/// Reads `key` as a byte array (`ay`), if present.
+pub fn get_bytes(dict: &Dict, key: &str) -> Result<Option<Vec<u8>>, DictError> {
+    let Some(v) = dict.get(key) else {
+        return Ok(None);
+    };
+    let Variant::Array(arr) = &**v else {
+        return Err(wrong(key, "ay"));
+    };
+    arr.iter()
+        .map(|item| match item {
+            Variant::U8(b) => Ok(*b),
+            _ => Err(wrong(key, "ay")),
+        })
+        .collect::<Result<Vec<u8>, _>>()
+        .map(Some)
+}
+
+/// Builds the variant of a byte array (`ay`).
+pub fn bytes_variant(bytes: &[u8]) -> Option<OwnedVariant> {
+    OwnedVariant::try_from(Variant::from(bytes.to_vec())).ok()
+}
+
 /// Reads `key` as an array of strings (at most [`super::names::MAX_ARRAY`]), if present.
 pub fn get_strs(dict: &Dict, key: &str) -> Result<Option<Vec<String>>, DictError> {
     let Some(v) = dict.get(key) else {
@@ -202,6 +224,10 @@ mod tests {
         assert_eq!(get_bool(&d, "b"), Ok(Some(true)));
         assert_eq!(get_strs(&d, "as"), Ok(Some(vec!["a".into(), "b".into()])));
         assert_eq!(get_str(&d, "missing"), Ok(None));
+        let mut d = d;
+        d.insert("ay".into(), bytes_variant(&[1, 2, 255]).unwrap());
+        assert_eq!(get_bytes(&d, "ay"), Ok(Some(vec![1, 2, 255])));
+        assert!(get_bytes(&d, "as").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! change that breaks a client gets a new interface version, not an edit. Secret bytes are
 //! never a message argument: they travel as a sealed memfd (`h`).
 
+pub mod agent;
 pub mod bus;
 pub mod dict;
 pub mod error;

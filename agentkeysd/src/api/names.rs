@@ -9,6 +9,7 @@ pub const IFACE_DAEMON: &str = "dev.agentkeys.Daemon1";
 pub const IFACE_CREDENTIALS: &str = "dev.agentkeys.Credentials1";
 pub const IFACE_AGENTS: &str = "dev.agentkeys.Agents1";
 pub const IFACE_AUDIT: &str = "dev.agentkeys.Audit1";
+pub const IFACE_APPROVALS: &str = "dev.agentkeys.Approvals1";
 
 /// Largest secret a client may store, in bytes.
 pub const MAX_SECRET_LEN: usize = 64 * 1024;

@@ -58,6 +58,20 @@ pub trait Credentials {
     fn list_for(&self, owner: u32) -> Result<Vec<Dict>, Error>;
 
     fn delete(&self, name: &str) -> Result<(), Error>;
+
+    /// Lets `agent` (id, name, alias or e-mail; `UID:NAME` for root) read `credential`, and
+    /// adds the credential to the agent's scope. Options: `mode` (s: `auto` | `confirm` |
+    /// `once`, default `auto`), `expires` (x, unix seconds). Replaces an existing grant.
+    fn grant(
+        &self,
+        agent: &str,
+        credential: &str,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<(), Error>;
+
+    /// Removes the agent's grant of `credential` (the scope keeps the name; reads are
+    /// denied until it is granted again).
+    fn ungrant(&self, agent: &str, credential: &str) -> Result<(), Error>;
 }
 
 /// Agents: identities owned by an owner.
@@ -78,8 +92,77 @@ pub trait Agents {
     fn revoke(&self, agent: &str) -> Result<(), Error>;
     fn teardown(&self, agent: &str) -> Result<(), Error>;
 
+    /// Makes this connection act as a paired agent: `session` is the id `Await` returned,
+    /// `signature` the agent key's Ed25519 signature over
+    /// [`crate::approvals::session_proof_input`] (session id and this connection's unique
+    /// name). From then on, reads on this connection are the agent's reads (grants apply)
+    /// and `WhoAmI` describes the agent. Returns `agent_id`, `name`, `owner` (u), `scope`
+    /// (as), `session_expires` (x).
+    fn authenticate(&self, session: &str, signature: &[u8]) -> Result<Dict, Error>;
+
+    /// Per agent and credential: `agent_id`, `agent` (name), `credential`, `reads` (t),
+    /// `denials` (t), `last_use` (x, unix seconds; absent if never). `agent` empty: every
+    /// agent of the caller (root with `UID:` prefix: of that owner).
+    fn usage(&self, agent: &str) -> Result<Vec<Dict>, Error>;
+
     #[zbus(signal)]
     fn agent_revoked(&self, agent_id: String) -> zbus::Result<()>;
+}
+
+/// Auth requests (DESIGN §4): a child opens one, the owner approves or denies it.
+#[proxy(
+    interface = "dev.agentkeys.Approvals1",
+    default_service = "dev.agentkeys.Daemon1",
+    default_path = "/dev/agentkeys/Daemon1"
+)]
+pub trait Approvals {
+    /// Opens a request. `type` is `Pair`, `Recover`, `ScopeChange`, `HighValueRelease` or
+    /// `KeyRotate`; `details_cbor` the canonical details
+    /// ([`crate::approvals::encode`]); `child_pubkey` the child's Ed25519 key (32 bytes).
+    /// Returns `id` (s, 32 hex), `pair_code` (s, `ABCD-EFGH`), `otp` (s, 6 digits),
+    /// `created` (t), `expires` (t), `owner` (u), `host_key` (ay, the daemon's Ed25519 key
+    /// that signs decisions).
+    fn open(
+        &self,
+        request_type: &str,
+        details_cbor: &[u8],
+        child_pubkey: &[u8],
+    ) -> Result<Dict, Error>;
+
+    /// The caller's pending requests (root: everyone's), as [`Fetch`] describes them.
+    fn pending(&self) -> Result<Vec<Dict>, Error>;
+
+    /// The caller's pending request shown under `pair_code`: `id`, `type`, `pair_code`,
+    /// `otp`, `created` (t), `expires` (t), `owner` (u), `requester_uid` (u),
+    /// `requester_pid` (u, if known), `requester_exe` (s, if known), `fingerprint` (s,
+    /// SHA256:… of the child key), and per type `name`, `scope` (as), `agent_id`,
+    /// `agent_identity`, `credential`, `reason`. Unknown, expired and other owners'
+    /// codes all answer the same `NotFound`.
+    fn fetch(&self, pair_code: &str) -> Result<Dict, Error>;
+
+    /// Approves a pending request of the caller's. `auth`: `password` (h, a sealed memfd
+    /// holding the caller's login password) when the daemon asks for it (`Locked`).
+    fn approve(&self, request_id: &str, auth: HashMap<&str, Variant<'_>>) -> Result<(), Error>;
+
+    /// Denies a pending request of the caller's.
+    fn deny(&self, request_id: &str) -> Result<(), Error>;
+
+    /// Waits up to `timeout_s` (at most 300) for the decision on a request the caller
+    /// opened. `state` (s): `pending` (timed out), `approved` (this call collected the
+    /// approval: `signature` (ay), `approver` (u), `created` (t), `nonce` (ay), and per
+    /// type `agent_id`, `session`, `session_expires` (x), `scope` (as)), `denied`,
+    /// `expired`, or `consumed` (an earlier call collected it).
+    #[zbus(name = "Await")]
+    fn await_decision(&self, request_id: &str, timeout_s: u32) -> Result<Dict, Error>;
+
+    /// A request for `owner` was opened: `id`, `type`, `owner` (u), `created`, `expires`
+    /// (t). Deliberately no pair code, OTP, agent or scope (every connection on the bus
+    /// sees signals): the owner's tool asks `Pending` for those.
+    #[zbus(signal)]
+    fn request_opened(&self, request: Dict) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn request_decided(&self, request_id: String, approved: bool) -> zbus::Result<()>;
 }
 
 /// The audit trail: a hash chain of every store, read, delete, denial and agent change.

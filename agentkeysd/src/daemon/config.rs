@@ -17,6 +17,91 @@ pub struct Config {
     pub daemon: DaemonSection,
     pub vault: VaultSection,
     pub log: LogSection,
+    pub approvals: ApprovalsSection,
+}
+
+/// How `Approve` makes sure the owner, not just a process of the owner's uid, said yes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Authenticate {
+    /// Re-authenticate through PAM (service `approvals.pam_service`), cached per login
+    /// session for `approvals.auth_cache_s`.
+    #[default]
+    Pam,
+    /// No re-authentication: any process of the owner's uid can approve. For development
+    /// only; `status` says so loudly.
+    None,
+}
+
+impl Authenticate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authenticate::Pam => "pam",
+            Authenticate::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsSection {
+    /// `pam` (default) or `none` (development only).
+    pub authenticate: Authenticate,
+    /// The PAM service `Approve` authenticates against.
+    pub pam_service: String,
+    /// How long a successful re-authentication covers further approvals from the same
+    /// login session (like sudo's timestamp), seconds; 0 asks every time.
+    pub auth_cache_s: u32,
+    /// How long Pair and Recover requests wait for a decision, seconds (DESIGN: 60).
+    pub short_ttl_s: u32,
+    /// How long the other requests wait, seconds (DESIGN: 300).
+    pub long_ttl_s: u32,
+    /// Hard lifetime of an agent session, seconds (default 4 h).
+    pub session_ttl_s: u32,
+    /// How long a read under a `confirm` grant waits for the owner's decision, seconds.
+    pub confirm_timeout_s: u32,
+}
+
+impl Default for ApprovalsSection {
+    fn default() -> Self {
+        Self {
+            authenticate: Authenticate::Pam,
+            pam_service: "agentkeys".into(),
+            auth_cache_s: 300,
+            short_ttl_s: 60,
+            long_ttl_s: 300,
+            session_ttl_s: 4 * 3600,
+            confirm_timeout_s: 120,
+        }
+    }
+}
+
+impl ApprovalsSection {
+    fn check(&self) -> Result<(), String> {
+        let in_range = |v: u32, lo: u32, hi: u32, key: &str| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("approvals.{key} must be between {lo} and {hi}"))
+            }
+        };
+        in_range(self.auth_cache_s, 0, 3600, "auth_cache_s")?;
+        in_range(self.short_ttl_s, 1, 3600, "short_ttl_s")?;
+        in_range(self.long_ttl_s, 1, 3600, "long_ttl_s")?;
+        in_range(self.session_ttl_s, 1, 30 * 86_400, "session_ttl_s")?;
+        in_range(self.confirm_timeout_s, 1, 3600, "confirm_timeout_s")?;
+        if self.pam_service.is_empty()
+            || !self
+                .pam_service
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(
+                "approvals.pam_service must be a PAM service name (a-z, 0-9, - _ .)".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -73,6 +158,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: daemon.shutdown_timeout_s must be between 1 and 300")]
     Invalid { path: PathBuf },
+    #[error("{path}: {message}")]
+    Out { path: PathBuf, message: String },
 }
 
 /// The files that make up the configuration, in merge order.
@@ -147,6 +234,13 @@ pub fn load(main: &Path, main_required: bool) -> Result<Config, ConfigError> {
     if !(1..=300).contains(&config.daemon.shutdown_timeout_s) {
         return Err(ConfigError::Invalid { path: last });
     }
+    config
+        .approvals
+        .check()
+        .map_err(|message| ConfigError::Out {
+            path: last.clone(),
+            message,
+        })?;
     Ok(config)
 }
 
@@ -176,7 +270,17 @@ impl fmt::Display for Config {
         writeln!(f, "secret_memory = \"{policy}\"")?;
         writeln!(f)?;
         writeln!(f, "[log]")?;
-        write!(f, "level = {:?}", self.log.level)
+        writeln!(f, "level = {:?}", self.log.level)?;
+        writeln!(f)?;
+        let a = &self.approvals;
+        writeln!(f, "[approvals]")?;
+        writeln!(f, "authenticate = \"{}\"", a.authenticate.as_str())?;
+        writeln!(f, "pam_service = {:?}", a.pam_service)?;
+        writeln!(f, "auth_cache_s = {}", a.auth_cache_s)?;
+        writeln!(f, "short_ttl_s = {}", a.short_ttl_s)?;
+        writeln!(f, "long_ttl_s = {}", a.long_ttl_s)?;
+        writeln!(f, "session_ttl_s = {}", a.session_ttl_s)?;
+        write!(f, "confirm_timeout_s = {}", a.confirm_timeout_s)
     }
 }
 
@@ -256,6 +360,25 @@ mod tests {
 
         let bad = write(dir.path(), "c.toml", "[daemon]\nshutdown_timeout_s = 0\n");
         assert!(matches!(load(&bad, true), Err(ConfigError::Invalid { .. })));
+
+        let bad = write(dir.path(), "e.toml", "[approvals]\nshort_ttl_s = 0\n");
+        let err = load(&bad, true).unwrap_err().to_string();
+        assert!(err.contains("approvals.short_ttl_s"), "{err}");
+        let bad = write(
+            dir.path(),
+            "f.toml",
+            "[approvals]\nauthenticate = \"maybe\"\n",
+        );
+        assert!(matches!(load(&bad, true), Err(ConfigError::Parse { .. })));
+        let ok = write(
+            dir.path(),
+            "g.toml",
+            "[approvals]\nauthenticate = \"none\"\n",
+        );
+        assert_eq!(
+            load(&ok, true).unwrap().approvals.authenticate,
+            Authenticate::None
+        );
 
         let bad = write(dir.path(), "d.toml", "not toml [");
         assert!(matches!(load(&bad, true), Err(ConfigError::Parse { .. })));

@@ -33,6 +33,22 @@ pub enum DaemonError {
     AuditUnavailable,
     #[error("a worker task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// Refusals decided in the daemon itself (approvals, sessions); the text is public.
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Expired(String),
+    #[error("{0}")]
+    Consumed(String),
+    #[error("{0}")]
+    Locked(String),
+    #[error("{0}")]
+    Busy(String),
+    /// Approval machinery that failed inside (random numbers, signing): logged, not sent.
+    #[error("{0}")]
+    Approval(String),
 }
 
 /// Logs `err` with its full chain and returns the public error for the caller.
@@ -76,7 +92,19 @@ pub fn to_public(method: &str, err: DaemonError) -> Public {
         DaemonError::ShuttingDown => {
             Public::Unavailable("agentkeysd is shutting down; retry once it is back".into())
         }
-        DaemonError::Vault(_) | DaemonError::CallerUnknown(_) | DaemonError::Join(_) => {
+        DaemonError::Denied(m) => {
+            tracing::info!(method, error = %m, "denied");
+            Public::Denied(m)
+        }
+        DaemonError::NotFound(m) => Public::NotFound(m),
+        DaemonError::Expired(m) => Public::Expired(m),
+        DaemonError::Consumed(m) => Public::AlreadyConsumed(m),
+        DaemonError::Locked(m) => Public::Locked(m),
+        DaemonError::Busy(m) => Public::Unavailable(m),
+        DaemonError::Vault(_)
+        | DaemonError::CallerUnknown(_)
+        | DaemonError::Join(_)
+        | DaemonError::Approval(_) => {
             tracing::error!(method, error = %chain, "internal failure");
             Public::Internal("internal error; see the daemon's log".into())
         }

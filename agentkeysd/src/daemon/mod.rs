@@ -18,6 +18,8 @@ pub mod harden;
 pub mod iface;
 pub mod logging;
 pub mod notify;
+pub mod pairing;
+pub mod pam;
 pub mod services;
 pub mod state;
 mod sys;
@@ -238,7 +240,17 @@ async fn serve(bus: &BusChoice, shared: &Arc<Shared>) -> Result<zbus::Connection
         )
         .await
         .map_err(serve_err("Audit1"))?;
+    server
+        .at(
+            OBJECT_PATH,
+            iface::approvals::Approvals {
+                shared: shared.clone(),
+            },
+        )
+        .await
+        .map_err(serve_err("Approvals1"))?;
     spawn_forget_departed(&dbus, shared).await;
+    spawn_request_sweeper(&conn, shared).await;
     // No ALLOW_REPLACEMENT and no REPLACE_EXISTING: a second daemon, or any other
     // connection, can neither take the name from us nor be handed it behind our back.
     let reply = conn
@@ -293,6 +305,38 @@ async fn spawn_forget_departed(dbus: &DBusProxy<'static>, shared: &Arc<Shared>) 
                 && args.name().starts_with(':')
             {
                 shared.forget(args.name());
+            }
+        }
+    });
+}
+
+/// Once a second: records pending requests whose time ran out (and says so with
+/// `RequestDecided(id, false)`), and drops requests that ended long ago.
+async fn spawn_request_sweeper(conn: &zbus::Connection, shared: &Arc<Shared>) {
+    let iface = match conn
+        .object_server()
+        .interface::<_, iface::approvals::Approvals>(OBJECT_PATH)
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot sweep expired auth requests");
+            return;
+        }
+    };
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            let now = u64::try_from(iface::now()).unwrap_or(0);
+            let expired = shared.pairing.sweep(now);
+            drop(shared);
+            for id in &expired {
+                iface::approvals::emit_decided(iface.signal_emitter(), id, false).await;
             }
         }
     });

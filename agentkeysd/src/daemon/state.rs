@@ -14,6 +14,7 @@ use crate::vault::Vault;
 use super::authz::Caller;
 use super::config::Config;
 use super::errors::DaemonError;
+use super::pairing::{Binding, Pairing};
 use super::services::ServiceTable;
 
 /// How long the audit flusher lets reads accumulate before it writes them in one
@@ -29,6 +30,8 @@ pub struct Shared {
     pub vault: Vault,
     pub config: Config,
     pub services: ServiceTable,
+    /// Live auth requests, agent-bound connections, rate limits, the re-auth cache.
+    pub pairing: Pairing,
     callers: Mutex<HashMap<String, Caller>>,
     // Not a OnceLock: the proxy holds the connection, whose object server holds us, so
     // shutdown must clear it to break that cycle and let the vault be zeroized on drop.
@@ -63,6 +66,7 @@ impl Shared {
             vault,
             config,
             services,
+            pairing: Pairing::new(),
             callers: Mutex::new(HashMap::new()),
             dbus: Mutex::new(None),
             inflight: Arc::new(RwLock::new(())),
@@ -222,6 +226,25 @@ impl Shared {
     /// Forgets a connection that left the bus.
     pub fn forget(&self, unique_name: &str) {
         self.callers_lock().remove(unique_name);
+        self.pairing.forget(unique_name);
+    }
+
+    /// The caller of an owner's operation: refused on a connection authenticated as an
+    /// agent, which acts for that agent only (an agent never stores, grants or approves).
+    pub async fn owner_caller(&self, hdr: &Header<'_>) -> Result<Caller, DaemonError> {
+        let caller = self.caller(hdr).await?;
+        if let Some(b) = self.binding(hdr) {
+            return Err(DaemonError::Denied(format!(
+                "this connection is authenticated as agent '{}'; owner operations need a connection of the owner's own",
+                b.agent_name
+            )));
+        }
+        Ok(caller)
+    }
+
+    /// The agent session this connection authenticated as, if any.
+    pub fn binding(&self, hdr: &Header<'_>) -> Option<Binding> {
+        hdr.sender().and_then(|s| self.pairing.binding(s.as_str()))
     }
 
     fn callers_lock(&self) -> MutexGuard<'_, HashMap<String, Caller>> {

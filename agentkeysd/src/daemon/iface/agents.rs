@@ -10,10 +10,15 @@ use zbus::object_server::SignalEmitter;
 use crate::api::Error;
 use crate::api::dict::{self, Dict, DictBuilder};
 use crate::api::names::{MAX_TEXT, split_owner, valid_name};
-use crate::store::{AgentOptions, AgentRecord, AgentState, LinkKind};
+use crate::approvals::verify_session_proof;
+use crate::store::{
+    AgentOptions, AgentRecord, AgentSession, AgentState, AuditEntry, LinkKind, Outcome,
+    is_session_id,
+};
 
 use super::super::authz::{self, AuthzError, Caller};
 use super::super::errors::{DaemonError, to_public};
+use super::super::pairing::Binding;
 use super::super::state::{Shared, blocking};
 use super::{actor, audited, owner_for};
 
@@ -115,6 +120,30 @@ impl Agents {
         Ok(())
     }
 
+    /// Binds this connection to a paired agent's session (`signature`: the agent key's
+    /// proof over the session id and this connection's unique name).
+    async fn authenticate(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        session: &str,
+        signature: Vec<u8>,
+    ) -> Result<Dict, Error> {
+        self.do_authenticate(&hdr, session, &signature)
+            .await
+            .map_err(|e| to_public("Authenticate", e))
+    }
+
+    /// Reads and denials per agent and credential.
+    async fn usage(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        agent: &str,
+    ) -> Result<Vec<Dict>, Error> {
+        self.do_usage(&hdr, agent)
+            .await
+            .map_err(|e| to_public("Usage", e))
+    }
+
     /// Emitted when an agent is revoked or torn down.
     #[zbus(signal)]
     async fn agent_revoked(emitter: &SignalEmitter<'_>, agent_id: &str) -> zbus::Result<()>;
@@ -127,6 +156,134 @@ async fn emit_revoked(emitter: &SignalEmitter<'_>, id: &str) {
 }
 
 impl Agents {
+    async fn do_authenticate(
+        &self,
+        hdr: &Header<'_>,
+        session: &str,
+        signature: &[u8],
+    ) -> Result<Dict, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        let sender = hdr
+            .sender()
+            .map(|s| s.to_string())
+            .ok_or_else(|| DaemonError::CallerUnknown("message has no sender".into()))?;
+        let refused = || {
+            DaemonError::Denied("session authentication failed: unknown session, or a signature that does not match it".into())
+        };
+        if !is_session_id(session) {
+            return Err(DaemonError::Invalid(format!(
+                "'{}' is not a session id (ses_…)",
+                session.chars().take(64).collect::<String>()
+            )));
+        }
+        let id = session.to_owned();
+        let found = self
+            .shared
+            .with_store(move |s| Ok(s.session(&id).ok()))
+            .await?;
+        let Some(AgentSession {
+            session: rec,
+            agent,
+        }) = found
+        else {
+            return Err(refused());
+        };
+        if rec.uid != caller.uid || !verify_session_proof(&rec.pubkey, &rec.id, &sender, signature)
+        {
+            let (actor, subject) = (actor(&caller), agent.id.clone());
+            let owner = agent.owner_uid;
+            let _ = self
+                .shared
+                .with_store(move |s| {
+                    Ok(s.audit_denial(AuditEntry {
+                        actor: &actor,
+                        owner_uid: Some(owner),
+                        action: "agent.authenticate",
+                        subject: &subject,
+                        outcome: Outcome::Denied,
+                        detail: "bad session proof or wrong uid",
+                    })?)
+                })
+                .await;
+            return Err(refused());
+        }
+        if agent.state == AgentState::Revoked {
+            return Err(DaemonError::Store(crate::store::StoreError::Revoked {
+                agent: agent.name.clone(),
+                at: agent.revoked_at,
+                by: agent.revoked_by,
+            }));
+        }
+        if let Some(why) = &rec.ended_why {
+            return Err(DaemonError::Denied(format!(
+                "the session of agent '{}' has ended ({why}); pair again",
+                agent.name
+            )));
+        }
+        if rec.expires_at <= super::now() {
+            return Err(DaemonError::Expired(format!(
+                "the session of agent '{}' expired at {}; pair again (agentkeysctl pair --recover {})",
+                agent.name,
+                crate::store::utc(rec.expires_at),
+                agent.name
+            )));
+        }
+        if !self.shared.pairing.bind(
+            &sender,
+            Binding {
+                session: rec.id.clone(),
+                agent_id: agent.id.clone(),
+                agent_name: agent.name.clone(),
+                owner: agent.owner_uid,
+            },
+        ) {
+            return Err(DaemonError::Busy(
+                "this connection is already bound to another agent session, or too many connections are; use a new connection".into(),
+            ));
+        }
+        Ok(DictBuilder::new()
+            .str("agent_id", &agent.id)
+            .str("name", &agent.name)
+            .u32("owner", agent.owner_uid)
+            .strs("scope", &agent.scope)
+            .i64("session_expires", rec.expires_at)
+            .build())
+    }
+
+    async fn do_usage(&self, hdr: &Header<'_>, agent: &str) -> Result<Vec<Dict>, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.owner_caller(hdr).await?;
+        let (owner, only) = if agent.is_empty() {
+            (caller.uid, None)
+        } else if let Some(o) = agent.strip_suffix(':').and_then(|o| o.parse::<u32>().ok()) {
+            (
+                owner_for(&self.shared, &caller, "agent.usage", agent, Some(o)).await?,
+                None,
+            )
+        } else {
+            let (o, a) = self.target(&caller, "agent.usage", agent).await?;
+            (o, Some(a.to_owned()))
+        };
+        let rows = self
+            .shared
+            .with_store(move |s| Ok(s.usage(owner, only.as_deref())?))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|u| {
+                DictBuilder::new()
+                    .str("agent_id", &u.agent_id)
+                    .str("agent", &u.agent_name)
+                    .str("credential", &u.credential)
+                    .u64("reads", u.reads)
+                    .u64("denials", u.denials)
+                    .opt_i64("last_use", u.last_use)
+                    .build()
+            })
+            .collect())
+    }
+
     async fn target<'a>(
         &self,
         caller: &Caller,
@@ -150,7 +307,7 @@ impl Agents {
         options: Dict,
     ) -> Result<String, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let (owner, name) = self.target(&caller, "agent.create", name).await?;
         dict::check_keys(&options, CREATE_OPTIONS)?;
         let scope = dict::get_strs(&options, "scope")?.unwrap_or_default();
@@ -177,7 +334,7 @@ impl Agents {
         owner: Option<u32>,
     ) -> Result<Vec<Dict>, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let owner = owner_for(&self.shared, &caller, "agent.list", "", owner).await?;
         let list = self
             .shared
@@ -188,7 +345,7 @@ impl Agents {
 
     async fn do_get(&self, hdr: &Header<'_>, agent: &str) -> Result<Dict, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let (owner, agent) = self.target(&caller, "agent.get", agent).await?;
         let agent = agent.to_owned();
         let rec = self
@@ -206,7 +363,7 @@ impl Agents {
         value: &str,
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let (owner, agent) = self.target(&caller, "agent.link", agent).await?;
         let kind = match kind {
             "alias" if valid_name(value) => LinkKind::Alias,
@@ -234,7 +391,7 @@ impl Agents {
 
     async fn do_resolve(&self, hdr: &Header<'_>, identity: &str) -> Result<String, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let (owner, ident) = split_owner(identity)
             .filter(|(_, i)| valid_name(i) || valid_email(i))
             .ok_or_else(|| AuthzError::BadName(identity.to_owned()))?;
@@ -252,7 +409,7 @@ impl Agents {
         teardown: bool,
     ) -> Result<String, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let action = if teardown {
             "agent.teardown"
         } else {
@@ -307,6 +464,13 @@ pub fn agent_dict(a: &AgentRecord) -> Dict {
         .i64("created", a.created_at)
         .opt_i64("revoked_at", a.revoked_at)
         .opt_u32("revoked_by", a.revoked_by)
+        .str(
+            "fingerprint",
+            a.pubkey
+                .as_ref()
+                .map(crate::approvals::fingerprint)
+                .unwrap_or_default(),
+        )
         .strs("aliases", &a.aliases)
         .strs("emails", &a.emails)
         .build()

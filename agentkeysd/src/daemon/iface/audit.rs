@@ -52,7 +52,7 @@ impl Audit {
 impl Audit {
     async fn do_list(&self, hdr: &Header<'_>, options: Dict) -> Result<Vec<Dict>, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         dict::check_keys(&options, &["after", "limit", "owner"])?;
         let after = dict::get_i64(&options, "after")?.unwrap_or(0);
         let limit = dict::get_u32(&options, "limit")?.unwrap_or(100);
@@ -73,7 +73,7 @@ impl Audit {
 
     async fn do_verify(&self, hdr: &Header<'_>) -> Result<Dict, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         // The walk reads every owner's rows and holds the store while it does: root's.
         audited(
             &self.shared,

@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use zbus::interface;
 use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
 
 use crate::api::Error;
 use crate::api::dict::{self, Dict, DictBuilder};
-use crate::api::names::valid_env_var;
-use crate::store::{CredentialMeta, PutOptions};
+use crate::api::names::{valid_env_var, valid_name};
+use crate::store::{AgentRead, CredentialMeta, GrantMode, PutOptions};
 use crate::vault;
 
-use super::super::authz::{self, Caller};
+use super::super::authz::{self, AuthzError, Caller};
 use super::super::errors::{DaemonError, to_public};
+use super::super::pairing::Binding;
 use super::super::state::{Shared, blocking};
 use super::{actor, audited, now, owner_for};
 
@@ -23,6 +25,7 @@ pub struct Credentials {
 }
 
 const STORE_OPTIONS: &[&str] = &["env", "expires", "replace"];
+const GRANT_OPTIONS: &[&str] = &["mode", "expires"];
 
 #[interface(name = "dev.agentkeys.Credentials1")]
 impl Credentials {
@@ -39,15 +42,44 @@ impl Credentials {
             .map_err(|e| to_public("Store", e))
     }
 
-    /// Returns a sealed memfd holding the secret stored under `name`.
+    /// Returns a sealed memfd holding the secret stored under `name`. On a connection
+    /// authenticated as an agent, this is the agent's read: its grants decide.
     async fn read(
         &self,
         #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         name: &str,
     ) -> Result<zbus::OwnedFd, Error> {
-        self.do_read(&hdr, name)
+        match self.shared.binding(&hdr) {
+            Some(binding) => self.do_agent_read(&hdr, &emitter, binding, name).await,
+            None => self.do_read(&hdr, name).await,
+        }
+        .map_err(|e| to_public("Read", e))
+    }
+
+    /// Lets an agent read a credential (options `mode`: auto | confirm | once, `expires`).
+    async fn grant(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        agent: &str,
+        credential: &str,
+        options: Dict,
+    ) -> Result<(), Error> {
+        self.do_grant(&hdr, agent, credential, options)
             .await
-            .map_err(|e| to_public("Read", e))
+            .map_err(|e| to_public("Grant", e))
+    }
+
+    /// Removes an agent's grant of a credential.
+    async fn ungrant(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        agent: &str,
+        credential: &str,
+    ) -> Result<(), Error> {
+        self.do_ungrant(&hdr, agent, credential)
+            .await
+            .map_err(|e| to_public("Ungrant", e))
     }
 
     /// Metadata of the caller's own credentials.
@@ -101,7 +133,7 @@ impl Credentials {
         options: Dict,
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let (owner, name) = self.target(&caller, "credential.store", name).await?;
         dict::check_keys(&options, STORE_OPTIONS)?;
         let env_var = match dict::get_str(&options, "env")? {
@@ -142,13 +174,8 @@ impl Credentials {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
         let (owner, name) = self.target(&caller, "credential.read", name).await?;
-        if self.shared.audit_failed() {
-            // A read attempt is the moment to find out whether the trail is writable again.
-            self.shared.flush_audit_now().await;
-            if self.shared.audit_failed() {
-                return Err(DaemonError::AuditUnavailable);
-            }
-        }
+        // A read attempt is the moment to find out whether the trail is writable again.
+        self.require_audit().await?;
         // Inline when the store is free: the read queues its audit row (the flusher writes
         // it right after), and a hop to another thread would cost more than the work.
         let (actor, name) = (actor(&caller), name.to_owned());
@@ -162,13 +189,150 @@ impl Credentials {
         Ok(zbus::OwnedFd::from(fd))
     }
 
+    /// An agent's read: the store checks session, revocation, scope and grant on every
+    /// call (so a revocation takes effect on the very next read); a `confirm` grant asks
+    /// the owner first.
+    async fn do_agent_read(
+        &self,
+        hdr: &Header<'_>,
+        emitter: &SignalEmitter<'_>,
+        binding: Binding,
+        name: &str,
+    ) -> Result<zbus::OwnedFd, DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.caller(hdr).await?;
+        if !valid_name(name) {
+            return Err(AuthzError::BadName(name.to_owned()).into());
+        }
+        self.require_audit().await?;
+        let mut confirmed = false;
+        loop {
+            let (who, session, cred) = (actor(&caller), binding.session.clone(), name.to_owned());
+            let read = self
+                .shared
+                .with_store(move |s| Ok(s.agent_read(&who, &session, &cred, confirmed)?))
+                .await?;
+            match read {
+                AgentRead::Served(_meta, secret) => {
+                    self.shared.audit_queued();
+                    let fd = vault::sealed_memfd_from_secret(&secret)?;
+                    drop(secret);
+                    return Ok(zbus::OwnedFd::from(fd));
+                }
+                AgentRead::NeedsConfirmation { .. } if confirmed => {
+                    return Err(DaemonError::Approval(
+                        "a confirmed read asked for confirmation again".into(),
+                    ));
+                }
+                AgentRead::NeedsConfirmation { agent_id, .. } => {
+                    if !self.shared.pairing.take_release(&agent_id, name) {
+                        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+                        let asked = super::approvals::confirm_release(
+                            &self.shared,
+                            emitter,
+                            &caller,
+                            sender,
+                            &binding,
+                            name,
+                        )
+                        .await;
+                        if let Err(e) = asked {
+                            let (who, session, cred) =
+                                (actor(&caller), binding.session.clone(), name.to_owned());
+                            let why = if matches!(e, DaemonError::Denied(_)) {
+                                "confirmation denied"
+                            } else {
+                                "confirmation not given in time"
+                            };
+                            self.shared
+                                .with_store(move |s| {
+                                    Ok(s.agent_read_refused(&who, &session, &cred, why)?)
+                                })
+                                .await?;
+                            return Err(e);
+                        }
+                    }
+                    confirmed = true;
+                }
+            }
+        }
+    }
+
+    async fn require_audit(&self) -> Result<(), DaemonError> {
+        if self.shared.audit_failed() {
+            self.shared.flush_audit_now().await;
+            if self.shared.audit_failed() {
+                return Err(DaemonError::AuditUnavailable);
+            }
+        }
+        Ok(())
+    }
+
+    async fn do_grant(
+        &self,
+        hdr: &Header<'_>,
+        agent: &str,
+        credential: &str,
+        options: Dict,
+    ) -> Result<(), DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.owner_caller(hdr).await?;
+        let (owner, agent) = self.target(&caller, "grant.add", agent).await?;
+        if !valid_name(credential) {
+            return Err(AuthzError::BadName(credential.to_owned()).into());
+        }
+        dict::check_keys(&options, GRANT_OPTIONS)?;
+        let mode = match dict::get_str(&options, "mode")? {
+            None => GrantMode::Auto,
+            Some(m) => GrantMode::parse(&m).ok_or_else(|| {
+                DaemonError::Invalid(format!(
+                    "unknown grant mode '{m}': use auto, confirm or once"
+                ))
+            })?,
+        };
+        let expires_at = dict::get_i64(&options, "expires")?;
+        if expires_at.is_some_and(|t| t <= now()) {
+            return Err(DaemonError::Invalid(
+                "the expiry time is in the past".into(),
+            ));
+        }
+        let actor = actor(&caller);
+        let (agent, credential) = (agent.to_owned(), credential.to_owned());
+        blocking(&self.shared, move |store| {
+            Ok(store.grant(&actor, owner, &agent, &credential, mode, expires_at)?)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn do_ungrant(
+        &self,
+        hdr: &Header<'_>,
+        agent: &str,
+        credential: &str,
+    ) -> Result<(), DaemonError> {
+        let _in = self.shared.enter().await?;
+        let caller = self.shared.owner_caller(hdr).await?;
+        let (owner, agent) = self.target(&caller, "grant.remove", agent).await?;
+        if !valid_name(credential) {
+            return Err(AuthzError::BadName(credential.to_owned()).into());
+        }
+        let actor = actor(&caller);
+        let (agent, credential) = (agent.to_owned(), credential.to_owned());
+        blocking(&self.shared, move |store| {
+            Ok(store.ungrant(&actor, owner, &agent, &credential)?)
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn do_list(
         &self,
         hdr: &Header<'_>,
         owner: Option<u32>,
     ) -> Result<Vec<Dict>, DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let owner = owner_for(&self.shared, &caller, "credential.list", "", owner).await?;
         let list = self
             .shared
@@ -179,7 +343,7 @@ impl Credentials {
 
     async fn do_delete(&self, hdr: &Header<'_>, name: &str) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
-        let caller = self.shared.caller(hdr).await?;
+        let caller = self.shared.owner_caller(hdr).await?;
         let (owner, name) = self.target(&caller, "credential.delete", name).await?;
         let actor = actor(&caller);
         let name = name.to_owned();

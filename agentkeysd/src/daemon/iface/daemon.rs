@@ -8,7 +8,7 @@ use zbus::message::Header;
 use crate::api::Error;
 use crate::api::dict::{Dict, DictBuilder};
 use crate::api::names::{
-    IFACE_AGENTS, IFACE_AUDIT, IFACE_CREDENTIALS, IFACE_DAEMON, MAX_SECRET_LEN,
+    IFACE_AGENTS, IFACE_APPROVALS, IFACE_AUDIT, IFACE_CREDENTIALS, IFACE_DAEMON, MAX_SECRET_LEN,
 };
 use crate::vault::SecretMemoryPolicy;
 
@@ -46,16 +46,27 @@ impl Daemon {
             SecretMemoryPolicy::Require => "require",
             SecretMemoryPolicy::Mlock => "mlock",
         };
-        let ifaces: Vec<String> = [IFACE_DAEMON, IFACE_CREDENTIALS, IFACE_AGENTS, IFACE_AUDIT]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let ifaces: Vec<String> = [
+            IFACE_DAEMON,
+            IFACE_CREDENTIALS,
+            IFACE_AGENTS,
+            IFACE_AUDIT,
+            IFACE_APPROVALS,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         DictBuilder::new()
             .str("secret_memory_policy", policy)
             .str("store", "sqlite")
             .strs("interfaces", &ifaces)
             .u32("max_secret_bytes", MAX_SECRET_LEN as u32)
             .bool("allow_tracer", self.shared.config.daemon.allow_tracer)
+            .str(
+                "approvals_authenticate",
+                self.shared.config.approvals.authenticate.as_str(),
+            )
+            .u32("session_ttl_s", self.shared.config.approvals.session_ttl_s)
             .build()
     }
 }
@@ -69,10 +80,25 @@ impl Daemon {
             .flatten()
             .map(|u| u.name)
             .unwrap_or_default();
-        Ok(DictBuilder::new()
+        let mut out = DictBuilder::new()
             .u32("uid", caller.uid)
             .opt_u32("pid", caller.pid)
-            .str("user", user)
-            .build())
+            .str("user", user);
+        // On a connection authenticated as an agent: who the agent is (never its session id).
+        if let Some(b) = self.shared.binding(hdr) {
+            let session = b.session.clone();
+            let found = self
+                .shared
+                .with_store(move |s| Ok(s.session(&session)?))
+                .await?;
+            out = out
+                .str("agent_id", &found.agent.id)
+                .str("agent_name", &found.agent.name)
+                .u32("agent_owner", found.agent.owner_uid)
+                .strs("scope", &found.agent.scope)
+                .str("agent_state", found.agent.state.as_str())
+                .i64("session_expires", found.session.expires_at);
+        }
+        Ok(out.build())
     }
 }

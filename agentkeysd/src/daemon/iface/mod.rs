@@ -5,6 +5,7 @@
 //! [`super::errors::to_public`]. Secret bytes only ever cross as a sealed memfd.
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod credentials;
 pub mod daemon;
