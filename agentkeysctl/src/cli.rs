@@ -2,9 +2,13 @@
 //! `commands/`; this file only assembles them and holds the global flags.
 
 use agentkeysd::api::bus::{BUS_ENV, BusChoice};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::commands::{agent, audit, completions, list, man, read, rm, status, store, whoami};
+use crate::commands::{
+    agent, approve, audit, completions, deny, grant, list, man, pair, pending, read, rm, status,
+    store, ungrant, usage, whoami,
+};
 use crate::errors::EXIT_CODES_HELP;
 
 /// Manage the API keys AI agents use, kept by agentkeysd in secret memory.
@@ -38,13 +42,76 @@ pub struct Global {
     pub bus: BusChoice,
 
     /// Print JSON instead of tables and text (status, list, agent list/show, audit
-    /// list/verify, whoami)
+    /// list/verify, whoami, pending, usage; pair prints JSON lines)
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Act for another owner (root): a user name or numeric uid
+    /// Act for another owner (root): a user name or numeric uid. For pair: the owner
+    /// whose approval is asked
     #[arg(long, global = true, value_name = "USER")]
     pub owner: Option<String>,
+
+    /// Act as a paired agent (read, whoami): its id (agt_…) or the name it was paired
+    /// under; its identity is read from ~/.config/agentkeys/agents/
+    // Its own id: subcommands have positionals called `agent` (grant AGENT …), and a
+    // global argument of the same id would swallow their values.
+    #[arg(id = AGENT_ARG, long = "agent", global = true, env = AGENT_ENV, value_name = "AGENT")]
+    pub agent: Option<String>,
+
+    /// Whether `agent` came from the environment rather than the command line: other
+    /// commands ignore an exported AGENTKEYS_AGENT but refuse an explicit --agent.
+    #[arg(skip)]
+    pub agent_from_env: bool,
+}
+
+/// The environment variable behind `--agent`.
+pub const AGENT_ENV: &str = "AGENTKEYS_AGENT";
+
+/// The clap id of `--agent`.
+const AGENT_ARG: &str = "as_agent";
+
+/// Parses argv, recording where `--agent` came from.
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.global.agent_from_env = agent_source(&matches) == Some(ValueSource::EnvVariable);
+    if cli
+        .global
+        .agent
+        .as_deref()
+        .is_some_and(|a| a.trim().is_empty())
+    {
+        cli.global.agent = None;
+    }
+    Ok(cli)
+}
+
+/// Where `--agent` came from; global flags are recorded on the deepest subcommand.
+fn agent_source(matches: &clap::ArgMatches) -> Option<ValueSource> {
+    let mut m = matches;
+    let mut source = m.value_source(AGENT_ARG);
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+        if let Some(s) = m.value_source(AGENT_ARG) {
+            source = Some(s);
+        }
+    }
+    source
+}
+
+impl Command {
+    /// May this command run as a paired agent (`--agent`)?
+    pub fn takes_agent(&self) -> bool {
+        matches!(self, Command::Read(_) | Command::Whoami(_))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +136,27 @@ pub enum Command {
     /// Manage agents: the identities that may use credentials
     #[command(subcommand)]
     Agent(AgentCommand),
+
+    /// Let an agent read one of your credentials
+    Grant(grant::GrantArgs),
+
+    /// Take a grant back
+    Ungrant(ungrant::UngrantArgs),
+
+    /// Pair this agent with its owner: show a code, wait for approval, store the identity
+    Pair(pair::PairArgs),
+
+    /// List the auth requests waiting for your decision (--watch: follow them)
+    Pending(pending::PendingArgs),
+
+    /// Approve an auth request by the code the agent's terminal shows
+    Approve(approve::ApproveArgs),
+
+    /// Deny an auth request by its code
+    Deny(deny::DenyArgs),
+
+    /// Show how often each agent read each credential, and its denials
+    Usage(usage::UsageArgs),
 
     /// Read and verify the audit trail
     #[command(subcommand)]
@@ -236,6 +324,67 @@ mod tests {
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert!(err.use_stderr(), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn agent_is_a_global_flag_from_the_command_line_or_the_environment() {
+        for argv in [
+            &["agentkeysctl", "--agent", "ci-bot", "read", "github"][..],
+            &["agentkeysctl", "read", "github", "--agent", "ci-bot"],
+        ] {
+            let cli = parse_from(argv).unwrap();
+            assert_eq!(cli.global.agent.as_deref(), Some("ci-bot"), "{argv:?}");
+            assert!(!cli.global.agent_from_env, "{argv:?}");
+            assert!(cli.command.takes_agent());
+        }
+        let cli = parse_from(["agentkeysctl", "--agent", " ", "whoami"]).unwrap();
+        assert_eq!(cli.global.agent, None);
+        let cli = parse_from(["agentkeysctl", "store", "x"]).unwrap();
+        assert!(!cli.command.takes_agent());
+        // Positionals called `agent` stay theirs.
+        let cli = parse_from(["agentkeysctl", "grant", "ci-bot", "github"]).unwrap();
+        assert_eq!(cli.global.agent, None);
+        assert!(matches!(cli.command, Command::Grant(ref a) if a.agent == "ci-bot"));
+        let cli = parse_from(["agentkeysctl", "--agent", "me", "agent", "show", "x"]).unwrap();
+        assert_eq!(cli.global.agent.as_deref(), Some("me"));
+        assert!(matches!(
+            cli.command,
+            Command::Agent(AgentCommand::Show(ref a)) if a.agent == "x"
+        ));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("AGENTKEYS_AGENT"), "{help}");
+    }
+
+    #[test]
+    fn new_commands_parse() {
+        for argv in [
+            &["agentkeysctl", "pair", "--name", "ci-bot", "--scope", "a,b"][..],
+            &[
+                "agentkeysctl",
+                "pair",
+                "--recover",
+                "agt_x",
+                "--timeout",
+                "30",
+            ],
+            &["agentkeysctl", "--owner", "alice", "pair"],
+            &["agentkeysctl", "pending", "--watch"],
+            &["agentkeysctl", "approve", "ABCD-EFGH", "--yes"],
+            &["agentkeysctl", "deny", "ABCD-EFGH"],
+            &[
+                "agentkeysctl",
+                "grant",
+                "ci-bot",
+                "github",
+                "--mode",
+                "confirm",
+            ],
+            &["agentkeysctl", "ungrant", "ci-bot", "github"],
+            &["agentkeysctl", "usage"],
+            &["agentkeysctl", "usage", "ci-bot", "--json"],
+        ] {
+            assert!(parse_from(argv).is_ok(), "{argv:?}");
         }
     }
 

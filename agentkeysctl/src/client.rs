@@ -1,15 +1,24 @@
 //! The connection to agentkeysd and what every daemon command shares: the proxies, the
-//! owner a call acts for (`--owner`), and the [`Op`] that turns a refusal into
-//! problem → cause → fix.
+//! owner a call acts for (`--owner`), the paired agent a connection may act as (`--agent`),
+//! and the [`Op`] that turns a refusal into problem → cause → fix.
 
+use agentkeysd::api::ErrorKind;
 use agentkeysd::api::bus::BusChoice;
-use agentkeysd::api::proxies::{AgentsProxy, AuditProxy, CredentialsProxy, DaemonProxy};
+use agentkeysd::api::dict::Dict;
+use agentkeysd::api::proxies::{
+    AgentsProxy, ApprovalsProxy, AuditProxy, CredentialsProxy, DaemonProxy,
+};
+use agentkeysd::approvals::sign_session_proof;
 use zbus::Connection;
 use zbus::proxy::CacheProperties;
 
 use crate::cli::Global;
-use crate::errors::{CliError, Op, Subject, bus_unreachable_report, unreachable_report};
-use crate::output::{describe_uid, user_name};
+use crate::errors::{
+    CliError, Exit, Op, Subject, bus_unreachable_report, daemon_error, unreachable_report,
+};
+use crate::identity::{self, Identity};
+use crate::output::{describe_uid, format_utc, user_name};
+use crate::time::now;
 
 /// A method call that takes longer than this counts as "daemon not answering" (exit 6).
 const METHOD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -73,6 +82,19 @@ pub struct Client {
     pub conn: Connection,
     pub bus: BusChoice,
     pub owner: Owner,
+    /// Set when this connection is authenticated as a paired agent (`--agent`).
+    pub agent: Option<AgentSession>,
+}
+
+/// The paired agent a connection acts as. Holds no key and no session id: those stay in
+/// the identity file and are used once, to sign the proof.
+#[derive(Debug)]
+pub struct AgentSession {
+    pub agent_id: String,
+    pub name: Option<String>,
+    /// What `Authenticate` answered: `agent_id`, `name`, `owner`, `scope`,
+    /// `session_expires`.
+    pub auth: Dict,
 }
 
 impl Client {
@@ -98,7 +120,71 @@ impl Client {
             conn,
             bus: global.bus.clone(),
             owner,
+            agent: None,
         })
+    }
+
+    /// For the commands an agent may run (`read`, `whoami`): with `--agent`, loads the
+    /// agent's identity first (a missing one is exit 4 without touching the bus), then
+    /// connects and authenticates this connection as the agent before any other call.
+    pub async fn connect_maybe_as_agent(global: &Global) -> Result<Client, CliError> {
+        let Some(selector) = &global.agent else {
+            return Client::connect(global).await;
+        };
+        if global.owner.is_some() {
+            return Err(
+                CliError::usage("--agent and --owner cannot be used together")
+                    .cause("a paired agent acts for the owner that approved it, never for another")
+                    .fix("drop --owner (or unset AGENTKEYS_AGENT to act as yourself)"),
+            );
+        }
+        let dir = identity::agents_dir().map_err(identity::IdentityError::into_cli)?;
+        let id = identity::find(&dir, selector).map_err(identity::IdentityError::into_cli)?;
+        check_session_time(&id, now())?;
+        let mut client = Client::connect(global).await?;
+        client.authenticate(&id).await?;
+        Ok(client)
+    }
+
+    /// `Authenticate` on this connection: proves, with the agent's key, that this very
+    /// connection (its unique bus name) carries the agent's session.
+    pub async fn authenticate(&mut self, id: &Identity) -> Result<(), CliError> {
+        let unique = self
+            .conn
+            .unique_name()
+            .map(|n| n.as_str().to_owned())
+            .ok_or_else(|| {
+                CliError::new(Exit::Error, "cannot authenticate as an agent")
+                    .cause(format!(
+                        "{} gave this connection no unique name",
+                        describe_bus(&self.bus)
+                    ))
+                    .fix("connect through a D-Bus message bus, not a direct peer connection")
+            })?;
+        let signature = sign_session_proof(&id.seed, &id.session, &unique);
+        let agents = self.agents().await?;
+        let again = format!(
+            "pair again with the same identity: agentkeysctl pair --recover {}, then have the owner approve it",
+            id.agent_id
+        );
+        let op = self
+            .op(
+                format!("act as agent '{}'", id.label()),
+                Subject::Agent(id.label().to_owned()),
+            )
+            .fix_for(ErrorKind::Expired, again.clone())
+            .fix_for(ErrorKind::NotFound, again.clone())
+            .fix_for(ErrorKind::Denied, again);
+        let auth = agents
+            .authenticate(&id.session, &signature)
+            .await
+            .map_err(|e| daemon_error(e, &op))?;
+        self.agent = Some(AgentSession {
+            agent_id: id.agent_id.clone(),
+            name: id.name.clone(),
+            auth,
+        });
+        Ok(())
     }
 
     /// `NAME`, or `UID:NAME` when acting for another owner with `--owner`.
@@ -154,6 +240,11 @@ impl Client {
         b.build().await.map_err(|e| self.proxy_error(e))
     }
 
+    pub async fn approvals(&self) -> Result<ApprovalsProxy<'_>, CliError> {
+        let b = ApprovalsProxy::builder(&self.conn).cache_properties(CacheProperties::No);
+        b.build().await.map_err(|e| self.proxy_error(e))
+    }
+
     pub async fn audit(&self) -> Result<AuditProxy<'_>, CliError> {
         let b = AuditProxy::builder(&self.conn).cache_properties(CacheProperties::No);
         b.build().await.map_err(|e| self.proxy_error(e))
@@ -164,9 +255,45 @@ impl Client {
     }
 }
 
+/// A session that has ended is refused before the daemon is asked (exit 5).
+fn check_session_time(id: &Identity, now: i64) -> Result<(), CliError> {
+    if id.session_expires > now {
+        return Ok(());
+    }
+    Err(CliError::new(
+        Exit::Expired,
+        format!("the session of agent '{}' has ended", id.label()),
+    )
+    .cause(format!(
+        "it ended at {} (sessions last a few hours)",
+        format_utc(id.session_expires)
+    ))
+    .fix(format!(
+        "pair again with the same identity: agentkeysctl pair --recover {}, then have the owner approve it",
+        id.agent_id
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ended_session_is_exit_5_before_any_call() {
+        let id = Identity {
+            agent_id: "agt_0123456789abcdefghjkmnpqrs".into(),
+            name: Some("bot".into()),
+            owner: 0,
+            session: "ses_x".into(),
+            session_expires: 100,
+            host_key: [0; 32],
+            seed: zeroize::Zeroizing::new([1; 32]),
+            created: 0,
+        };
+        assert!(check_session_time(&id, 99).is_ok());
+        let e = check_session_time(&id, 100).unwrap_err();
+        assert_eq!(e.exit(), Exit::Expired);
+    }
 
     #[test]
     fn numeric_owners_need_no_passwd_entry() {

@@ -23,6 +23,8 @@ pub enum Exit {
     Expired = 5,
     Unreachable = 6,
     Locked = 7,
+    /// Ctrl-C while waiting (`pair`): 128 + SIGINT, as a shell reports it.
+    Interrupted = 130,
 }
 
 impl Exit {
@@ -34,19 +36,26 @@ impl Exit {
 /// The exit-code table printed after the top-level `--help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit status:
-  0  success
-  1  error (also: a single-use credential was already used; an internal daemon error)
-  2  usage: bad flags or arguments, bad input, or the daemon rejected an argument
-  3  access denied
-  4  not found
-  5  expired
-  6  daemon unreachable (not running, not on this bus, shutting down, not answering)
-  7  locked (the owner's login key is not loaded)
+    0  success
+    1  error (also: a single-use credential was already used; an internal daemon error)
+    2  usage: bad flags or arguments, bad input, or the daemon rejected an argument
+    3  access denied (also: the owner denied a pairing; a wrong password at approve)
+    4  not found
+    5  expired (also: pair --timeout passed without a decision)
+    6  daemon unreachable (not running, not on this bus, shutting down, not answering)
+    7  locked (the owner's login key is not loaded)
+  130  interrupted: Ctrl-C while `pair` waits for approval
 
 Secrets are never taken from the command line: `store` reads them from the terminal
 without echo, or from stdin:
   printf %s \"$KEY\" | agentkeysctl store openai
-  agentkeysctl store openai < keyfile";
+  agentkeysctl store openai < keyfile
+
+An agent pairs from its own terminal and its owner approves:
+  agentkeysctl pair --name ci-bot --scope github     (agent side: shows a code and an OTP)
+  agentkeysctl approve ABCD-EFGH                     (owner side: check the OTP, confirm)
+  agentkeysctl grant ci-bot github
+  AGENTKEYS_AGENT=ci-bot agentkeysctl read github    (agent side, with its stored identity)";
 
 /// How a command failed.
 #[derive(Debug)]
@@ -346,7 +355,7 @@ fn kind_report(kind: ErrorKind, msg: &str, op: &Op, exit: Exit) -> Report {
             exit,
             format!("access denied — agent '{a}' was revoked"),
             msg.to_owned(),
-            format!("a revoked agent stays revoked: create a new one with agentkeysctl{of} agent create NAME"),
+            format!("pair it again: agentkeysctl pair --recover {a}, then agentkeysctl{of} approve <code>"),
         ),
         (ErrorKind::Denied, _) => report(
             exit,

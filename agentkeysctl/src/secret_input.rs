@@ -1,7 +1,11 @@
-//! Where a secret comes from: the terminal without echo, or stdin. Never argv.
+//! Where a secret comes from: the terminal without echo, or stdin. Never argv. Also the
+//! one-line answers `approve` asks for (`Confirm? [y/N]`, the login password), read the
+//! same way: from the terminal when stdin is one, else one line of stdin.
 //!
 //! Every buffer that holds secret bytes is a [`Zeroizing`] vector allocated once at its
 //! final capacity, so it never reallocates (a reallocation would leave an unwiped copy).
+//! Lines of stdin are read one byte per read(2), so a second question gets the second
+//! line: nothing is read ahead into a buffer the next reader cannot see.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -111,6 +115,90 @@ pub fn prompt_twice(name: &str) -> Result<Zeroizing<Vec<u8>>, InputError> {
     }
     drop(second);
     check_len(first)
+}
+
+/// Asks `question` and reads one line: on the terminal (`/dev/tty`, echoed) when stdin is
+/// one, else from stdin with the question on stderr. `None`: end of input, no answer.
+pub fn ask_line(question: &str) -> Result<Option<String>, InputError> {
+    const MAX_ANSWER: usize = 1024;
+    let line = if stdin_is_tty() {
+        let tty = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(InputError::Tty)?;
+        let mut w = &tty;
+        w.write_all(question.as_bytes())
+            .and_then(|()| w.flush())
+            .map_err(InputError::Tty)?;
+        read_stdin_line(&tty, MAX_ANSWER)?
+    } else {
+        let mut err = io::stderr().lock();
+        let _ = err
+            .write_all(question.as_bytes())
+            .and_then(|()| err.flush());
+        let line = read_stdin_line(raw_stdin()?, MAX_ANSWER)?;
+        // The answer was not echoed by a terminal: end the question's line.
+        let _ = err.write_all(b"\n");
+        line
+    };
+    Ok(line.map(|l| String::from_utf8_lossy(&l).into_owned()))
+}
+
+/// Asks for a secret once, without echo on the terminal (`prompt` shown there), or reads
+/// one line of stdin when stdin is not a terminal. Empty is an error.
+pub fn ask_hidden(prompt_text: &str) -> Result<Zeroizing<Vec<u8>>, InputError> {
+    if stdin_is_tty() {
+        let tty = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(InputError::Tty)?;
+        let _raw = RawMode::enter(tty.as_fd())?;
+        return prompt(&tty, prompt_text);
+    }
+    match read_stdin_line(raw_stdin()?, MAX_SECRET_LEN)? {
+        Some(line) => check_len(line),
+        None => Err(InputError::Empty),
+    }
+}
+
+/// One line from `r`, one byte per read so nothing past the newline is consumed; the
+/// `\n` (and a `\r` before it) removed. `None` at end of input before any byte. More
+/// than `limit` bytes is [`InputError::TooLarge`].
+pub fn read_stdin_line(
+    mut r: impl Read,
+    limit: usize,
+) -> Result<Option<Zeroizing<Vec<u8>>>, InputError> {
+    let mut line = Zeroizing::new(Vec::with_capacity(limit));
+    let mut byte = [0u8; 1];
+    let mut any = false;
+    loop {
+        match r.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => {
+                any = true;
+                if byte[0] == b'\n' {
+                    break;
+                }
+                if line.len() >= limit {
+                    byte.zeroize();
+                    return Err(InputError::TooLarge);
+                }
+                line.push(byte[0]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(InputError::Read(e)),
+        }
+    }
+    byte.zeroize();
+    if !any {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(line))
 }
 
 /// Compares without stopping at the first difference.
@@ -349,6 +437,29 @@ mod tests {
         let mut keys = vec![b'k'; MAX_SECRET_LEN + 5];
         keys.push(b'\n');
         assert!(matches!(type_keys(&keys).1, Err(InputError::TooLarge)));
+    }
+
+    #[test]
+    fn lines_are_read_one_at_a_time() {
+        let mut input: &[u8] = b"y\r\nhunter2\nrest";
+        let first = read_stdin_line(&mut input, 64).unwrap().unwrap();
+        assert_eq!(first.as_slice(), b"y");
+        let second = read_stdin_line(&mut input, 64).unwrap().unwrap();
+        assert_eq!(second.as_slice(), b"hunter2");
+        assert_eq!(input, b"rest");
+        let third = read_stdin_line(&mut input, 64).unwrap().unwrap();
+        assert_eq!(third.as_slice(), b"rest");
+        assert!(read_stdin_line(&mut input, 64).unwrap().is_none());
+        let mut empty_line: &[u8] = b"\n";
+        assert_eq!(
+            read_stdin_line(&mut empty_line, 64).unwrap().unwrap().len(),
+            0
+        );
+        let mut long: &[u8] = b"abcdef\n";
+        assert!(matches!(
+            read_stdin_line(&mut long, 3),
+            Err(InputError::TooLarge)
+        ));
     }
 
     #[test]

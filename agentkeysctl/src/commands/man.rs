@@ -90,6 +90,10 @@ mod tests {
             "agentkeysctl-agent-create.1",
             "agentkeysctl-audit-verify.1",
             "agentkeysctl-man.1",
+            "agentkeysctl-pair.1",
+            "agentkeysctl-approve.1",
+            "agentkeysctl-pending.1",
+            "agentkeysctl-grant.1",
         ] {
             assert!(
                 names.iter().any(|n| n == want),

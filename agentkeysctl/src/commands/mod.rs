@@ -4,14 +4,21 @@
 //! A command validates its local input first (exit 2 without a daemon), then connects.
 
 pub mod agent;
+pub mod approve;
 pub mod audit;
 pub mod completions;
+pub mod deny;
+pub mod grant;
 pub mod list;
 pub mod man;
+pub mod pair;
+pub mod pending;
 pub mod read;
 pub mod rm;
 pub mod status;
 pub mod store;
+pub mod ungrant;
+pub mod usage;
 pub mod whoami;
 
 use crate::cli::{AgentCommand, AuditCommand, Cli, Command, Global};
@@ -19,11 +26,27 @@ use crate::errors::{CliError, Exit};
 use crate::output::Out;
 
 /// Runs the parsed command line; everything it printed is flushed before returning.
-pub fn run(cli: Cli) -> Result<(), CliError> {
+pub fn run(mut cli: Cli) -> Result<(), CliError> {
+    check_agent_flag(&mut cli)?;
     let mut out = Out::new(cli.global.json);
     let result = dispatch(&cli, &mut out);
     let flushed = out.flush();
     result.and(flushed)
+}
+
+/// `--agent` applies to the commands an agent may run. An exported AGENTKEYS_AGENT is
+/// ignored by the others (the owner's shell may well export it), an explicit flag is not.
+fn check_agent_flag(cli: &mut Cli) -> Result<(), CliError> {
+    if cli.global.agent.is_none() || cli.command.takes_agent() {
+        return Ok(());
+    }
+    if cli.global.agent_from_env {
+        cli.global.agent = None;
+        return Ok(());
+    }
+    Err(CliError::usage("--agent works only with read and whoami")
+        .cause("the other commands act as you, the owner, never as an agent")
+        .fix("drop --agent, e.g. agentkeysctl --agent ci-bot read github"))
 }
 
 fn dispatch(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
@@ -59,6 +82,13 @@ async fn with_daemon(g: &Global, cmd: &Command, out: &mut Out) -> Result<(), Cli
             AgentCommand::Revoke(a) => agent::revoke::run(g, a, out).await,
             AgentCommand::Teardown(a) => agent::teardown::run(g, a, out).await,
         },
+        Command::Grant(a) => grant::run(g, a, out).await,
+        Command::Ungrant(a) => ungrant::run(g, a, out).await,
+        Command::Pair(a) => pair::run(g, a, out).await,
+        Command::Pending(a) => pending::run(g, a, out).await,
+        Command::Approve(a) => approve::run(g, a, out).await,
+        Command::Deny(a) => deny::run(g, a, out).await,
+        Command::Usage(a) => usage::run(g, a, out).await,
         Command::Audit(sub) => match sub {
             AuditCommand::List(a) => audit::list::run(g, a, out).await,
             AuditCommand::Verify(a) => audit::verify::run(g, a, out).await,
@@ -66,5 +96,28 @@ async fn with_daemon(g: &Global, cmd: &Command, out: &mut Out) -> Result<(), Cli
         Command::Whoami(a) => whoami::run(g, a, out).await,
         Command::Completions(a) => completions::run(a, out),
         Command::Man(a) => man::run(a, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_from;
+
+    #[test]
+    fn an_explicit_agent_flag_is_refused_where_it_means_nothing() {
+        let mut cli = parse_from(["agentkeysctl", "--agent", "x", "list"]).unwrap();
+        assert_eq!(check_agent_flag(&mut cli).unwrap_err().exit(), Exit::Usage);
+        let mut cli = parse_from(["agentkeysctl", "--agent", "x", "read", "github"]).unwrap();
+        assert!(check_agent_flag(&mut cli).is_ok());
+        assert_eq!(cli.global.agent.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn an_exported_agent_is_ignored_where_it_means_nothing() {
+        let mut cli = parse_from(["agentkeysctl", "--agent", "x", "approve", "ABCD-EFGH"]).unwrap();
+        cli.global.agent_from_env = true;
+        assert!(check_agent_flag(&mut cli).is_ok());
+        assert_eq!(cli.global.agent, None);
     }
 }

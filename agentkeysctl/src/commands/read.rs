@@ -4,6 +4,7 @@
 
 use std::os::fd::AsFd;
 
+use agentkeysd::api::ErrorKind;
 use clap::Args;
 
 use crate::cli::Global;
@@ -14,24 +15,45 @@ use crate::output::{Out, stdout_is_tty};
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     OPENAI_API_KEY=\"$(agentkeysctl read openai)\" some-tool\n  \
-    agentkeysctl read github | gh auth login --with-token")]
+    agentkeysctl read github | gh auth login --with-token\n  \
+    agentkeysctl --agent ci-bot read github     (as a paired agent: its grants apply)")]
 pub struct ReadArgs {
     /// Credential name
     pub name: String,
 }
 
 pub async fn run(g: &Global, args: &ReadArgs, out: &mut Out) -> Result<(), CliError> {
-    let client = Client::connect(g).await?;
+    let client = Client::connect_maybe_as_agent(g).await?;
     let target = client.qualify(&args.name)?;
     let creds = client.credentials().await?;
-    let op = client.op(
+    let mut op = client.op(
         format!("read credential '{}'", args.name),
         Subject::Credential(args.name.clone()),
     );
-    let fd = creds
-        .read(&target)
-        .await
-        .map_err(|e| daemon_error(e, &op))?;
+    let who = client
+        .agent
+        .as_ref()
+        .map(|a| a.name.clone().unwrap_or_else(|| a.agent_id.clone()));
+    if let Some(who) = &who {
+        op = op.fix_for(
+            ErrorKind::Denied,
+            format!(
+                "ask the owner to grant it: agentkeysctl grant {who} {}",
+                args.name
+            ),
+        );
+    }
+    let fd = creds.read(&target).await.map_err(|e| match &who {
+        // Revoked between Authenticate and Read: about the agent, not the credential.
+        Some(who) if e.kind() == ErrorKind::Denied && e.message().contains("revoked") => {
+            let op = client.op(
+                format!("read credential '{}'", args.name),
+                Subject::Agent(who.clone()),
+            );
+            daemon_error(e, &op)
+        }
+        _ => daemon_error(e, &op),
+    })?;
     let secret = agentkeysd::vault::read_memfd_to_vec(fd.as_fd()).map_err(|e| {
         CliError::new(Exit::Error, format!("cannot read the secret of '{}'", args.name))
             .cause(format!("agentkeysd answered with a file descriptor that is not a usable sealed memfd: {e}"))

@@ -97,7 +97,7 @@ pub async fn run(g: &Global, args: &StoreArgs, out: &mut Out) -> Result<(), CliE
     }
 }
 
-fn check_expires(when: &str) -> Result<i64, CliError> {
+pub fn check_expires(when: &str) -> Result<i64, CliError> {
     parse_expires(when, now()).map_err(|why| {
         CliError::usage(format!("--expires '{when}' is not a usable time"))
             .cause(why)

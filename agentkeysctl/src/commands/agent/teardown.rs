@@ -11,6 +11,9 @@ use crate::output::Out;
 use super::{op, resolve};
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    agentkeysctl agent teardown ci-bot\n  \
+    agentkeysctl agent revoke ci-bot       (keep its grants and links on record)")]
 pub struct TeardownArgs {
     /// The agent: its id (agt_…), name, alias or e-mail
     pub agent: String,
@@ -24,5 +27,8 @@ pub async fn run(g: &Global, args: &TeardownArgs, out: &mut Out) -> Result<(), C
         .teardown(&agent.target)
         .await
         .map_err(|e| daemon_error(e, &op(&client, "tear down", &args.agent)))?;
-    out.line(format!("tore down agent '{}' ({})", args.agent, agent.id))
+    out.line(format!(
+        "tore down agent '{}' ({}): revoked, its sessions ended, its grants and links deleted",
+        args.agent, agent.id
+    ))
 }

@@ -1,0 +1,158 @@
+//! `agentkeysctl grant AGENT CREDENTIAL [--mode auto|confirm|once] [--expires WHEN]`: lets
+//! an agent read one of your credentials. The credential joins the agent's scope; a grant
+//! that exists already is replaced. Every grant also lives under the hard session TTL.
+
+use std::collections::HashMap;
+
+use agentkeysd::api::ErrorKind;
+use clap::{Args, ValueEnum};
+use zbus::Variant;
+
+use crate::cli::Global;
+use crate::client::Client;
+use crate::errors::{CliError, Subject, daemon_error};
+use crate::output::{Out, format_utc};
+
+use super::store::check_expires;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Modes:
+  auto     every read by the agent is served (the default)
+  confirm  each read opens a request you approve (agentkeysctl pending / approve)
+  once     one read, then the grant is used up
+Examples:
+  agentkeysctl grant ci-bot github
+  agentkeysctl grant ci-bot openai --mode once --expires 12h
+  agentkeysctl grant agt_0123456789abcdefghjkmnpqrs anthropic --mode confirm
+  agentkeysctl ungrant ci-bot github     (undo)")]
+pub struct GrantArgs {
+    /// The agent: its id (agt_…), name, alias or e-mail
+    pub agent: String,
+
+    /// The credential it may read (a name from agentkeysctl list)
+    pub credential: String,
+
+    /// How reads are served: auto, confirm (each read needs your approval) or once
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<GrantMode>,
+
+    /// When the grant ends: a duration (30d, 12h, 90m, 2w, 3600s) or a UTC date
+    /// (2026-12-31, 2026-12-31T23:59:59Z)
+    #[arg(long, value_name = "WHEN")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrantMode {
+    Auto,
+    Confirm,
+    Once,
+}
+
+impl GrantMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantMode::Auto => "auto",
+            GrantMode::Confirm => "confirm",
+            GrantMode::Once => "once",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            GrantMode::Auto => "mode auto",
+            GrantMode::Confirm => "mode confirm: each read needs your approval",
+            GrantMode::Once => "mode once: a single read",
+        }
+    }
+}
+
+pub async fn run(g: &Global, args: &GrantArgs, out: &mut Out) -> Result<(), CliError> {
+    let expires = args.expires.as_deref().map(check_expires).transpose()?;
+    let client = Client::connect(g).await?;
+    let target = client.qualify(&args.agent)?;
+    let creds = client.credentials().await?;
+    let mut options: HashMap<&str, Variant<'_>> = HashMap::new();
+    if let Some(mode) = args.mode {
+        options.insert("mode", Variant::from(mode.as_str()));
+    }
+    if let Some(at) = expires {
+        options.insert("expires", Variant::from(at));
+    }
+    let action = format!(
+        "grant credential '{}' to agent '{}'",
+        args.credential, args.agent
+    );
+    creds
+        .grant(&target, &args.credential, options)
+        .await
+        .map_err(|e| grant_error(e, &client, action, &args.agent))?;
+    let mode = args.mode.unwrap_or(GrantMode::Auto).describe();
+    let until = expires.map_or_else(String::new, |at| format!(", until {}", format_utc(at)));
+    out.line(format!(
+        "granted '{}' to agent '{}' ({mode}{until})",
+        args.credential, args.agent
+    ))
+}
+
+/// Maps a refusal of `Grant`/`Ungrant`: either name may be the one not found, and a
+/// revoked agent gets the agent-specific report.
+pub fn grant_error(
+    e: agentkeysd::api::Error,
+    client: &Client,
+    action: String,
+    agent: &str,
+) -> CliError {
+    let subject = if e.kind() == ErrorKind::Denied {
+        Subject::Agent(agent.to_owned())
+    } else {
+        Subject::Other
+    };
+    let op = client.op(action, subject);
+    let of = op.owner_flag.clone();
+    let op = op
+        .fix_for(
+            ErrorKind::NotFound,
+            format!(
+                "check both names: agentkeysctl{of} agent list shows the agents, agentkeysctl{of} list the credentials"
+            ),
+        )
+        .fix_for(
+            ErrorKind::InvalidArgument,
+            "modes are auto, confirm and once; names are 1–64 characters from a-z 0-9 . _ -",
+        );
+    daemon_error(e, &op)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn modes_and_expiry_parse() {
+        let cli = Cli::try_parse_from([
+            "agentkeysctl",
+            "grant",
+            "ci-bot",
+            "github",
+            "--mode",
+            "once",
+            "--expires",
+            "12h",
+        ])
+        .unwrap();
+        let Command::Grant(a) = cli.command else {
+            panic!("not grant")
+        };
+        assert_eq!(a.mode, Some(GrantMode::Once));
+        assert_eq!(a.expires.as_deref(), Some("12h"));
+        assert!(
+            Cli::try_parse_from(["agentkeysctl", "grant", "a", "b", "--mode", "always"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["agentkeysctl", "grant", "a"]).is_err());
+        assert_eq!(GrantMode::Confirm.as_str(), "confirm");
+    }
+}

@@ -1,0 +1,181 @@
+//! `agentkeysctl pending [--watch]`: the auth requests waiting for the caller's decision.
+//!
+//! `--watch` subscribes to `RequestOpened` and `RequestDecided` *before* listing, so a
+//! request opened between the listing and the subscription cannot be missed; it then
+//! prints one line per event (flushed at once) until SIGINT or SIGTERM, which end it
+//! cleanly (exit 0).
+
+use std::collections::HashMap;
+
+use agentkeysd::api::dict::Dict;
+use clap::Args;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::Global;
+use crate::client::Client;
+use crate::errors::{CliError, Exit, Subject, daemon_error, unreachable_report};
+use crate::output::{Out, dict_to_json};
+use crate::requests::{Request, decided_line, pending_table};
+use crate::time::now;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Each request shows the code the agent's terminal shows, what it asks \
+for, who asked (uid/pid and executable) and its OTP. Approve one with
+  agentkeysctl approve ABCD-EFGH
+Examples:
+  agentkeysctl pending
+  agentkeysctl pending --watch            (one line per new request or decision; Ctrl-C stops)
+  agentkeysctl --json pending --watch     (JSON lines: {\"event\": \"pending\"|\"opened\"|\"decided\", …})"
+)]
+pub struct PendingArgs {
+    /// Keep running and print each new request and each decision as it happens
+    #[arg(long)]
+    pub watch: bool,
+}
+
+pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), CliError> {
+    let client = Client::connect(g).await?;
+    let approvals = client.approvals().await?;
+    let op = client.op("list pending auth requests", Subject::Other);
+    let bus_lost = |e: zbus::Error| {
+        CliError::Report(unreachable_report(
+            &crate::client::describe_bus(&client.bus),
+            e.to_string(),
+        ))
+    };
+    // Subscribe before listing: a request opened in between shows up as an event.
+    let streams = if args.watch {
+        let opened = approvals.receive_request_opened().await.map_err(bus_lost)?;
+        let decided = approvals
+            .receive_request_decided()
+            .await
+            .map_err(bus_lost)?;
+        Some((opened, decided))
+    } else {
+        None
+    };
+    let list = approvals
+        .pending()
+        .await
+        .map_err(|e| daemon_error(e, &op))?;
+    let mut requests: Vec<(Request, &Dict)> =
+        list.iter().map(|d| (Request::from_dict(d), d)).collect();
+    requests.sort_by(|a, b| (a.0.expires, &a.0.pair_code).cmp(&(b.0.expires, &b.0.pair_code)));
+    let me = nix::unistd::geteuid().as_raw();
+
+    let Some((mut opened, mut decided)) = streams else {
+        if out.json {
+            let dicts: Vec<Value> = requests.iter().map(|(_, d)| dict_to_json(d)).collect();
+            return out.json(&Value::Array(dicts));
+        }
+        if requests.is_empty() {
+            return out.line("no pending requests");
+        }
+        let rows: Vec<Request> = requests.into_iter().map(|(r, _)| r).collect();
+        return out.table(&pending_table(&rows, now(), me));
+    };
+
+    // Codes of the requests seen, to name them when their decision arrives.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    if out.json {
+        for (r, d) in &requests {
+            seen.insert(r.id.clone(), r.pair_code.clone());
+            json_line(
+                out,
+                &json!({"event": "pending", "request": dict_to_json(d)}),
+            )?;
+        }
+    } else if !requests.is_empty() {
+        let rows: Vec<Request> = requests.iter().map(|(r, _)| r.clone()).collect();
+        for r in &rows {
+            seen.insert(r.id.clone(), r.pair_code.clone());
+        }
+        out.table(&pending_table(&rows, now(), me))?;
+    }
+    out.flush()?;
+    eprintln_quiet("waiting for requests and decisions (Ctrl-C stops)");
+
+    let signal_error = |e: std::io::Error| {
+        CliError::new(Exit::Error, "cannot watch for Ctrl-C")
+            .cause(e.to_string())
+            .fix("run pending without --watch")
+    };
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+            event = opened.next() => {
+                let Some(signal) = event else { return Err(lost(&client)) };
+                // A malformed signal is not worth ending the watch for.
+                let Ok(args) = signal.args() else { continue };
+                let d: &Dict = &args.request;
+                let r = Request::from_dict(d);
+                // Signals reach every listener: show only requests this caller may decide.
+                if me != 0 && r.owner.is_some_and(|o| o != me) {
+                    continue;
+                }
+                seen.insert(r.id.clone(), r.pair_code.clone());
+                if out.json {
+                    json_line(out, &json!({"event": "opened", "request": dict_to_json(d)}))?;
+                } else {
+                    out.line(r.opened_line(now()))?;
+                }
+            }
+            event = decided.next() => {
+                let Some(signal) = event else { return Err(lost(&client)) };
+                let Ok(args) = signal.args() else { continue };
+                // Only decisions on requests this caller saw (its own, or root's all).
+                let Some(code) = seen.remove(args.request_id.as_str()) else { continue };
+                if out.json {
+                    json_line(out, &json!({
+                        "event": "decided",
+                        "id": args.request_id,
+                        "pair_code": code,
+                        "approved": args.approved,
+                    }))?;
+                } else {
+                    out.line(decided_line(&args.request_id, args.approved, Some(&code)))?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+}
+
+/// One compact JSON object per line.
+fn json_line(out: &mut Out, v: &Value) -> Result<(), CliError> {
+    out.line(v.to_string())
+}
+
+/// A hint on stderr; a closed stderr is no reason to stop.
+fn eprintln_quiet(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+fn lost(client: &Client) -> CliError {
+    CliError::Report(unreachable_report(
+        &crate::client::describe_bus(&client.bus),
+        "the connection to the bus closed while watching".to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn watch_is_a_flag() {
+        let cli = Cli::try_parse_from(["agentkeysctl", "pending", "--watch"]).unwrap();
+        assert!(matches!(cli.command, Command::Pending(ref a) if a.watch));
+        let cli = Cli::try_parse_from(["agentkeysctl", "--json", "pending"]).unwrap();
+        assert!(matches!(cli.command, Command::Pending(ref a) if !a.watch));
+    }
+}
