@@ -740,3 +740,71 @@ async fn malformed_requests_are_refused_and_change_nothing() {
     // The daemon keeps serving.
     appr.approve(&o.id, no_auth()).await.unwrap();
 }
+
+/// `auth` for `Approve`: the password in a sealed memfd.
+fn password(pw: &str) -> (std::os::fd::OwnedFd, &'static str) {
+    (
+        agentkeysd::vault::sealed_memfd_from_bytes(pw.as_bytes()).unwrap(),
+        "password",
+    )
+}
+
+#[tokio::test]
+async fn approving_needs_the_owners_password_through_pam_and_remembers_it_briefly() {
+    let Some(pam) = agentkeys_tests::pam::PamWrapper::new_or_skip(&[("root", "correct horse")])
+    else {
+        return;
+    };
+    let d = Daemon::start_with(DaemonOpts {
+        config: String::new(),
+        env: pam.env(),
+    });
+    let conn = d.connect().await;
+    let appr = ApprovalsProxy::new(&conn).await.unwrap();
+    let c = Child::new();
+    let o = open(&appr, &c, &pair("guarded", &[])).await;
+
+    // No password: Locked. A wrong one: Denied. The request stays pending either way.
+    assert_eq!(
+        kind(appr.approve(&o.id, no_auth()).await),
+        ErrorKind::Locked
+    );
+    let (fd, key) = password("battery staple");
+    let mut auth = HashMap::new();
+    auth.insert(key, Variant::from(zbus::Fd::from(&fd)));
+    assert_eq!(kind(appr.approve(&o.id, auth).await), ErrorKind::Denied);
+    assert_eq!(s(&appr.fetch(&o.code).await.unwrap(), "state"), "pending");
+
+    // The password travels only as a sealed memfd: a plain pipe is refused.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    nix::unistd::write(&w, b"correct horse").unwrap();
+    drop(w);
+    let mut auth = HashMap::new();
+    auth.insert("password", Variant::from(zbus::Fd::from(&r)));
+    assert_eq!(
+        kind(appr.approve(&o.id, auth).await),
+        ErrorKind::InvalidArgument
+    );
+
+    // The right one approves.
+    let (fd, key) = password("correct horse");
+    let mut auth = HashMap::new();
+    auth.insert(key, Variant::from(zbus::Fd::from(&fd)));
+    appr.approve(&o.id, auth).await.unwrap();
+    assert_eq!(
+        s(&appr.await_decision(&o.id, 5).await.unwrap(), "state"),
+        "approved"
+    );
+
+    // Within the cache window, the same login session approves without asking again.
+    let o = open(&appr, &c, &pair("guarded-too", &[])).await;
+    appr.approve(&o.id, no_auth()).await.unwrap();
+
+    // Neither password reached the log.
+    let log = d.log();
+    assert!(!log.contains("correct horse") && !log.contains("battery staple"));
+    assert!(
+        log.contains("approval") || log.contains("approved"),
+        "{log}"
+    );
+}

@@ -74,7 +74,10 @@ fn derive(master: &[u8], label: &str) -> Vec<u8> {
 
 #[test]
 fn master_and_derived_keys_are_found_zero_times_in_daemon_memory_after_1000_reads() {
-    let d = Daemon::start();
+    let d = Daemon::start_with(agentkeys_tests::DaemonOpts {
+        config: "[approvals]\nauthenticate = \"none\"\n".into(),
+        ..Default::default()
+    });
     let secret = unique_secret("keys");
     d.ctl_in(&["store", "keycheck"], Some(secret.as_bytes()))
         .ok();
@@ -85,6 +88,8 @@ fn master_and_derived_keys_are_found_zero_times_in_daemon_memory_after_1000_read
     // A store too, so encryption has run as well as decryption.
     d.ctl_in(&["store", "keycheck", "--replace"], Some(secret.as_bytes()))
         .ok();
+    // A signed decision too, so the host key has been used.
+    approve_a_pairing(&d);
     let master = std::fs::read(d.state_dir().join("master.key")).unwrap();
     assert_eq!(master.len(), 32);
     let keys = [
@@ -94,6 +99,10 @@ fn master_and_derived_keys_are_found_zero_times_in_daemon_memory_after_1000_read
             derive(&master, "AgentKeys-v1 credential key"),
         ),
         ("audit key", derive(&master, "AgentKeys-v1 audit key")),
+        (
+            "host signing key",
+            derive(&master, "AgentKeys-v1 host signing key"),
+        ),
     ];
     let pid = d.pid();
     for (what, key) in &keys {
@@ -111,4 +120,30 @@ fn master_and_derived_keys_are_found_zero_times_in_daemon_memory_after_1000_read
             );
         }
     }
+}
+
+/// Opens a Pair request, approves it and collects the signed decision.
+fn approve_a_pairing(d: &Daemon) {
+    use agentkeysd::api::dict;
+    use agentkeysd::api::proxies::ApprovalsProxy;
+    use agentkeysd::approvals::{Details, Pair, encode, public_key_of};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = d.connect().await;
+        let appr = ApprovalsProxy::new(&conn).await.unwrap();
+        let details = Details::Pair(Pair {
+            requested_scope: vec!["keycheck".into()],
+            name: Some("leak-check".into()),
+            owner: None,
+        });
+        let key = public_key_of(&[9; 32]);
+        let opened = appr.open("Pair", &encode(&details), &key).await.unwrap();
+        let id = dict::get_str(&opened, "id").unwrap().unwrap();
+        appr.approve(&id, Default::default()).await.unwrap();
+        let done = appr.await_decision(&id, 10).await.unwrap();
+        assert_eq!(dict::get_str(&done, "state").unwrap().unwrap(), "approved");
+    });
 }

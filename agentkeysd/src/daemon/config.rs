@@ -60,6 +60,10 @@ pub struct ApprovalsSection {
     pub session_ttl_s: u32,
     /// How long a read under a `confirm` grant waits for the owner's decision, seconds.
     pub confirm_timeout_s: u32,
+    /// `Open` calls a uid may make at once (token bucket capacity).
+    pub open_burst: u32,
+    /// `Open` calls a uid regains per minute.
+    pub open_rate_per_minute: u32,
 }
 
 impl Default for ApprovalsSection {
@@ -72,6 +76,8 @@ impl Default for ApprovalsSection {
             long_ttl_s: 300,
             session_ttl_s: 4 * 3600,
             confirm_timeout_s: 120,
+            open_burst: crate::approvals::OPEN_CAPACITY,
+            open_rate_per_minute: crate::approvals::OPEN_REFILL_PER_MINUTE,
         }
     }
 }
@@ -90,6 +96,13 @@ impl ApprovalsSection {
         in_range(self.long_ttl_s, 1, 3600, "long_ttl_s")?;
         in_range(self.session_ttl_s, 1, 30 * 86_400, "session_ttl_s")?;
         in_range(self.confirm_timeout_s, 1, 3600, "confirm_timeout_s")?;
+        in_range(self.open_burst, 1, 1_000_000, "open_burst")?;
+        in_range(
+            self.open_rate_per_minute,
+            1,
+            1_000_000,
+            "open_rate_per_minute",
+        )?;
         if self.pam_service.is_empty()
             || !self
                 .pam_service
@@ -280,7 +293,9 @@ impl fmt::Display for Config {
         writeln!(f, "short_ttl_s = {}", a.short_ttl_s)?;
         writeln!(f, "long_ttl_s = {}", a.long_ttl_s)?;
         writeln!(f, "session_ttl_s = {}", a.session_ttl_s)?;
-        write!(f, "confirm_timeout_s = {}", a.confirm_timeout_s)
+        writeln!(f, "confirm_timeout_s = {}", a.confirm_timeout_s)?;
+        writeln!(f, "open_burst = {}", a.open_burst)?;
+        write!(f, "open_rate_per_minute = {}", a.open_rate_per_minute)
     }
 }
 

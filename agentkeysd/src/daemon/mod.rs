@@ -148,6 +148,12 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     ensure_runtime_dir(&args.runtime_dir)?;
     let store = Store::open(&args.state_dir, args.credentials_dir.as_deref(), &vault)?;
     let services = services::ServiceTable::builtin().map_err(StartError::Services)?;
+    if config.approvals.authenticate == config::Authenticate::None {
+        tracing::warn!(
+            "approvals.authenticate = \"none\": any process of an owner's uid can approve that \
+             owner's requests without a password; for development only"
+        );
+    }
     let shared = Arc::new(Shared::new(store, vault, config, services));
     shared.spawn_audit_flusher();
     // Before READY=1: a SIGTERM that arrives the moment we are ready must stop us cleanly,

@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::approvals::{
-    Limits, MAX_LIVE_PER_REQUESTER, MAX_LIVE_TOTAL, OPEN_CAPACITY, OPEN_REFILL_PER_MINUTE,
-    RateLimiter, Registry, RequestId, WRONG_CODE_CAPACITY, WRONG_CODE_REFILL_PER_MINUTE,
+    Limits, MAX_LIVE_PER_REQUESTER, MAX_LIVE_TOTAL, RateLimiter, Registry, RequestId,
+    WRONG_CODE_CAPACITY, WRONG_CODE_REFILL_PER_MINUTE,
 };
 
 /// What `Await` returns for an approved request, prepared when it was approved.
@@ -109,14 +109,11 @@ pub const KEEP_TERMINAL: Duration = Duration::from_secs(600);
 const AUTH_FAILURE_CAPACITY: u32 = 5;
 const AUTH_FAILURE_REFILL_PER_MINUTE: u32 = 5;
 
-impl Default for Pairing {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Pairing {
-    pub fn new() -> Pairing {
+    /// `open_burst` and `open_rate_per_minute`: the per-uid limit on `Open`
+    /// (configuration; the defaults are [`crate::approvals::OPEN_CAPACITY`] and
+    /// [`crate::approvals::OPEN_REFILL_PER_MINUTE`]).
+    pub fn new(open_burst: u32, open_rate_per_minute: u32) -> Pairing {
         Pairing {
             registry: Mutex::new(Registry::new(Limits {
                 max_live_per_requester: MAX_LIVE_PER_REQUESTER,
@@ -126,11 +123,7 @@ impl Pairing {
             approved: Mutex::new(HashMap::new()),
             approving: Mutex::new(Vec::new()),
             decided: tokio::sync::watch::Sender::new(0),
-            open_limit: Mutex::new(RateLimiter::new(
-                OPEN_CAPACITY,
-                OPEN_REFILL_PER_MINUTE,
-                4096,
-            )),
+            open_limit: Mutex::new(RateLimiter::new(open_burst, open_rate_per_minute, 4096)),
             code_limit: Mutex::new(RateLimiter::new(
                 WRONG_CODE_CAPACITY,
                 WRONG_CODE_REFILL_PER_MINUTE,
@@ -287,6 +280,7 @@ impl Pairing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approvals::{OPEN_CAPACITY, OPEN_REFILL_PER_MINUTE};
 
     #[test]
     fn login_session_of_this_process_is_stable() {
@@ -299,7 +293,7 @@ mod tests {
 
     #[test]
     fn releases_are_counted_and_taken_once_each() {
-        let p = Pairing::new();
+        let p = Pairing::new(OPEN_CAPACITY, OPEN_REFILL_PER_MINUTE);
         assert!(!p.take_release("agt_a", "github"));
         p.add_release("agt_a", "github");
         p.add_release("agt_a", "github");
@@ -310,7 +304,7 @@ mod tests {
 
     #[test]
     fn only_one_approval_at_a_time_per_request() {
-        let p = Pairing::new();
+        let p = Pairing::new(OPEN_CAPACITY, OPEN_REFILL_PER_MINUTE);
         let id = RequestId::from_bytes([1; 16]);
         assert!(p.begin_approving(id));
         assert!(!p.begin_approving(id));

@@ -61,12 +61,16 @@ pub struct InFlight {
 
 impl Shared {
     pub fn new(store: Store, vault: Vault, config: Config, services: ServiceTable) -> Self {
+        let pairing = Pairing::new(
+            config.approvals.open_burst,
+            config.approvals.open_rate_per_minute,
+        );
         Self {
             store: Mutex::new(store),
             vault,
             config,
             services,
-            pairing: Pairing::new(),
+            pairing,
             callers: Mutex::new(HashMap::new()),
             dbus: Mutex::new(None),
             inflight: Arc::new(RwLock::new(())),
