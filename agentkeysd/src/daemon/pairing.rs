@@ -167,6 +167,10 @@ impl Pairing {
         true
     }
 
+    pub fn is_approving(&self, id: &RequestId) -> bool {
+        lock(&self.approving).contains(id)
+    }
+
     pub fn end_approving(&self, id: &RequestId) {
         lock(&self.approving).retain(|x| x != id);
     }
@@ -188,10 +192,16 @@ impl Pairing {
         self.decided.subscribe()
     }
 
-    /// Expires what is due and drops what is old; returns the ids that just expired.
+    /// Expires what is due and drops what is old; returns the ids that just expired. While
+    /// an `Approve` is applying its effect, nothing is expired (that approval was found in
+    /// time and is recorded as of then; the next tick expires the rest).
     pub fn sweep(&self, now: u64) -> Vec<RequestId> {
         let mut reg = self.registry();
-        let expired = reg.expire_due(now);
+        let expired = if lock(&self.approving).is_empty() {
+            reg.expire_due(now)
+        } else {
+            Vec::new()
+        };
         reg.gc(now);
         let mut approved = lock(&self.approved);
         approved.retain(|id, _| reg.get(id).is_some());

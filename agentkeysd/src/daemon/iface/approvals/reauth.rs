@@ -1,0 +1,102 @@
+//! Re-authenticating the owner before an approval: PAM through a sealed-memfd password,
+//! remembered per login session like sudo, or nothing under `authenticate = "none"`.
+
+use super::*;
+
+impl Approvals {
+    /// The human behind `caller`: PAM (or the cache of a recent success in the same login
+    /// session), unless configuration says `none`.
+    pub(super) async fn authenticate_owner(
+        &self,
+        caller: &Caller,
+        auth: &Dict,
+    ) -> Result<(), DaemonError> {
+        let cfg = &self.shared.config.approvals;
+        if cfg.authenticate == Authenticate::None {
+            return Ok(());
+        }
+        let session = caller.pid.and_then(|pid| LoginSession::of(caller.uid, pid));
+        let ttl = Duration::from_secs(u64::from(cfg.auth_cache_s));
+        if let Some(s) = &session
+            && cfg.auth_cache_s > 0
+            && self.shared.pairing.auth_cached(s, ttl)
+        {
+            return Ok(());
+        }
+        let fd = match auth.get("password") {
+            None => {
+                return Err(DaemonError::Locked(
+                    "approving needs your login password (re-authentication through PAM); agentkeysctl approve asks for it".into(),
+                ));
+            }
+            Some(v) => match &**v {
+                zbus::Variant::Fd(fd) => fd.as_fd().try_clone_to_owned().map_err(|e| {
+                    DaemonError::Invalid(format!("the password fd is unusable: {e}"))
+                })?,
+                _ => {
+                    return Err(DaemonError::Invalid(
+                        "auth option 'password' must be a file descriptor (h)".into(),
+                    ));
+                }
+            },
+        };
+        let limited = self
+            .shared
+            .pairing
+            .auth_failures()
+            .peek(caller.uid, now_ms());
+        if let Err(wait) = limited {
+            return Err(DaemonError::Busy(format!(
+                "too many failed authentications for uid {}; try again in {} s",
+                caller.uid,
+                wait.secs()
+            )));
+        }
+        let password = vault::read_sealed_memfd(&self.shared.vault, fd.as_fd())?;
+        drop(fd);
+        let user = user_name(caller.uid).ok_or_else(|| {
+            DaemonError::Denied(format!(
+                "uid {} has no user name to authenticate",
+                caller.uid
+            ))
+        })?;
+        let service = cfg.pam_service.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::daemon::pam::authenticate(&service, &user, &password)
+        })
+        .await?;
+        match result {
+            Ok(()) => {
+                if let Some(s) = session {
+                    self.shared.pairing.remember_auth(s);
+                }
+                Ok(())
+            }
+            Err(e) if e.is_wrong_credentials() => {
+                let _ = self
+                    .shared
+                    .pairing
+                    .auth_failures()
+                    .check(caller.uid, now_ms());
+                self.audit(
+                    caller,
+                    Some(caller.uid),
+                    "approval.authenticate",
+                    "",
+                    Outcome::Denied,
+                    "wrong password",
+                )
+                .await;
+                Err(DaemonError::Denied(
+                    "authentication failed: wrong password".into(),
+                ))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "PAM failed");
+                Err(DaemonError::Busy(
+                    "authentication is unavailable (PAM failed); see the daemon's log".into(),
+                ))
+            }
+        }
+    }
+}
