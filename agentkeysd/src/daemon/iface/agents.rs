@@ -16,11 +16,11 @@ use crate::store::{
     is_session_id,
 };
 
-use super::super::authz::{self, AuthzError, Caller};
+use super::super::authz::AuthzError;
 use super::super::errors::{DaemonError, to_public};
 use super::super::pairing::Binding;
 use super::super::state::{Shared, blocking};
-use super::{actor, audited, owner_for};
+use super::{actor, owner_for, target};
 
 #[derive(Debug)]
 pub struct Agents {
@@ -262,7 +262,7 @@ impl Agents {
                 None,
             )
         } else {
-            let (o, a) = self.target(&caller, "agent.usage", agent).await?;
+            let (o, a) = target(&self.shared, &caller, "agent.usage", agent).await?;
             (o, Some(a.to_owned()))
         };
         let rows = self
@@ -284,22 +284,6 @@ impl Agents {
             .collect())
     }
 
-    async fn target<'a>(
-        &self,
-        caller: &Caller,
-        action: &'static str,
-        arg: &'a str,
-    ) -> Result<(u32, &'a str), DaemonError> {
-        audited(
-            &self.shared,
-            caller,
-            action,
-            arg,
-            authz::target(caller, arg),
-        )
-        .await
-    }
-
     async fn do_create(
         &self,
         hdr: &Header<'_>,
@@ -308,7 +292,7 @@ impl Agents {
     ) -> Result<String, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "agent.create", name).await?;
+        let (owner, name) = target(&self.shared, &caller, "agent.create", name).await?;
         dict::check_keys(&options, CREATE_OPTIONS)?;
         let scope = dict::get_strs(&options, "scope")?.unwrap_or_default();
         if let Some(bad) = scope.iter().find(|s| !valid_name(s)) {
@@ -346,7 +330,7 @@ impl Agents {
     async fn do_get(&self, hdr: &Header<'_>, agent: &str) -> Result<Dict, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
-        let (owner, agent) = self.target(&caller, "agent.get", agent).await?;
+        let (owner, agent) = target(&self.shared, &caller, "agent.get", agent).await?;
         let agent = agent.to_owned();
         let rec = self
             .shared
@@ -364,7 +348,7 @@ impl Agents {
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
-        let (owner, agent) = self.target(&caller, "agent.link", agent).await?;
+        let (owner, agent) = target(&self.shared, &caller, "agent.link", agent).await?;
         let kind = match kind {
             "alias" if valid_name(value) => LinkKind::Alias,
             "alias" => return Err(AuthzError::BadName(value.to_owned()).into()),
@@ -415,7 +399,7 @@ impl Agents {
         } else {
             "agent.revoke"
         };
-        let (owner, agent) = self.target(&caller, action, agent).await?;
+        let (owner, agent) = target(&self.shared, &caller, action, agent).await?;
         let actor = actor(&caller);
         let agent = agent.to_owned();
         let rec = blocking(&self.shared, move |store| {

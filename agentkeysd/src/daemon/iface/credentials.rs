@@ -13,11 +13,11 @@ use crate::api::names::{valid_env_var, valid_name};
 use crate::store::{AgentRead, CredentialMeta, GrantMode, PutOptions};
 use crate::vault;
 
-use super::super::authz::{self, AuthzError, Caller};
+use super::super::authz::AuthzError;
 use super::super::errors::{DaemonError, to_public};
 use super::super::pairing::Binding;
 use super::super::state::{Shared, blocking};
-use super::{actor, audited, now, owner_for};
+use super::{actor, now, owner_for, target};
 
 #[derive(Debug)]
 pub struct Credentials {
@@ -109,22 +109,6 @@ impl Credentials {
 }
 
 impl Credentials {
-    async fn target<'a>(
-        &self,
-        caller: &Caller,
-        action: &'static str,
-        arg: &'a str,
-    ) -> Result<(u32, &'a str), DaemonError> {
-        audited(
-            &self.shared,
-            caller,
-            action,
-            arg,
-            authz::target(caller, arg),
-        )
-        .await
-    }
-
     async fn do_store(
         &self,
         hdr: &Header<'_>,
@@ -134,7 +118,7 @@ impl Credentials {
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "credential.store", name).await?;
+        let (owner, name) = target(&self.shared, &caller, "credential.store", name).await?;
         dict::check_keys(&options, STORE_OPTIONS)?;
         let env_var = match dict::get_str(&options, "env")? {
             Some(v) if valid_env_var(&v) => v,
@@ -173,7 +157,7 @@ impl Credentials {
     async fn do_read(&self, hdr: &Header<'_>, name: &str) -> Result<zbus::OwnedFd, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "credential.read", name).await?;
+        let (owner, name) = target(&self.shared, &caller, "credential.read", name).await?;
         // A read attempt is the moment to find out whether the trail is writable again.
         self.require_audit().await?;
         // Inline when the store is free: the read queues its audit row (the flusher writes
@@ -277,7 +261,7 @@ impl Credentials {
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
-        let (owner, agent) = self.target(&caller, "grant.add", agent).await?;
+        let (owner, agent) = target(&self.shared, &caller, "grant.add", agent).await?;
         if !valid_name(credential) {
             return Err(AuthzError::BadName(credential.to_owned()).into());
         }
@@ -313,7 +297,7 @@ impl Credentials {
     ) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
-        let (owner, agent) = self.target(&caller, "grant.remove", agent).await?;
+        let (owner, agent) = target(&self.shared, &caller, "grant.remove", agent).await?;
         if !valid_name(credential) {
             return Err(AuthzError::BadName(credential.to_owned()).into());
         }
@@ -344,7 +328,7 @@ impl Credentials {
     async fn do_delete(&self, hdr: &Header<'_>, name: &str) -> Result<(), DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
-        let (owner, name) = self.target(&caller, "credential.delete", name).await?;
+        let (owner, name) = target(&self.shared, &caller, "credential.delete", name).await?;
         let actor = actor(&caller);
         let name = name.to_owned();
         blocking(&self.shared, move |store| {

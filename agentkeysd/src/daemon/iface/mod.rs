@@ -67,6 +67,24 @@ pub(crate) async fn audited<T>(
     Err(e.into())
 }
 
+/// The owner and bare name `arg` (`NAME` or `UID:NAME`) addresses for `caller`. A refusal
+/// is audited.
+pub(crate) async fn target<'a>(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    action: &'static str,
+    arg: &'a str,
+) -> Result<(u32, &'a str), DaemonError> {
+    audited(
+        shared,
+        caller,
+        action,
+        arg,
+        super::authz::target(caller, arg),
+    )
+    .await
+}
+
 /// The owner a call acts for: the caller itself, or the owner it names if the caller is
 /// root (or names itself). A refusal is audited.
 pub(crate) async fn owner_for(
