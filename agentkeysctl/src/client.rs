@@ -2,13 +2,12 @@
 //! owner a call acts for (`--owner`), the paired agent a connection may act as (`--agent`),
 //! and the [`Op`] that turns a refusal into problem → cause → fix.
 
-use agentkeysd::api::ErrorKind;
 use agentkeysd::api::bus::BusChoice;
 use agentkeysd::api::dict::Dict;
 use agentkeysd::api::proxies::{
     AgentsProxy, ApprovalsProxy, AuditProxy, CredentialsProxy, DaemonProxy,
 };
-use agentkeysd::approvals::sign_session_proof;
+use agentkeysd::api::{ErrorKind, agent};
 use zbus::Connection;
 use zbus::proxy::CacheProperties;
 
@@ -149,20 +148,16 @@ impl Client {
     /// `Authenticate` on this connection: proves, with the agent's key, that this very
     /// connection (its unique bus name) carries the agent's session.
     pub async fn authenticate(&mut self, id: &Identity) -> Result<(), CliError> {
-        let unique = self
-            .conn
-            .unique_name()
-            .map(|n| n.as_str().to_owned())
-            .ok_or_else(|| {
+        if self.conn.unique_name().is_none() {
+            return Err(
                 CliError::new(Exit::Error, "cannot authenticate as an agent")
                     .cause(format!(
                         "{} gave this connection no unique name",
                         describe_bus(&self.bus)
                     ))
-                    .fix("connect through a D-Bus message bus, not a direct peer connection")
-            })?;
-        let signature = sign_session_proof(&id.seed, &id.session, &unique);
-        let agents = self.agents().await?;
+                    .fix("connect through a D-Bus message bus, not a direct peer connection"),
+            );
+        }
         let again = format!(
             "pair again with the same identity: agentkeysctl pair --recover {}, then have the owner approve it",
             id.agent_id
@@ -175,8 +170,7 @@ impl Client {
             .fix_for(ErrorKind::Expired, again.clone())
             .fix_for(ErrorKind::NotFound, again.clone())
             .fix_for(ErrorKind::Denied, again);
-        let auth = agents
-            .authenticate(&id.session, &signature)
+        let auth = agent::authenticate(&self.conn, &id.session, &id.seed)
             .await
             .map_err(|e| daemon_error(e, &op))?;
         self.agent = Some(AgentSession {

@@ -43,7 +43,7 @@ Exit status:
     4  not found
     5  expired (also: pair --timeout passed without a decision)
     6  daemon unreachable (not running, not on this bus, shutting down, not answering)
-    7  locked (the owner's login key is not loaded)
+    7  locked (the owner's login key is not loaded; approve without the password it needs)
   130  interrupted: Ctrl-C while `pair` waits for approval
 
 Secrets are never taken from the command line: `store` reads them from the terminal

@@ -1,5 +1,6 @@
 //! Auth requests as the owner sees them (`pending`, `approve`, `deny`): the record the
-//! daemon sends (`Fetch`, `Pending`, the `RequestOpened` signal) read once into a
+//! daemon sends (`Fetch`, `Pending`; the `RequestOpened` signal carries only id, type,
+//! owner and times) read once into a
 //! [`Request`], and the pure renderings of it: table rows, the summary shown before
 //! approving, and the lines `pending --watch` prints.
 //!
@@ -186,8 +187,13 @@ impl Request {
 }
 
 /// `pending --watch`: one line for a decision (`code` when the request was seen).
+/// `RequestDecided` says only yes or no, and no covers a denial and an expiry alike.
 pub fn decided_line(id: &str, approved: bool, code: Option<&str>) -> String {
-    let verdict = if approved { "approved" } else { "denied  " };
+    let verdict = if approved {
+        "approved"
+    } else {
+        "denied or expired"
+    };
     match code {
         Some(c) => format!("{verdict} {}  (request {})", sanitize(c), sanitize(id)),
         None => format!("{verdict} request {}", sanitize(id)),
@@ -391,6 +397,13 @@ mod tests {
             decided_line("abc", true, Some("ABCD-EFGH")),
             "approved ABCD-EFGH  (request abc)"
         );
-        assert_eq!(decided_line("abc", false, None), "denied   request abc");
+        assert_eq!(
+            decided_line("abc", false, None),
+            "denied or expired request abc"
+        );
+        assert_eq!(
+            decided_line("abc", false, Some("ABCD-EFGH")),
+            "denied or expired ABCD-EFGH  (request abc)"
+        );
     }
 }

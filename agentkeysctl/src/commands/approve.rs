@@ -113,9 +113,13 @@ fn password_error(e: InputError) -> CliError {
     let fix = "type your login password at the prompt, or pipe it in after the answer: \
                printf 'y\\n%s\\n' \"$PW\" | agentkeysctl approve CODE";
     match e {
-        InputError::Empty => CliError::new(Exit::Denied, "no password given; nothing was approved")
-            .cause("approving needs your login password (agentkeysd asks PAM)")
-            .fix(fix),
+        // The daemon answered Locked and nothing unlocks it: that is the exit code too.
+        InputError::Empty => CliError::new(
+            Exit::Locked,
+            "approving needs your login password; none was given, nothing was approved",
+        )
+        .cause("agentkeysd re-authenticates the owner through PAM before an approval (at most every 5 minutes per login session)")
+        .fix(fix),
         InputError::Cancelled => CliError::new(Exit::Error, "cancelled; nothing was approved"),
         InputError::TooLarge => CliError::usage("the password is too long").fix(fix),
         InputError::Mismatch => CliError::usage("the password entries differ").fix(fix),
@@ -243,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_password_is_denied_not_sent() {
-        assert_eq!(password_error(InputError::Empty).exit(), Exit::Denied);
+    fn a_missing_password_leaves_the_request_locked() {
+        assert_eq!(password_error(InputError::Empty).exit(), Exit::Locked);
     }
 }

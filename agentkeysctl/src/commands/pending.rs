@@ -4,6 +4,12 @@
 //! request opened between the listing and the subscription cannot be missed; it then
 //! prints one line per event (flushed at once) until SIGINT or SIGTERM, which end it
 //! cleanly (exit 0).
+//!
+//! `RequestOpened` reaches every connection on the bus, so it carries only the request's
+//! id, type, owner and times. For a request of the caller's (root: anyone's), the watcher
+//! asks `Pending` (which answers the owner only) and prints the full line from there:
+//! code, OTP, name, requester, scope. A `RequestDecided` is printed for requests it has
+//! shown: "approved", or "denied or expired" (the signal does not tell those apart).
 
 use std::collections::HashMap;
 
@@ -113,12 +119,21 @@ pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), Cl
                 let Some(signal) = event else { return Err(lost(&client)) };
                 // A malformed signal is not worth ending the watch for.
                 let Ok(args) = signal.args() else { continue };
-                let d: &Dict = &args.request;
-                let r = Request::from_dict(d);
-                // Signals reach every listener: show only requests this caller may decide.
-                if me != 0 && r.owner.is_some_and(|o| o != me) {
+                let notice = Request::from_dict(&args.request);
+                // Signals reach every listener: only requests this caller may decide.
+                if !may_see(&notice, me) || seen.contains_key(&notice.id) {
                     continue;
                 }
+                // The notice carries no code or OTP; Pending tells them, to the owner only.
+                let list = approvals
+                    .pending()
+                    .await
+                    .map_err(|e| daemon_error(e, &op))?;
+                let Some(d) = list.iter().find(|d| Request::from_dict(d).id == notice.id) else {
+                    // Decided or expired already: nothing left to show.
+                    continue;
+                };
+                let r = Request::from_dict(d);
                 seen.insert(r.id.clone(), r.pair_code.clone());
                 if out.json {
                     json_line(out, &json!({"event": "opened", "request": dict_to_json(d)}))?;
@@ -147,6 +162,13 @@ pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), Cl
     }
 }
 
+/// Is the request a `RequestOpened` notice is about worth asking `Pending` for? Root sees
+/// every owner's (as `Pending` does); anyone else only their own. A notice that names no
+/// owner is asked about too: `Pending` answers only what the caller may see anyway.
+fn may_see(notice: &Request, me: u32) -> bool {
+    me == 0 || notice.owner.is_none_or(|o| o == me)
+}
+
 /// One compact JSON object per line.
 fn json_line(out: &mut Out, v: &Value) -> Result<(), CliError> {
     out.line(v.to_string())
@@ -169,7 +191,21 @@ fn lost(client: &Client) -> CliError {
 mod tests {
     use clap::Parser;
 
+    use super::may_see;
     use crate::cli::{Cli, Command};
+    use crate::requests::Request;
+
+    #[test]
+    fn notices_of_other_owners_are_skipped_except_for_root() {
+        let notice = |owner: Option<u32>| Request {
+            owner,
+            ..Request::default()
+        };
+        assert!(may_see(&notice(Some(1000)), 1000));
+        assert!(!may_see(&notice(Some(1001)), 1000));
+        assert!(may_see(&notice(Some(1001)), 0));
+        assert!(may_see(&notice(None), 1000));
+    }
 
     #[test]
     fn watch_is_a_flag() {

@@ -150,7 +150,7 @@ pub trait Approvals {
     /// Waits up to `timeout_s` (at most 300) for the decision on a request the caller
     /// opened. `state` (s): `pending` (timed out), `approved` (this call collected the
     /// approval: `signature` (ay), `approver` (u), `created` (t), `nonce` (ay), and per
-    /// type `agent_id`, `session`, `session_expires` (x), `scope` (as)), `denied`,
+    /// type `agent_id`, `name`, `session`, `session_expires` (x), `scope` (as)), `denied`,
     /// `expired`, or `consumed` (an earlier call collected it).
     #[zbus(name = "Await")]
     fn await_decision(&self, request_id: &str, timeout_s: u32) -> Result<Dict, Error>;

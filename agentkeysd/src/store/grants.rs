@@ -301,7 +301,9 @@ impl Store {
     }
 
     /// The usage lines of `owner`'s agents (or of the one agent `agent`, id or name).
-    pub fn usage(&self, owner: u32, agent: Option<&str>) -> Result<Vec<UsageRow>, StoreError> {
+    /// Writes queued reads first, so every read served so far is counted.
+    pub fn usage(&mut self, owner: u32, agent: Option<&str>) -> Result<Vec<UsageRow>, StoreError> {
+        self.flush_audit()?;
         let only = match agent {
             Some(a) => Some(super::agents::require(&self.conn, owner, a)?.id),
             None => None,

@@ -23,7 +23,7 @@ fn read(fx: &mut Fixture, session: &str, credential: &str) -> Result<Vec<u8>, St
     }
 }
 
-fn usage_of(fx: &Fixture, owner: u32, agent: &str) -> Vec<(String, u64, u64)> {
+fn usage_of(fx: &mut Fixture, owner: u32, agent: &str) -> Vec<(String, u64, u64)> {
     fx.store
         .usage(owner, Some(agent))
         .unwrap()
@@ -70,11 +70,11 @@ fn auto_grant_serves_the_secret_and_counts_the_read() {
     let paired = fx.pair(ALICE, "ci-bot", &["anthropic"]);
     let got = read(&mut fx, &paired.session.id, "anthropic").unwrap();
     assert_eq!(got, ANTHROPIC.as_bytes());
-    // The read's row and counter are queued and written together.
+    // The read's row and counter are queued and written together; `usage` writes the
+    // queue first, so the read just served is counted.
     assert_eq!(fx.store.pending_audit(), 1);
-    assert!(usage_of(&fx, ALICE, "ci-bot").is_empty());
-    assert_eq!(fx.store.flush_audit().unwrap(), 1);
     let usage = fx.store.usage(ALICE, Some("ci-bot")).unwrap();
+    assert_eq!(fx.store.pending_audit(), 0);
     assert_eq!(usage.len(), 1);
     let u = &usage[0];
     assert_eq!(
@@ -106,7 +106,10 @@ fn auto_grant_serves_the_secret_and_counts_the_read() {
     // Reads keep counting.
     read(&mut fx, &paired.session.id, "anthropic").unwrap();
     fx.store.flush_audit().unwrap();
-    assert_eq!(usage_of(&fx, ALICE, "ci-bot"), [line("anthropic", 2, 0)]);
+    assert_eq!(
+        usage_of(&mut fx, ALICE, "ci-bot"),
+        [line("anthropic", 2, 0)]
+    );
 }
 
 #[test]
@@ -259,7 +262,7 @@ fn unknown_session_is_not_found_and_counts_nothing() {
         ),
         "{err:?}"
     );
-    assert!(usage_of(&fx, ALICE, "ci-bot").is_empty());
+    assert!(usage_of(&mut fx, ALICE, "ci-bot").is_empty());
 }
 
 #[test]
@@ -320,7 +323,10 @@ fn confirm_grant_needs_the_owners_approval_for_each_read() {
     };
     assert_eq!(secret.expose_secret(), ANTHROPIC.as_bytes());
     fx.store.flush_audit().unwrap();
-    assert_eq!(usage_of(&fx, ALICE, "ci-bot"), [line("anthropic", 1, 0)]);
+    assert_eq!(
+        usage_of(&mut fx, ALICE, "ci-bot"),
+        [line("anthropic", 1, 0)]
+    );
     // An approval that came to nothing is a counted denial.
     fx.store
         .agent_read_refused(&actor(CHILD_UID), sid, "anthropic", "owner denied")
@@ -334,7 +340,10 @@ fn confirm_grant_needs_the_owners_approval_for_each_read() {
         row.detail,
         format!("agent={} owner denied", paired.agent.id)
     );
-    assert_eq!(usage_of(&fx, ALICE, "ci-bot"), [line("anthropic", 1, 1)]);
+    assert_eq!(
+        usage_of(&mut fx, ALICE, "ci-bot"),
+        [line("anthropic", 1, 1)]
+    );
 }
 
 /// The grant is deleted in the transaction that records the read; two concurrent reads
@@ -359,7 +368,10 @@ fn once_grant_serves_exactly_one_read() {
         ("credential.read", "ok")
     );
     assert!(row.detail.ends_with(" grant=once used"), "{}", row.detail);
-    assert_eq!(usage_of(&fx, ALICE, "ci-bot"), [line("anthropic", 1, 0)]);
+    assert_eq!(
+        usage_of(&mut fx, ALICE, "ci-bot"),
+        [line("anthropic", 1, 0)]
+    );
 
     let err = read(&mut fx, &paired.session.id, "anthropic").unwrap_err();
     assert!(
@@ -372,7 +384,10 @@ fn once_grant_serves_exactly_one_read() {
         ),
         "{err:?}"
     );
-    assert_eq!(usage_of(&fx, ALICE, "ci-bot"), [line("anthropic", 1, 1)]);
+    assert_eq!(
+        usage_of(&mut fx, ALICE, "ci-bot"),
+        [line("anthropic", 1, 1)]
+    );
     // The credential itself is untouched.
     assert_eq!(fx.read(ALICE, "anthropic").unwrap(), ANTHROPIC.as_bytes());
 }
@@ -579,8 +594,14 @@ fn usage_lists_one_agent_or_all_of_an_owners_and_hides_other_owners() {
             row("reviewer", "github", 0, 1),
         ]
     );
-    assert_eq!(usage_of(&fx, ALICE, &b.agent.id), [line("anthropic", 2, 0)]);
-    assert_eq!(usage_of(&fx, BOB, "bobs-bot"), [line("anthropic", 1, 0)]);
+    assert_eq!(
+        usage_of(&mut fx, ALICE, &b.agent.id),
+        [line("anthropic", 2, 0)]
+    );
+    assert_eq!(
+        usage_of(&mut fx, BOB, "bobs-bot"),
+        [line("anthropic", 1, 0)]
+    );
     for ident in [bobs.agent.id.as_str(), "bobs-bot"] {
         let err = fx.store.usage(ALICE, Some(ident)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{ident}");
@@ -689,5 +710,8 @@ fn once_grant_of_a_single_use_credential_serves_it_and_consumes_both() {
         "{}",
         row.detail
     );
-    assert_eq!(usage_of(&fx, ALICE, "ci-bot"), [line("anthropic", 1, 0)]);
+    assert_eq!(
+        usage_of(&mut fx, ALICE, "ci-bot"),
+        [line("anthropic", 1, 0)]
+    );
 }

@@ -3,12 +3,12 @@
 //! decides whether an approval is trusted: the host key's signature must cover exactly the
 //! request this process opened, or nothing is stored.
 
-use agentkeysd::api::dict::{Dict, get_i64, get_str, get_strs, get_u32, get_u64};
+use agentkeysd::api::dict::{Dict, get_bytes, get_i64, get_str, get_strs, get_u32, get_u64};
+use agentkeysd::api::names::valid_name;
 use agentkeysd::approvals::{
     DecisionFields, NONCE_LEN, Nonce, PUBLIC_KEY_LEN, RequestId, RequestType, SIGNATURE_LEN, verify,
 };
 use agentkeysd::store::{is_agent_id, is_session_id};
-use zbus::Variant;
 
 use crate::errors::{CliError, Exit};
 use crate::output::describe_uid;
@@ -45,7 +45,7 @@ pub(super) fn parse_opened(d: &Dict) -> Result<Opened, CliError> {
         .flatten()
         .ok_or_else(|| bad("no id"))?;
     let request_id = id.parse().map_err(|_| bad("the id is not 32 hex digits"))?;
-    let host_key = get_bytes(d, "host_key")
+    let host_key = bytes_of(d, "host_key")
         .and_then(|b| <[u8; PUBLIC_KEY_LEN]>::try_from(b.as_slice()).ok())
         .ok_or_else(|| bad("no 32-byte host_key"))?;
     Ok(Opened {
@@ -72,18 +72,9 @@ pub(super) fn parse_opened(d: &Dict) -> Result<Opened, CliError> {
     })
 }
 
-/// An `ay` entry.
-pub(super) fn get_bytes(d: &Dict, key: &str) -> Option<Vec<u8>> {
-    match &**d.get(key)? {
-        Variant::Array(a) => a
-            .iter()
-            .map(|v| match v {
-                Variant::U8(b) => Some(*b),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    }
+/// An `ay` entry; absent or of another type is `None` (the callers say what is missing).
+fn bytes_of(d: &Dict, key: &str) -> Option<Vec<u8>> {
+    get_bytes(d, key).ok().flatten()
 }
 
 /// The `state` of an `Await` answer.
@@ -116,6 +107,9 @@ pub(super) struct Decision {
     pub(super) session_expires: i64,
     pub(super) scope: Vec<String>,
     pub(super) approver: u32,
+    /// The agent's name as the daemon recorded it (the one asked for, the one derived from
+    /// the pair code, or the recovered agent's); `None` if it sent none usable.
+    pub(super) name: Option<String>,
 }
 
 /// Step 5: the signature must cover exactly the request we opened.
@@ -135,10 +129,10 @@ pub(super) fn verify_approval(
              (agentkeysctl status), then pair again",
         )
     };
-    let signature = get_bytes(reply, "signature")
+    let signature = bytes_of(reply, "signature")
         .and_then(|b| <[u8; SIGNATURE_LEN]>::try_from(b.as_slice()).ok())
         .ok_or_else(|| refuse("the approval carries no 64-byte signature".into()))?;
-    let nonce = get_bytes(reply, "nonce")
+    let nonce = bytes_of(reply, "nonce")
         .and_then(|b| <[u8; NONCE_LEN]>::try_from(b.as_slice()).ok())
         .map(Nonce::from_bytes)
         .ok_or_else(|| refuse("the approval carries no 32-byte nonce".into()))?;
@@ -194,12 +188,17 @@ pub(super) fn verify_approval(
         session_expires,
         scope: get_strs(reply, "scope").ok().flatten().unwrap_or_default(),
         approver,
+        // It becomes a name to select the identity by, so only a valid agent name counts.
+        name: get_str(reply, "name")
+            .ok()
+            .flatten()
+            .filter(|n| valid_name(n)),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use agentkeysd::api::dict::DictBuilder;
+    use agentkeysd::api::dict::{DictBuilder, bytes_variant};
     use agentkeysd::approvals::{Details, Pair, encode, public_key_of, signing_input};
     use ed25519_dalek::{Signer, SigningKey};
     use zbus::OwnedVariant;
@@ -211,7 +210,7 @@ mod tests {
     const ID: &str = "00112233445566778899aabbccddeeff";
 
     fn bytes(b: &[u8]) -> OwnedVariant {
-        OwnedVariant::try_from(Variant::from(b.to_vec())).unwrap()
+        bytes_variant(b).unwrap()
     }
 
     fn opened() -> Opened {
@@ -262,6 +261,7 @@ mod tests {
             .u32("approver", approver)
             .u64("created", 1_795_257_667)
             .str("agent_id", "agt_0123456789abcdefghjkmnpqrs")
+            .str("name", "ci-bot")
             .str("session", "ses_0123456789abcdefghjkmnpqrs")
             .i64("session_expires", 1_795_272_067)
             .strs("scope", &["github".into()])
@@ -289,6 +289,20 @@ mod tests {
         assert_eq!(d.session, "ses_0123456789abcdefghjkmnpqrs");
         assert_eq!(d.session_expires, 1_795_272_067);
         assert_eq!(d.scope, ["github"]);
+        assert_eq!(d.name.as_deref(), Some("ci-bot"));
+    }
+
+    #[test]
+    fn the_name_comes_from_the_approval_when_it_is_a_valid_name() {
+        let (o, req) = (opened(), opening());
+        let mut reply = approval(&o, &req, 1000);
+        reply.remove("name");
+        assert_eq!(verify_approval(&o, &req, &reply).unwrap().name, None);
+        reply.insert(
+            "name".into(),
+            OwnedVariant::from(zbus::Str::from("../evil\x1b")),
+        );
+        assert_eq!(verify_approval(&o, &req, &reply).unwrap().name, None);
     }
 
     #[test]
@@ -297,7 +311,7 @@ mod tests {
         let want = "the decision's signature does not verify: refusing it";
         // A flipped signature bit.
         let mut d = approval(&o, &req, 1000);
-        let mut sig = get_bytes(&d, "signature").unwrap();
+        let mut sig = get_bytes(&d, "signature").unwrap().unwrap();
         sig[0] ^= 1;
         d.insert("signature".into(), bytes(&sig));
         assert_eq!(refusal(verify_approval(&o, &req, &d).unwrap_err()), want);

@@ -13,16 +13,16 @@
 //! 5. Verify the daemon's signature over exactly the request we opened (id, type, our
 //!    details bytes, our key, approver, created, nonce) with the host key `Open` named.
 //!    A signature that does not verify is refused and nothing is stored.
-//! 6. Check the new session on this connection (`Authenticate`), which also tells the
-//!    agent's name when recovering, then store the identity atomically (0600, see
-//!    [`crate::identity`]) and print the agent id.
+//! 6. Store the identity atomically (0600, see [`crate::identity`]) under the name the
+//!    approval carries (when recovering, the only place it is learnt), and print the agent
+//!    id.
 
 mod decision;
 
 use std::time::{Duration, Instant};
 
 use agentkeysd::api::ErrorKind;
-use agentkeysd::api::dict::{Dict, get_str};
+use agentkeysd::api::dict::Dict;
 use agentkeysd::api::names::valid_name;
 use agentkeysd::api::proxies::ApprovalsProxy;
 use agentkeysd::approvals::{
@@ -110,7 +110,7 @@ pub async fn run(g: &Global, args: &PairArgs, out: &mut Out) -> Result<(), CliEr
             .cause(e.to_string())
             .fix("retry; if it persists, check the process limits")
     })?;
-    let mut client = Client::connect(g).await?;
+    let client = Client::connect(g).await?;
     let approvals = client.approvals().await?;
     // 3–4. Open, show, wait.
     let deadline = args
@@ -129,10 +129,10 @@ pub async fn run(g: &Global, args: &PairArgs, out: &mut Out) -> Result<(), CliEr
     drop(approvals);
     // 5. Trust nothing that does not verify.
     let decision = verify_approval(&opened, &request, &reply)?;
-    // 6. Check the session, then store it.
-    let mut id = Identity {
+    // 6. Store it, named as the daemon named the agent.
+    let id = Identity {
         agent_id: decision.agent_id.clone(),
-        name: args.name.clone(),
+        name: decision.name.clone().or_else(|| args.name.clone()),
         owner: opened.owner,
         session: decision.session.clone(),
         session_expires: decision.session_expires,
@@ -140,20 +140,6 @@ pub async fn run(g: &Global, args: &PairArgs, out: &mut Out) -> Result<(), CliEr
         seed,
         created: now(),
     };
-    match client.authenticate(&id).await {
-        Ok(()) => {
-            let auth = client.agent.as_ref().map(|a| &a.auth);
-            if let Some(name) = auth.and_then(|a| get_str(a, "name").ok().flatten()) {
-                id.name = Some(name).filter(|n| valid_name(n));
-            }
-        }
-        Err(CliError::Report(r)) => {
-            hint(&format!(
-                "warning: the new session could not be checked right away; it is stored anyway\n{r}"
-            ));
-        }
-        Err(CliError::BrokenPipe) => {}
-    }
     let path = identity::write(&dir, &id).map_err(IdentityError::into_cli)?;
     report_paired(out, &id, &decision, &path)
 }
@@ -315,7 +301,8 @@ async fn open(
             .op(format!("ask to recover agent '{r}'"), Subject::Other)
             .fix_for(
                 ErrorKind::NotFound,
-                "the owner has no agent with that id, name, alias or e-mail; they can list theirs with agentkeysctl agent list",
+                "name the agent by its id (agt_…; the owner's agentkeysctl agent list shows it) or its name, \
+                 or have the owner link an alias first: agentkeysctl agent link AGENT --alias NAME",
             );
     }
     let reply = approvals
