@@ -2,6 +2,7 @@
 # Sourced by scripts/quickstart and scripts/compare: a private dbus-daemon with the system
 # bus's policy and an agentkeysd on it, both in $WORK, both stopped by `private_stop`.
 # Needs: $WORK (a temp dir), agentkeysd on PATH. Sets AGENTKEYS_BUS, BUS_PID, DAEMON_PID.
+# Optional: $DAEMON_CONFIG, TOML written to the daemon's configuration file (default: none).
 
 BUS_PID=""; DAEMON_PID=""
 
@@ -12,7 +13,7 @@ private_start() {
   for _ in $(seq 200); do [[ -s $WORK/bus.address ]] && break; sleep 0.05; done
   AGENTKEYS_BUS=$(head -n1 "$WORK/bus.address")
   export AGENTKEYS_BUS
-  : > "$WORK/agentkeysd.toml"
+  printf '%s\n' "${DAEMON_CONFIG:-}" > "$WORK/agentkeysd.toml"
   agentkeysd --config "$WORK/agentkeysd.toml" --state-dir "$WORK/state" --runtime-dir "$WORK/run" \
     2>"$WORK/agentkeysd.log" &
   DAEMON_PID=$!

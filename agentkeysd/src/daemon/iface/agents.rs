@@ -16,7 +16,7 @@ use crate::store::{
     is_session_id,
 };
 
-use super::super::authz::AuthzError;
+use super::super::authz::{AuthzError, Caller};
 use super::super::errors::{DaemonError, to_public};
 use super::super::pairing::Binding;
 use super::super::state::{Shared, blocking};
@@ -191,24 +191,12 @@ impl Agents {
         };
         if rec.uid != caller.uid || !verify_session_proof(&rec.pubkey, &rec.id, &sender, signature)
         {
-            let (actor, subject) = (actor(&caller), agent.id.clone());
-            let owner = agent.owner_uid;
-            let _ = self
-                .shared
-                .with_store(move |s| {
-                    Ok(s.audit_denial(AuditEntry {
-                        actor: &actor,
-                        owner_uid: Some(owner),
-                        action: "agent.authenticate",
-                        subject: &subject,
-                        outcome: Outcome::Denied,
-                        detail: "bad session proof or wrong uid",
-                    })?)
-                })
+            self.deny_session(&caller, &agent, "bad session proof or wrong uid")
                 .await;
             return Err(refused());
         }
         if agent.state == AgentState::Revoked {
+            self.deny_session(&caller, &agent, "agent revoked").await;
             return Err(DaemonError::Store(crate::store::StoreError::Revoked {
                 agent: agent.name.clone(),
                 at: agent.revoked_at,
@@ -216,12 +204,14 @@ impl Agents {
             }));
         }
         if let Some(why) = &rec.ended_why {
+            self.deny_session(&caller, &agent, "session ended").await;
             return Err(DaemonError::Denied(format!(
                 "the session of agent '{}' has ended ({why}); pair again",
                 agent.name
             )));
         }
         if rec.expires_at <= super::now() {
+            self.deny_session(&caller, &agent, "session expired").await;
             return Err(DaemonError::Expired(format!(
                 "the session of agent '{}' expired at {}; pair again (agentkeysctl pair --recover {})",
                 agent.name,
@@ -249,6 +239,27 @@ impl Agents {
             .strs("scope", &agent.scope)
             .i64("session_expires", rec.expires_at)
             .build())
+    }
+
+    /// Records a refused `Authenticate` (a revoked agent trying again shows in the trail).
+    async fn deny_session(&self, caller: &Caller, agent: &AgentRecord, why: &'static str) {
+        let (actor, subject, owner) = (actor(caller), agent.id.clone(), agent.owner_uid);
+        let recorded = self
+            .shared
+            .with_store(move |s| {
+                Ok(s.audit_denial(AuditEntry {
+                    actor: &actor,
+                    owner_uid: Some(owner),
+                    action: "agent.authenticate",
+                    subject: &subject,
+                    outcome: Outcome::Denied,
+                    detail: why,
+                })?)
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %super::super::errors::chain(&e), "could not audit a refused authentication");
+        }
     }
 
     async fn do_usage(&self, hdr: &Header<'_>, agent: &str) -> Result<Vec<Dict>, DaemonError> {

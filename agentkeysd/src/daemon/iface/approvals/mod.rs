@@ -174,10 +174,21 @@ fn parse_id(s: &str) -> Result<RequestId, DaemonError> {
 }
 
 /// The executable of `pid`, as the kernel names it.
+///
+/// The daemon keeps few capabilities, so the kernel refuses it `/proc/PID/exe` of a process
+/// holding more (any other root process); then the process's own name (`comm`) is shown,
+/// marked as self-reported.
 fn exe_of(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
+    if let Ok(p) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        return Some(p.to_string_lossy().into_owned());
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let comm: String = comm
+        .trim_end()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    Some(format!("{comm} (name reported by the process)"))
 }
 
 fn user_name(uid: u32) -> Option<String> {
