@@ -16,13 +16,11 @@ use crate::approvals::{
     WRONG_CODE_CAPACITY, WRONG_CODE_REFILL_PER_MINUTE,
 };
 
-/// What `Await` returns for an approved request, prepared when it was approved.
+/// What `Await` returns for an approved request beyond what the request itself holds
+/// (approver, creation time, nonce): the signature and what the approval created.
 #[derive(Debug, Clone)]
 pub struct Approved {
     pub signature: [u8; 64],
-    pub approver: u32,
-    pub created: u64,
-    pub nonce: [u8; 32],
     pub agent_id: Option<String>,
     pub name: Option<String>,
     pub session: Option<String>,

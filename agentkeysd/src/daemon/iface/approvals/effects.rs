@@ -94,9 +94,6 @@ impl Approvals {
         }
         Ok(Approved {
             signature,
-            approver: caller.uid,
-            created: req.created_at,
-            nonce: req.nonce,
             name: agent_name,
             agent_id,
             session,

@@ -111,11 +111,13 @@ pub(super) fn open_reply(req: &Request) -> Dict {
         .build()
 }
 
-pub(super) fn approved_dict(a: &Approved) -> Dict {
+/// The reply of the `Await` that collects approved request `req`: every field the child
+/// needs to check the signature, and what the approval created.
+pub(super) fn approved_dict(req: &Request, a: &Approved) -> Dict {
     let mut d = DictBuilder::new()
         .str("state", "approved")
-        .u32("approver", a.approver)
-        .u64("created", a.created)
+        .opt_u32("approver", req.approver)
+        .u64("created", req.lifecycle.created_at())
         .opt_i64("session_expires", a.session_expires);
     if let Some(id) = &a.agent_id {
         d = d.str("agent_id", id.clone());
@@ -131,6 +133,6 @@ pub(super) fn approved_dict(a: &Approved) -> Dict {
     }
     let mut d = d.build();
     d.insert("signature".into(), bytes_value(&a.signature));
-    d.insert("nonce".into(), bytes_value(&a.nonce));
+    d.insert("nonce".into(), bytes_value(req.nonce.expose_secret()));
     d
 }

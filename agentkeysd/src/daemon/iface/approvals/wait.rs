@@ -17,14 +17,14 @@ impl Approvals {
         let mut wake = self.shared.pairing.subscribe();
         loop {
             wake.borrow_and_update();
-            let (state, expires_at) = {
+            let expires_at = {
                 let mut reg = self.shared.pairing.registry();
-                let req = reg
+                let now = now_u64();
+                let lc = reg
                     .get(&id)
                     .filter(|r| r.requester.uid == caller.uid)
-                    .ok_or_else(|| DaemonError::NotFound(NOT_FOUND_ID.into()))?;
-                let lc = req.lifecycle;
-                let now = now_u64();
+                    .ok_or_else(|| DaemonError::NotFound(NOT_FOUND_ID.into()))?
+                    .lifecycle;
                 if lc.state() == State::Pending
                     && lc.is_due(now)
                     && !self.shared.pairing.is_approving(&id)
@@ -32,40 +32,30 @@ impl Approvals {
                     // Recorded here as well as by the sweeper, so the answer never waits on it.
                     reg.expire_due(now);
                 }
-                let req = reg
-                    .get(&id)
-                    .ok_or_else(|| DaemonError::NotFound(NOT_FOUND_ID.into()))?;
-                if req.lifecycle.state() == State::Approved {
-                    reg.consume(&id, now).map_err(state_error)?;
-                    let approved = self.shared.pairing.approved(&id).ok_or_else(|| {
-                        DaemonError::Approval("approved request has no stored decision".into())
-                    })?;
-                    return Ok(approved_dict(&approved));
+                match reg.get(&id).map(|r| r.lifecycle.state()) {
+                    Some(State::Pending) => lc.expires_at(),
+                    Some(State::Approved) => {
+                        let req = reg.consume(&id, now).map_err(state_error)?;
+                        let approved = self.shared.pairing.approved(&id).ok_or_else(|| {
+                            DaemonError::Approval("approved request has no stored decision".into())
+                        })?;
+                        return Ok(approved_dict(req, &approved));
+                    }
+                    Some(other) => {
+                        return Ok(DictBuilder::new().str("state", other.as_str()).build());
+                    }
+                    None => return Err(DaemonError::NotFound(NOT_FOUND_ID.into())),
                 }
-                (req.lifecycle.state(), req.lifecycle.expires_at())
             };
-            if state != State::Pending {
-                return Ok(DictBuilder::new().str("state", state.as_str()).build());
-            }
-            // Wake at a decision, at the request's expiry, or at the caller's deadline.
-            let until_expiry = expires_at.saturating_sub(now_u64());
-            let expiry = tokio::time::Instant::now()
-                + Duration::from_secs(until_expiry)
-                + Duration::from_millis(50);
-            let wait_until = deadline.min(expiry);
-            if tokio::time::Instant::now() >= deadline {
+            // Still pending: wait for a decision, the request's expiry or the deadline,
+            // whichever comes first, and look again (once more after the deadline).
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Ok(DictBuilder::new().str("state", "pending").build());
             }
+            let until_expiry = Duration::from_secs(expires_at.saturating_sub(now_u64()));
+            let wait_until = deadline.min(now + until_expiry + Duration::from_millis(50));
             let _ = tokio::time::timeout_at(wait_until, wake.changed()).await;
-            if tokio::time::Instant::now() >= deadline && state == State::Pending {
-                // One last look before answering "pending".
-                let reg = self.shared.pairing.registry();
-                if reg.get(&id).is_some_and(|r| {
-                    r.lifecycle.state() == State::Pending && !r.lifecycle.is_due(now_u64())
-                }) {
-                    return Ok(DictBuilder::new().str("state", "pending").build());
-                }
-            }
         }
     }
 }
