@@ -200,6 +200,15 @@ pub fn user_name(uid: u32) -> Option<String> {
 }
 
 /// A comma-separated list, or `-` when empty.
+/// A string field of a record, or `-` when absent, empty or of another type.
+pub fn text(d: &Dict, key: &str) -> String {
+    agentkeysd::api::dict::get_str(d, key)
+        .ok()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
 pub fn join_or_dash(items: &[String]) -> String {
     if items.is_empty() {
         "-".to_owned()

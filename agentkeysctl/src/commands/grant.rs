@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use agentkeysd::api::ErrorKind;
-use clap::{Args, ValueEnum};
+use agentkeysd::api::names::GrantMode;
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use zbus::Variant;
 
 use crate::cli::Global;
@@ -33,7 +35,7 @@ pub struct GrantArgs {
     pub credential: String,
 
     /// How reads are served: auto, confirm (each read needs your approval) or once
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_name = "MODE", value_parser = mode_parser())]
     pub mode: Option<GrantMode>,
 
     /// When the grant ends: a duration (30d, 12h, 90m, 2w, 3600s) or a UTC date
@@ -42,28 +44,17 @@ pub struct GrantArgs {
     pub expires: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GrantMode {
-    Auto,
-    Confirm,
-    Once,
+/// `--mode`: the daemon's spellings, listed in `--help` and checked by clap.
+fn mode_parser() -> impl TypedValueParser<Value = GrantMode> {
+    PossibleValuesParser::new(GrantMode::ALL.map(GrantMode::as_str))
+        .try_map(|s| GrantMode::parse(&s).ok_or("not a grant mode"))
 }
 
-impl GrantMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantMode::Auto => "auto",
-            GrantMode::Confirm => "confirm",
-            GrantMode::Once => "once",
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            GrantMode::Auto => "mode auto",
-            GrantMode::Confirm => "mode confirm: each read needs your approval",
-            GrantMode::Once => "mode once: a single read",
-        }
+fn describe(mode: GrantMode) -> &'static str {
+    match mode {
+        GrantMode::Auto => "mode auto",
+        GrantMode::Confirm => "mode confirm: each read needs your approval",
+        GrantMode::Once => "mode once: a single read",
     }
 }
 
@@ -87,7 +78,7 @@ pub async fn run(g: &Global, args: &GrantArgs, out: &mut Out) -> Result<(), CliE
         .grant(&target, &args.credential, options)
         .await
         .map_err(|e| grant_error(e, &client, action, &args.agent))?;
-    let mode = args.mode.unwrap_or(GrantMode::Auto).describe();
+    let mode = describe(args.mode.unwrap_or(GrantMode::Auto));
     let until = expires.map_or_else(String::new, |at| format!(", until {}", format_utc(at)));
     out.line(format!(
         "granted '{}' to agent '{}' ({mode}{until})",

@@ -1,12 +1,12 @@
 //! `agentkeysctl list`: the caller's (or `--owner`'s) credentials, metadata only.
 
-use agentkeysd::api::dict::{Dict, get_i64, get_str, get_u32};
+use agentkeysd::api::dict::{Dict, get_i64, get_u32};
 use clap::Args;
 
 use crate::cli::Global;
 use crate::client::Client;
 use crate::errors::{CliError, Subject, daemon_error};
-use crate::output::{Out, Table, dicts_to_json, format_opt_utc};
+use crate::output::{Out, Table, dicts_to_json, format_opt_utc, text};
 
 #[derive(Args, Debug)]
 pub struct ListArgs {}
@@ -43,15 +43,6 @@ fn table(list: &[Dict]) -> Table {
         ]);
     }
     t
-}
-
-/// A string field, or `-` when absent or empty.
-fn text(d: &Dict, key: &str) -> String {
-    get_str(d, key)
-        .ok()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "-".to_owned())
 }
 
 #[cfg(test)]

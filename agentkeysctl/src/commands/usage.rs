@@ -8,7 +8,7 @@ use clap::Args;
 use crate::cli::Global;
 use crate::client::Client;
 use crate::errors::{CliError, Subject, daemon_error};
-use crate::output::{Out, Table, dicts_to_json, format_opt_utc};
+use crate::output::{Out, Table, dicts_to_json, format_opt_utc, text};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -78,14 +78,6 @@ fn agent_label(d: &Dict) -> String {
         .flatten()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| text(d, "agent_id"))
-}
-
-fn text(d: &Dict, key: &str) -> String {
-    get_str(d, key)
-        .ok()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "-".to_owned())
 }
 
 #[cfg(test)]

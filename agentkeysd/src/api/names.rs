@@ -11,6 +11,36 @@ pub const IFACE_AGENTS: &str = "dev.agentkeys.Agents1";
 pub const IFACE_AUDIT: &str = "dev.agentkeys.Audit1";
 pub const IFACE_APPROVALS: &str = "dev.agentkeys.Approvals1";
 
+/// How a grant serves an agent's reads (the `mode` option of `Credentials1.Grant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantMode {
+    /// Served on request.
+    Auto,
+    /// Each read needs the owner's approval (a `HighValueRelease` request).
+    Confirm,
+    /// Serves one read, then is gone.
+    Once,
+}
+
+impl GrantMode {
+    /// Every mode, in the order help texts list them.
+    pub const ALL: [GrantMode; 3] = [GrantMode::Auto, GrantMode::Confirm, GrantMode::Once];
+
+    /// The wire (and stored) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantMode::Auto => "auto",
+            GrantMode::Confirm => "confirm",
+            GrantMode::Once => "once",
+        }
+    }
+
+    /// Parses `auto`, `confirm` or `once`.
+    pub fn parse(s: &str) -> Option<GrantMode> {
+        GrantMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
 /// Largest secret a client may store, in bytes.
 pub const MAX_SECRET_LEN: usize = 64 * 1024;
 /// Most entries an options map (`a{sv}`) may carry; more is `InvalidArgument`.

@@ -62,6 +62,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("service table: {0}")]
     Services(String),
+    #[error("host signing key: {0}")]
+    HostKey(#[from] crate::approvals::HostKeyError),
     #[error("cannot connect to the {bus} bus: {source}")]
     Connect { bus: BusChoice, source: zbus::Error },
     #[error("cannot serve {what} on the bus: {source}")]
@@ -154,7 +156,9 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
              owner's requests without a password; for development only"
         );
     }
-    let shared = Arc::new(Shared::new(store, vault, config, services));
+    // The public half is handed to every child that opens a request: derive it once.
+    let host_public = crate::approvals::host_public_key(store.host_key())?;
+    let shared = Arc::new(Shared::new(store, vault, config, services, host_public));
     shared.spawn_audit_flusher();
     // Before READY=1: a SIGTERM that arrives the moment we are ready must stop us cleanly,
     // not by the default action (which would skip the drain, the audit flush and zeroizing).

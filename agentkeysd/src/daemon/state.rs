@@ -32,6 +32,8 @@ pub struct Shared {
     pub services: ServiceTable,
     /// Live auth requests, agent-bound connections, rate limits, the re-auth cache.
     pub pairing: Pairing,
+    /// The public half of the host key that signs decisions (what children verify with).
+    pub host_public: [u8; 32],
     callers: Mutex<HashMap<String, Caller>>,
     // Not a OnceLock: the proxy holds the connection, whose object server holds us, so
     // shutdown must clear it to break that cycle and let the vault be zeroized on drop.
@@ -60,12 +62,19 @@ pub struct InFlight {
 }
 
 impl Shared {
-    pub fn new(store: Store, vault: Vault, config: Config, services: ServiceTable) -> Self {
+    pub fn new(
+        store: Store,
+        vault: Vault,
+        config: Config,
+        services: ServiceTable,
+        host_public: [u8; 32],
+    ) -> Self {
         let pairing = Pairing::new(
             config.approvals.open_burst,
             config.approvals.open_rate_per_minute,
         );
         Self {
+            host_public,
             store: Mutex::new(store),
             vault,
             config,

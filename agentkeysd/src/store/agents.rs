@@ -190,23 +190,17 @@ pub(crate) fn require(
     find(conn, owner, ident)?.ok_or_else(|| not_found(ident))
 }
 
-/// The agent with id `id`, whoever owns it (for session lookups), with links.
+/// The agent with id `id`, whoever owns it, without its links: what every agent read
+/// looks up (state, scope, owner), so it stays one indexed query.
 pub(crate) fn find_by_id(conn: &Connection, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-    let found = conn
+    Ok(conn
         .prepare_cached(concat!(
             "SELECT ",
             agent_columns!(),
             " FROM agents WHERE id = ?1"
         ))?
         .query_row([id], agent_from_row)
-        .optional()?;
-    match found {
-        Some(mut record) => {
-            load_links(conn, &mut record)?;
-            Ok(Some(record))
-        }
-        None => Ok(None),
-    }
+        .optional()?)
 }
 
 /// The error for acting as or on a revoked agent: names when and by whom.

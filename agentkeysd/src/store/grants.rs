@@ -18,34 +18,7 @@ use super::sessions::{AgentSession, SessionRecord};
 use super::{Durability, Store, now_s};
 use crate::vault::SecretBuf;
 
-/// How a grant serves reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantMode {
-    /// Served on request.
-    Auto,
-    /// Each read needs the owner's approval (a `HighValueRelease` request).
-    Confirm,
-    /// Serves one read, then is gone.
-    Once,
-}
-
-impl GrantMode {
-    /// The stored and wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantMode::Auto => "auto",
-            GrantMode::Confirm => "confirm",
-            GrantMode::Once => "once",
-        }
-    }
-
-    /// Parses `auto`, `confirm` or `once`.
-    pub fn parse(s: &str) -> Option<GrantMode> {
-        [GrantMode::Auto, GrantMode::Confirm, GrantMode::Once]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-    }
-}
+pub use crate::api::names::GrantMode;
 
 /// A grant as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

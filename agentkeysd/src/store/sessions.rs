@@ -27,7 +27,8 @@ pub struct SessionRecord {
     pub ended_why: Option<String>,
 }
 
-/// A session and its agent, as one lookup returns them.
+/// A session and its agent, as one lookup returns them. The agent's aliases and e-mail
+/// links are not loaded (nobody acting through a session needs them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSession {
     pub session: SessionRecord,

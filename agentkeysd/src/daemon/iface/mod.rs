@@ -104,10 +104,7 @@ pub(crate) async fn owner_for(
     .await
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch (the store's clock, so rows and checks agree).
 pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::store::now_s()
 }

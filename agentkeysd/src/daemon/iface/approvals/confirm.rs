@@ -38,10 +38,7 @@ pub async fn confirm_release(
     let mut wake = shared.pairing.subscribe();
     let (id, opened) = {
         let mut reg = shared.pairing.registry();
-        let req = reg.open(new, now_u64()).map_err(|e| match e {
-            crate::approvals::RegistryError::TooMany { .. } => DaemonError::Busy(e.to_string()),
-            other => DaemonError::Approval(other.to_string()),
-        })?;
+        let req = reg.open(new, now_u64()).map_err(open_error)?;
         (req.id, notice(req))
     };
     shared.pairing.mark_internal(id);

@@ -27,7 +27,7 @@ use crate::api::Error;
 use crate::api::dict::{self, Dict, DictBuilder};
 use crate::approvals::{
     DecisionFields, Details, NewRequest, PUBLIC_KEY_LEN, PairCode, Request, RequestId, RequestType,
-    Requester, State, StateError, TransitionError, decode, fingerprint, host_public_key, sign,
+    Requester, State, StateError, TransitionError, decode, fingerprint, sign,
 };
 use crate::store::{AuditEntry, Issue, Outcome};
 use crate::vault;
@@ -262,27 +262,17 @@ impl Approvals {
             },
             ttl_secs: u64::from(ttl),
         };
-        let (reply, record) = {
+        let (id, mut reply, record) = {
             let mut reg = self.shared.pairing.registry();
-            let req = reg.open(new, now_s).map_err(|e| match e {
-                crate::approvals::RegistryError::TooMany { .. } => DaemonError::Busy(e.to_string()),
-                other => DaemonError::Approval(other.to_string()),
-            })?;
-            (open_reply(req), notice(req))
+            let req = reg.open(new, now_s).map_err(open_error)?;
+            (req.id, open_reply(req), notice(req))
         };
-        let host = self
-            .shared
-            .with_store(|s| {
-                host_public_key(s.host_key()).map_err(|e| DaemonError::Approval(e.to_string()))
-            })
-            .await?;
-        let mut reply = reply;
-        reply.insert("host_key".into(), bytes_value(&host));
+        reply.insert("host_key".into(), bytes_value(&self.shared.host_public));
         self.audit(
             &caller,
             Some(owner),
             "approval.open",
-            &reply_id(&reply),
+            &id.to_string(),
             Outcome::Ok,
             &format!("type={}", request_type.as_str()),
         )
@@ -637,10 +627,9 @@ fn sender(hdr: &Header<'_>) -> Result<String, DaemonError> {
         .ok_or_else(|| DaemonError::CallerUnknown("message has no sender".into()))
 }
 
+/// Milliseconds since the Unix epoch, as the rate limiters count them.
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    u64::try_from(crate::store::now_ms()).unwrap_or(0)
 }
 
 fn bytes_value(b: &[u8]) -> zbus::OwnedVariant {
@@ -648,6 +637,11 @@ fn bytes_value(b: &[u8]) -> zbus::OwnedVariant {
     dict::bytes_variant(b).unwrap_or_else(|| zbus::OwnedVariant::from(0u8))
 }
 
-fn reply_id(d: &Dict) -> String {
-    dict::get_str(d, "id").ok().flatten().unwrap_or_default()
+/// A request that could not be opened: too many waiting is the caller's to wait out;
+/// anything else (random numbers, a details bug) is the daemon's.
+fn open_error(e: crate::approvals::RegistryError) -> DaemonError {
+    match e {
+        crate::approvals::RegistryError::TooMany { .. } => DaemonError::Busy(e.to_string()),
+        other => DaemonError::Approval(other.to_string()),
+    }
 }
