@@ -210,9 +210,8 @@ async fn every_request_type_opens_is_fetched_approved_and_awaited() {
         assert_eq!(s(&done, "state"), "approved", "{:?}", o.ty);
         assert!(verify_decision(&o, key, &done, &o.details), "{:?}", o.ty);
     }
-    // The scope change took: the agent now reads github too. (The rotation ended the old
-    // session, so read through the rotated key's new session.)
-    // Recover, from a fresh key, by the agent's name.
+    // Recover, from a fresh key, by the agent's name; the recovered agent reads github,
+    // which only the approved scope change granted.
     let fresh = Child::new();
     let recover = Details::Recover(Recover {
         agent_identity: "ci-bot".into(),

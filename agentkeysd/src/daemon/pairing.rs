@@ -291,12 +291,14 @@ mod tests {
     use crate::approvals::{OPEN_CAPACITY, OPEN_REFILL_PER_MINUTE};
 
     #[test]
-    fn login_session_of_this_process_is_stable() {
+    fn login_session_of_this_process_is_found_and_stable() {
         let pid = std::process::id();
-        let a = LoginSession::of(1, pid);
-        let b = LoginSession::of(1, pid);
-        assert_eq!(a, b);
-        assert_ne!(a.map(|s| s.uid), Some(2));
+        let a = LoginSession::of(1, pid).expect("this process has a session");
+        assert_eq!(LoginSession::of(1, pid), Some(a));
+        assert_eq!(a.uid, 1);
+        assert_eq!(a.sid, nix::unistd::getsid(None).unwrap().as_raw());
+        // A process that does not exist has no session to remember.
+        assert_eq!(LoginSession::of(1, u32::MAX), None);
     }
 
     #[test]
