@@ -75,11 +75,7 @@ impl Daemon {
     async fn do_who_am_i(&self, hdr: &Header<'_>) -> Result<Dict, DaemonError> {
         let _in = self.shared.enter().await?;
         let caller = self.shared.caller(hdr).await?;
-        let user = nix::unistd::User::from_uid(caller.uid.into())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_default();
+        let user = super::user_name(caller.uid).unwrap_or_default();
         let mut out = DictBuilder::new()
             .u32("uid", caller.uid)
             .opt_u32("pid", caller.pid)

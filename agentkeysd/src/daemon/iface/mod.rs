@@ -104,6 +104,14 @@ pub(crate) async fn owner_for(
     .await
 }
 
+/// The user name of `uid`, if the system knows one.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
 /// Seconds since the Unix epoch (the store's clock, so rows and checks agree).
 pub(crate) fn now() -> i64 {
     crate::store::now_s()

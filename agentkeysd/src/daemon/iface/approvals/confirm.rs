@@ -27,21 +27,17 @@ pub async fn confirm_release(
         details,
         child_pubkey: pubkey,
         owner: binding.owner,
-        requester: Requester {
-            uid: caller.uid,
-            pid: caller.pid,
-            exe: caller.pid.and_then(exe_of),
-            connection,
-        },
+        requester: requester(caller, connection),
         ttl_secs: u64::from(cfg.long_ttl_s),
     };
     let mut wake = shared.pairing.subscribe();
     let (id, opened) = {
         let mut reg = shared.pairing.registry();
         let req = reg.open(new, now_u64()).map_err(open_error)?;
+        // Marked before the registry is unlocked: no approval can see it unmarked.
+        shared.pairing.mark_internal(req.id);
         (req.id, notice(req))
     };
-    shared.pairing.mark_internal(id);
     tracing::info!(uid = caller.uid, owner = binding.owner, agent = %binding.agent_id, credential, "confirm grant: release requested");
     if let Err(e) = Approvals::request_opened(emitter, opened).await {
         tracing::warn!(error = %e, "could not emit RequestOpened");
@@ -51,12 +47,11 @@ pub async fn confirm_release(
     loop {
         wake.borrow_and_update();
         let state = {
+            // Expiry is the sweeper's (which keeps off requests being approved).
             let mut reg = shared.pairing.registry();
-            let now = now_u64();
-            reg.expire_due(now);
             let state = reg.get(&id).map(|r| r.lifecycle.state());
             if state == Some(State::Approved) {
-                reg.consume(&id, now).map_err(state_error)?;
+                reg.consume(&id, now_u64()).map_err(state_error)?;
                 return Ok(());
             }
             state

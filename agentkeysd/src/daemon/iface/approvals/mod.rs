@@ -36,7 +36,7 @@ use super::super::authz::Caller;
 use super::super::config::Authenticate;
 use super::super::errors::{DaemonError, to_public};
 use super::super::state::{Shared, blocking};
-use super::{actor, now};
+use super::{actor, now, user_name};
 use crate::daemon::pairing::{Approved, LoginSession};
 
 mod confirm;
@@ -191,11 +191,14 @@ fn exe_of(pid: u32) -> Option<String> {
     Some(format!("{comm} (name reported by the process)"))
 }
 
-fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(uid.into())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
+/// Who opens a request, as the approver will see them.
+fn requester(caller: &Caller, connection: String) -> Requester {
+    Requester {
+        uid: caller.uid,
+        pid: caller.pid,
+        exe: caller.pid.and_then(exe_of),
+        connection,
+    }
 }
 
 impl Approvals {
@@ -249,17 +252,11 @@ impl Approvals {
             RequestType::Pair | RequestType::Recover => self.shared.config.approvals.short_ttl_s,
             _ => self.shared.config.approvals.long_ttl_s,
         };
-        drop(details_cbor);
         let new = NewRequest {
             details,
             child_pubkey,
             owner,
-            requester: Requester {
-                uid: caller.uid,
-                pid: caller.pid,
-                exe: caller.pid.and_then(exe_of),
-                connection: sender,
-            },
+            requester: requester(&caller, sender),
             ttl_secs: u64::from(ttl),
         };
         let (id, mut reply, record) = {
