@@ -23,22 +23,15 @@ impl Approvals {
         {
             return Ok(());
         }
-        let fd = match auth.get("password") {
-            None => {
-                return Err(DaemonError::Locked(
-                    "approving needs your login password (re-authentication through PAM); agentkeysctl approve asks for it".into(),
-                ));
-            }
-            Some(v) => match &**v {
-                zbus::Variant::Fd(fd) => fd.as_fd().try_clone_to_owned().map_err(|e| {
-                    DaemonError::Invalid(format!("the password fd is unusable: {e}"))
-                })?,
-                _ => {
-                    return Err(DaemonError::Invalid(
-                        "auth option 'password' must be a file descriptor (h)".into(),
-                    ));
-                }
-            },
+        let Some(v) = auth.get("password") else {
+            return Err(DaemonError::Locked(
+                "approving needs your login password (re-authentication through PAM); agentkeysctl approve asks for it".into(),
+            ));
+        };
+        let zbus::Variant::Fd(fd) = &**v else {
+            return Err(DaemonError::Invalid(
+                "auth option 'password' must be a file descriptor (h)".into(),
+            ));
         };
         let limited = self
             .shared
@@ -53,7 +46,6 @@ impl Approvals {
             )));
         }
         let password = vault::read_sealed_memfd(&self.shared.vault, fd.as_fd())?;
-        drop(fd);
         let user = user_name(caller.uid).ok_or_else(|| {
             DaemonError::Denied(format!(
                 "uid {} has no user name to authenticate",
