@@ -11,80 +11,53 @@ impl Approvals {
         caller: &Caller,
         req: &Snapshot,
     ) -> Result<Approved, DaemonError> {
-        let cfg = &self.shared.config.approvals;
         let actor = actor(caller);
-        let owner = req.owner;
-        let request = req.id.to_string();
-        let pubkey = req.child_pubkey;
-        let uid = req.requester_uid;
-        let ttl_s = i64::from(cfg.session_ttl_s);
-        let details = req.details.clone();
-        let name = pair_name(&req.details, &req.pair_code);
-        let fields_owned = (
-            req.id,
-            req.details.request_type(),
-            req.details_cbor.clone(),
-            req.child_pubkey,
-            req.created_at,
-            req.nonce,
-        );
-        let (agent_id, agent_name, session, session_expires, scope, signature) =
-            blocking(&self.shared, move |s| {
-                let issue = Issue {
-                    pubkey: &pubkey,
-                    uid,
-                    ttl_s,
-                    request: &request,
-                };
-                let with_session = |a: crate::store::AgentSession| {
-                    (
-                        Some(a.agent.id),
-                        Some(a.agent.name),
-                        Some(a.session.id),
-                        Some(a.session.expires_at),
-                        Some(a.agent.scope),
-                    )
-                };
-                let (agent_id, agent_name, session, expires, scope) = match &details {
-                    Details::Pair(p) => with_session(s.pair_agent(
-                        &actor,
-                        owner,
-                        &name,
-                        &p.requested_scope,
-                        &issue,
-                    )?),
-                    Details::Recover(r) => {
-                        let id = s.resolve_agent(owner, &r.agent_identity)?;
-                        with_session(s.rebind_agent(&actor, owner, &id, true, &issue)?)
-                    }
-                    Details::KeyRotate(k) => {
-                        with_session(s.rebind_agent(&actor, owner, &k.agent_id, false, &issue)?)
-                    }
-                    Details::ScopeChange(c) => {
-                        let a =
-                            s.change_scope(&actor, owner, &c.agent_id, &c.new_scope, &request)?;
-                        (Some(a.id), Some(a.name), None, None, Some(a.scope))
-                    }
-                    Details::HighValueRelease(h) => {
-                        (Some(h.agent_id.clone()), None, None, None, None)
-                    }
-                };
-                let (id, ty, cbor, child, created, nonce) = &fields_owned;
-                let nonce = crate::approvals::Nonce::from_bytes(*nonce);
-                let fields = DecisionFields {
-                    id: *id,
-                    request_type: *ty,
-                    details_cbor: cbor,
-                    child_pubkey: child,
-                    approver_uid: actor.uid,
-                    created_at: *created,
-                    nonce: &nonce,
-                };
-                let signature = sign(s.host_key(), &fields)
-                    .map_err(|e| DaemonError::Approval(e.to_string()))?;
-                Ok((agent_id, agent_name, session, expires, scope, signature))
-            })
-            .await?;
+        let ttl_s = i64::from(self.shared.config.approvals.session_ttl_s);
+        let snap = req.clone();
+        let approved = blocking(&self.shared, move |s| {
+            let req = &snap;
+            let (owner, request) = (req.owner, req.id.to_string());
+            let issue = Issue {
+                pubkey: &req.child_pubkey,
+                uid: req.requester_uid,
+                ttl_s,
+                request: &request,
+            };
+            let mut approved = match &req.details {
+                Details::Pair(p) => {
+                    let name = pair_name(&req.details, &req.pair_code);
+                    let paired = s.pair_agent(&actor, owner, &name, &p.requested_scope, &issue)?;
+                    Approved::issued(paired)
+                }
+                Details::Recover(r) => {
+                    let id = s.resolve_agent(owner, &r.agent_identity)?;
+                    Approved::issued(s.rebind_agent(&actor, owner, &id, true, &issue)?)
+                }
+                Details::KeyRotate(k) => {
+                    Approved::issued(s.rebind_agent(&actor, owner, &k.agent_id, false, &issue)?)
+                }
+                Details::ScopeChange(c) => {
+                    let agent =
+                        s.change_scope(&actor, owner, &c.agent_id, &c.new_scope, &request)?;
+                    Approved::rescoped(agent)
+                }
+                Details::HighValueRelease(h) => Approved::released(&h.agent_id),
+            };
+            let nonce = crate::approvals::Nonce::from_bytes(req.nonce);
+            let fields = DecisionFields {
+                id: req.id,
+                request_type: req.details.request_type(),
+                details_cbor: &req.details_cbor,
+                child_pubkey: &req.child_pubkey,
+                approver_uid: actor.uid,
+                created_at: req.created_at,
+                nonce: &nonce,
+            };
+            approved.signature =
+                sign(s.host_key(), &fields).map_err(|e| DaemonError::Approval(e.to_string()))?;
+            Ok(approved)
+        })
+        .await?;
         // An agent's own release request, once approved, lets one later read through; the
         // ones the daemon opened for a waiting read serve that read and nothing more.
         if let Details::HighValueRelease(h) = &req.details
@@ -92,18 +65,45 @@ impl Approvals {
         {
             self.shared.pairing.add_release(&h.agent_id, &h.credential);
         }
-        Ok(Approved {
-            signature,
-            name: agent_name,
-            agent_id,
-            session,
-            session_expires,
-            scope,
-        })
+        Ok(approved)
+    }
+}
+
+/// What each kind of approval hands the child (the signature is filled in last).
+impl Approved {
+    /// A session was issued (Pair, Recover, KeyRotate).
+    fn issued(a: crate::store::AgentSession) -> Approved {
+        Approved {
+            session: Some(a.session.id),
+            session_expires: Some(a.session.expires_at),
+            ..Approved::rescoped(a.agent)
+        }
+    }
+
+    /// The agent's scope changed (ScopeChange).
+    fn rescoped(agent: crate::store::AgentRecord) -> Approved {
+        Approved {
+            name: Some(agent.name),
+            scope: Some(agent.scope),
+            ..Approved::released(&agent.id)
+        }
+    }
+
+    /// One read is let through (HighValueRelease).
+    fn released(agent_id: &str) -> Approved {
+        Approved {
+            signature: [0; 64],
+            agent_id: Some(agent_id.to_owned()),
+            name: None,
+            session: None,
+            session_expires: None,
+            scope: None,
+        }
     }
 }
 
 /// What `Approve` needs of a request, copied out from under the registry's lock.
+#[derive(Clone)]
 pub(super) struct Snapshot {
     /// When the owner's decision was checked to be in time: the decision is recorded as of
     /// then, so a request cannot expire between its effect and its approval.
