@@ -61,9 +61,9 @@
 //! - **Rate limits** ([`RateLimiter`], ratelimit.rs): a token bucket per uid, time passed
 //!   in. Opening: bursts of [`OPEN_CAPACITY`] (10), refilling [`OPEN_REFILL_PER_MINUTE`]
 //!   (20 a minute, one every 3 s). Wrong pair codes: bursts of [`WRONG_CODE_CAPACITY`] (5),
-//!   refilling [`WRONG_CODE_REFILL_PER_MINUTE`] (10 a minute, one every 6 s), taken only
-//!   for a wrong code ([`RateLimiter::peek`] before trying, [`RateLimiter::check`] after a
-//!   miss). Each limiter tracks at most [`RATE_LIMIT_MAX_UIDS`] (4,096) uids.
+//!   refilling [`WRONG_CODE_REFILL_PER_MINUTE`] (10 a minute, one every 6 s), kept only
+//!   for a wrong code ([`RateLimiter::check`] before trying, [`RateLimiter::refund`] after
+//!   a hit). Each limiter tracks at most [`RATE_LIMIT_MAX_UIDS`] (4,096) uids.
 //!
 //! # Why 40 bits of pair code are enough
 //!

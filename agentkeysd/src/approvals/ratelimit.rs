@@ -7,8 +7,10 @@
 //! and memory stays bounded by `max_keys`.
 //!
 //! The limiter is generic: what costs a token is the caller's choice. For "only failures
-//! cost" (wrong pair codes), the daemon asks [`RateLimiter::peek`] before trying and calls
-//! [`RateLimiter::check`] only when the attempt failed.
+//! cost" (wrong pair codes, wrong passwords), the daemon takes a token with
+//! [`RateLimiter::check`] before trying and gives it back with [`RateLimiter::refund`]
+//! when the attempt succeeded; so concurrent attempts can never together try more than
+//! the bucket holds.
 //!
 //! Arithmetic is exact: tokens are counted in 1/60,000ths, so a refill of `r` tokens a
 //! minute adds exactly `r` units a millisecond, with no rounding drift. A clock that steps
@@ -116,33 +118,38 @@ impl RateLimiter {
         result.map(|_| ())
     }
 
-    /// Whether [`RateLimiter::check`] would succeed now, without taking a token.
-    pub fn peek(&self, uid: u32, now_ms: u64) -> Result<(), RetryAfter> {
-        let bucket = match self.buckets.get(&uid) {
-            Some(bucket) => self.refilled(*bucket, now_ms),
-            None if self.buckets.len() < self.max_keys || self.any_full(now_ms) => {
-                self.full(now_ms)
-            }
-            None => return Err(self.soonest_full(now_ms)),
+    /// Gives back one token to `uid` (the attempt a [`RateLimiter::check`] paid for turned
+    /// out to cost nothing). Never fills a bucket past its capacity.
+    pub fn refund(&mut self, uid: u32, now_ms: u64) {
+        let Some(bucket) = self.buckets.get(&uid).copied() else {
+            return; // full already
         };
-        self.take(bucket).map(|_| ())
+        let bucket = self.refilled(bucket, now_ms);
+        let units = bucket.units.saturating_add(UNIT).min(self.capacity);
+        if units >= self.capacity {
+            self.buckets.remove(&uid);
+        } else {
+            self.buckets.insert(uid, Bucket { units, ..bucket });
+        }
     }
 
     /// Drops the buckets that have refilled to the top (they hold nothing a new one would
     /// not). `check` does this itself when it needs room.
-    pub fn prune(&mut self, now_ms: u64) {
+    fn prune(&mut self, now_ms: u64) {
         let (capacity, refill) = (self.capacity, self.refill);
         self.buckets
             .retain(|_, b| refill_units(*b, now_ms, capacity, refill).units < capacity);
     }
 
     /// Uids with a bucket that is not full.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.buckets.len()
     }
 
     /// Whether every uid's bucket is full.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 
@@ -183,12 +190,6 @@ impl RateLimiter {
         } else {
             Err(self.soonest_full(now_ms))
         }
-    }
-
-    fn any_full(&self, now_ms: u64) -> bool {
-        self.buckets
-            .values()
-            .any(|b| self.refilled(*b, now_ms).units >= self.capacity)
     }
 
     /// How long until some tracked bucket is full again, and so can be dropped.
@@ -298,14 +299,22 @@ mod tests {
     }
 
     #[test]
-    fn peek_does_not_take_a_token() {
-        let mut limiter = RateLimiter::new(1, 1, 16);
-        assert_eq!(limiter.peek(UID, T0), Ok(()));
-        assert_eq!(limiter.peek(UID, T0), Ok(()));
-        assert!(limiter.is_empty(), "peeking stores nothing");
+    fn a_refund_gives_back_exactly_one_token() {
+        let mut limiter = RateLimiter::new(2, 1, 16);
         limiter.check(UID, T0).unwrap();
-        assert_eq!(limiter.peek(UID, T0), Err(RetryAfter { millis: 60_000 }));
-        assert_eq!(limiter.peek(UID, T0 + 60_000), Ok(()));
+        limiter.refund(UID, T0);
+        assert!(limiter.is_empty(), "a refunded bucket is full again");
+        limiter.refund(UID, T0);
+        limiter.check(UID, T0).unwrap();
+        limiter.check(UID, T0).unwrap();
+        assert_eq!(
+            limiter.check(UID, T0),
+            Err(RetryAfter { millis: 60_000 }),
+            "refunding a full bucket added nothing"
+        );
+        limiter.refund(UID, T0);
+        assert_eq!(limiter.check(UID, T0), Ok(()));
+        assert!(limiter.check(UID, T0).is_err());
     }
 
     #[test]
@@ -344,7 +353,10 @@ mod tests {
         // Uid 1's bucket is full again at T0 + 1 s, so uid 3 takes its slot.
         assert_eq!(limiter.check(3, T0 + 1_000), Ok(()));
         assert_eq!(limiter.len(), 2);
-        assert_eq!(limiter.peek(1, T0 + 1_000), Err(RetryAfter { millis: 500 }));
+        assert_eq!(
+            limiter.check(1, T0 + 1_000),
+            Err(RetryAfter { millis: 500 })
+        );
     }
 
     #[test]
@@ -354,7 +366,7 @@ mod tests {
         limiter.check(2, T0 + 500).unwrap();
         // Fail closed: forgetting a bucket that is not full would hand out tokens.
         assert_eq!(limiter.check(3, T0 + 100), Err(RetryAfter { millis: 900 }));
-        assert_eq!(limiter.peek(3, T0 + 100), Err(RetryAfter { millis: 900 }));
+        assert_eq!(limiter.check(3, T0 + 100), Err(RetryAfter { millis: 900 }));
         // Tracked uids are unaffected.
         assert_eq!(limiter.check(1, T0 + 100), Ok(()));
         let mut none = RateLimiter::new(2, 60, 0);

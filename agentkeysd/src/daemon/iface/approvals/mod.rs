@@ -381,8 +381,9 @@ impl Approvals {
         let _in = self.shared.enter().await?;
         let caller = self.shared.owner_caller(hdr).await?;
         // A uid out of tokens gets no answer at all, right or wrong: the code space cannot
-        // be searched. Only a miss costs a token (see `crate::approvals` for the numbers).
-        let limited = self.shared.pairing.code_limit().peek(caller.uid, now_ms());
+        // be searched. Every lookup takes a token and a hit gives it back, so only misses
+        // cost, and concurrent lookups cannot overdraw (see `crate::approvals`).
+        let limited = self.shared.pairing.code_limit().check(caller.uid, now_ms());
         if let Err(wait) = limited {
             self.audit(
                 &caller,
@@ -405,9 +406,14 @@ impl Approvals {
                 .map(|r| self.record(r))
         });
         match record {
-            Some(r) => Ok(r.await),
+            Some(r) => {
+                self.shared
+                    .pairing
+                    .code_limit()
+                    .refund(caller.uid, now_ms());
+                Ok(r.await)
+            }
             None => {
-                let _ = self.shared.pairing.code_limit().check(caller.uid, now_ms());
                 self.audit(
                     &caller,
                     Some(caller.uid),

@@ -33,18 +33,6 @@ impl Approvals {
                 "auth option 'password' must be a file descriptor (h)".into(),
             ));
         };
-        let limited = self
-            .shared
-            .pairing
-            .auth_failures()
-            .peek(caller.uid, now_ms());
-        if let Err(wait) = limited {
-            return Err(DaemonError::Busy(format!(
-                "too many failed authentications for uid {}; try again in {} s",
-                caller.uid,
-                wait.secs()
-            )));
-        }
         let password = vault::read_sealed_memfd(&self.shared.vault, fd.as_fd())?;
         let user = user_name(caller.uid).ok_or_else(|| {
             DaemonError::Denied(format!(
@@ -52,11 +40,31 @@ impl Approvals {
                 caller.uid
             ))
         })?;
+        // Every attempt takes a token before PAM runs and only a wrong password keeps it:
+        // concurrent attempts cannot together try more passwords than the bucket holds.
+        let limited = self
+            .shared
+            .pairing
+            .auth_failures()
+            .check(caller.uid, now_ms());
+        if let Err(wait) = limited {
+            return Err(DaemonError::Busy(format!(
+                "too many failed authentications for uid {}; try again in {} s",
+                caller.uid,
+                wait.secs()
+            )));
+        }
         let service = cfg.pam_service.clone();
         let result = tokio::task::spawn_blocking(move || {
             crate::daemon::pam::authenticate(&service, &user, &password)
         })
         .await?;
+        if !result.as_ref().is_err_and(|e| e.is_wrong_credentials()) {
+            self.shared
+                .pairing
+                .auth_failures()
+                .refund(caller.uid, now_ms());
+        }
         match result {
             Ok(()) => {
                 if let Some(s) = session {
@@ -65,11 +73,6 @@ impl Approvals {
                 Ok(())
             }
             Err(e) if e.is_wrong_credentials() => {
-                let _ = self
-                    .shared
-                    .pairing
-                    .auth_failures()
-                    .check(caller.uid, now_ms());
                 self.audit(
                     caller,
                     Some(caller.uid),
