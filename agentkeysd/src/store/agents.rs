@@ -83,12 +83,18 @@ macro_rules! agent_columns {
 }
 
 fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
-    let state: String = r.get(3)?;
-    let scope: String = r.get(4)?;
+    agent_from_row_at(r, 0)
+}
+
+/// An agent read from the agent columns (`agent_columns!` order) starting at column `at`,
+/// so a join can put other columns first.
+pub(crate) fn agent_from_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<AgentRecord> {
+    let state: String = r.get(at + 3)?;
+    let scope: String = r.get(at + 4)?;
     Ok(AgentRecord {
-        id: r.get(0)?,
-        owner_uid: r.get(1)?,
-        name: r.get(2)?,
+        id: r.get(at)?,
+        owner_uid: r.get(at + 1)?,
+        name: r.get(at + 2)?,
         // The schema's CHECK admits only the two spellings.
         state: if state == "active" {
             AgentState::Active
@@ -96,13 +102,12 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
             AgentState::Revoked
         },
         scope: decode_scope(&scope),
-        read_only: r.get(5)?,
-        created_at: r.get(6)?,
-        revoked_at: r.get(7)?,
-        revoked_by: r.get(8)?,
-        pubkey: r
-            .get::<_, Option<Vec<u8>>>(9)?
-            .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()),
+        read_only: r.get(at + 5)?,
+        created_at: r.get(at + 6)?,
+        revoked_at: r.get(at + 7)?,
+        revoked_by: r.get(at + 8)?,
+        // The schema's CHECK admits only 32-byte keys; any other length is an error here.
+        pubkey: r.get(at + 9)?,
         aliases: Vec::new(),
         emails: Vec::new(),
     })
@@ -188,19 +193,6 @@ pub(crate) fn require(
     ident: &str,
 ) -> Result<AgentRecord, StoreError> {
     find(conn, owner, ident)?.ok_or_else(|| not_found(ident))
-}
-
-/// The agent with id `id`, whoever owns it, without its links: what every agent read
-/// looks up (state, scope, owner), so it stays one indexed query.
-pub(crate) fn find_by_id(conn: &Connection, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-    Ok(conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            agent_columns!(),
-            " FROM agents WHERE id = ?1"
-        ))?
-        .query_row([id], agent_from_row)
-        .optional()?)
 }
 
 /// The error for acting as or on a revoked agent: names when and by whom.

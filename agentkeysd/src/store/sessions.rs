@@ -7,7 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::agents::{AgentRecord, AgentState};
+use super::agents::{AgentRecord, AgentState, require};
 use super::audit::{Actor, Outcome, Record};
 use super::error::StoreError;
 use super::ids::{check_name, new_agent_id, new_session_id};
@@ -35,17 +35,16 @@ pub struct AgentSession {
     pub agent: AgentRecord,
 }
 
+/// The session columns, in `session_from_row` order.
+const SESSION_COLUMNS: &str =
+    "s.id, s.agent_id, s.pubkey, s.uid, s.created_at, s.expires_at, s.ended_at, s.ended_why";
+
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
-    let key: Vec<u8> = r.get(2)?;
-    let mut pubkey = [0u8; 32];
-    // The schema's CHECK admits only 32-byte keys.
-    if key.len() == 32 {
-        pubkey.copy_from_slice(&key);
-    }
     Ok(SessionRecord {
         id: r.get(0)?,
         agent_id: r.get(1)?,
-        pubkey,
+        // The schema's CHECK admits only 32-byte keys; any other length is an error here.
+        pubkey: r.get(2)?,
         uid: r.get(3)?,
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
@@ -54,13 +53,22 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-fn find_session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+/// The session `id` and its agent, in one query (every agent read starts here). The
+/// agent's columns follow the session's, in `agent_columns!` order.
+fn find_session(conn: &Connection, id: &str) -> Result<Option<AgentSession>, StoreError> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS}, a.id, a.owner_uid, a.name, a.state, a.scope, a.read_only,
+                a.created_at, a.revoked_at, a.revoked_by, a.pubkey
+         FROM sessions s JOIN agents a ON a.id = s.agent_id WHERE s.id = ?1"
+    );
     Ok(conn
-        .prepare_cached(
-            "SELECT id, agent_id, pubkey, uid, created_at, expires_at, ended_at, ended_why
-             FROM sessions WHERE id = ?1",
-        )?
-        .query_row([id], session_from_row)
+        .prepare_cached(&sql)?
+        .query_row([id], |r| {
+            Ok(AgentSession {
+                session: session_from_row(r)?,
+                agent: super::agents::agent_from_row_at(r, 8)?,
+            })
+        })
         .optional()?)
 }
 
@@ -87,6 +95,7 @@ fn new_session(
 ) -> Result<SessionRecord, StoreError> {
     let id = new_session_id()?;
     let now = now_s();
+    let expires_at = now.saturating_add(ttl_s);
     tx.prepare_cached(
         "INSERT INTO sessions (id, agent_id, pubkey, uid, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -97,11 +106,17 @@ fn new_session(
         pubkey.as_slice(),
         uid,
         now,
-        now.saturating_add(ttl_s)
+        expires_at
     ])?;
-    find_session(tx, &id)?.ok_or_else(|| StoreError::NotFound {
-        what: "session",
-        name: id,
+    Ok(SessionRecord {
+        id,
+        agent_id: agent_id.to_owned(),
+        pubkey: *pubkey,
+        uid,
+        created_at: now,
+        expires_at,
+        ended_at: None,
+        ended_why: None,
     })
 }
 
@@ -147,10 +162,6 @@ fn set_pubkey(tx: &Transaction<'_>, agent_id: &str, pubkey: &[u8; 32]) -> Result
     Ok(())
 }
 
-fn require_agent(tx: &Connection, owner: u32, agent_id: &str) -> Result<AgentRecord, StoreError> {
-    super::agents::require(tx, owner, agent_id)
-}
-
 /// Where a new session comes from, for the audit row.
 #[derive(Debug, Clone, Copy)]
 pub struct Issue<'a> {
@@ -190,7 +201,7 @@ impl Store {
             .execute(params![id, owner, name, scope_text, now, issue.pubkey.as_slice()])?;
             let (granted, _) = align_grants(tx, owner, &id, scope)?;
             let session = new_session(tx, &id, issue.pubkey, issue.uid, issue.ttl_s)?;
-            let agent = require_agent(tx, owner, &id)?;
+            let agent = require(tx, owner, &id)?;
             let audit = Record {
                 actor: *actor,
                 owner_uid: Some(owner),
@@ -223,7 +234,7 @@ impl Store {
             "agent.rotate_key"
         };
         self.commit(Durability::Full, |tx, _| {
-            let agent = require_agent(tx, owner, agent_id)?;
+            let agent = require(tx, owner, agent_id)?;
             if agent.state == AgentState::Revoked && !reactivate {
                 return Err(super::agents::revoked_error(&agent));
             }
@@ -245,7 +256,7 @@ impl Store {
                 .execute([&agent.id])?;
             }
             let session = new_session(tx, &agent.id, issue.pubkey, issue.uid, issue.ttl_s)?;
-            let record = require_agent(tx, owner, &agent.id)?;
+            let record = require(tx, owner, &agent.id)?;
             let audit = Record {
                 actor: *actor,
                 owner_uid: Some(owner),
@@ -281,14 +292,14 @@ impl Store {
     ) -> Result<AgentRecord, StoreError> {
         let scope_text = super::agents::encode_scope(scope)?;
         self.commit(Durability::Full, |tx, _| {
-            let agent = require_agent(tx, owner, agent_id)?;
+            let agent = require(tx, owner, agent_id)?;
             if agent.state == AgentState::Revoked {
                 return Err(super::agents::revoked_error(&agent));
             }
             tx.prepare_cached("UPDATE agents SET scope = ?1 WHERE id = ?2")?
                 .execute(params![scope_text, agent.id])?;
             let (added, removed) = align_grants(tx, owner, &agent.id, scope)?;
-            let record = require_agent(tx, owner, &agent.id)?;
+            let record = require(tx, owner, &agent.id)?;
             let audit = Record {
                 actor: *actor,
                 owner_uid: Some(owner),
@@ -309,10 +320,7 @@ impl Store {
             what: "session",
             name: id.to_owned(),
         };
-        let session = find_session(&self.conn, id)?.ok_or_else(not_found)?;
-        let agent =
-            super::agents::find_by_id(&self.conn, &session.agent_id)?.ok_or_else(not_found)?;
-        Ok(AgentSession { session, agent })
+        find_session(&self.conn, id)?.ok_or_else(not_found)
     }
 }
 
