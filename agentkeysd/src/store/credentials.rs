@@ -118,7 +118,6 @@ fn not_found(name: &str) -> StoreError {
     }
 }
 
-/// The audit entry of a read that did not return a secret.
 impl Store {
     /// Store (or with `opts.replace`, replace) the secret `name` of `owner`.
     pub fn put_credential(
@@ -259,27 +258,11 @@ impl Store {
             })
             .optional()?;
         let Some((meta, nonce, sealed)) = row else {
-            self.deny_read(
-                actor,
-                owner,
-                name,
-                via,
-                Outcome::Denied,
-                "not found",
-                Durability::Normal,
-            )?;
+            self.deny_read(actor, owner, name, via, Outcome::Denied, "not found")?;
             return Err(not_found(name));
         };
         if meta.expires_at.is_some_and(|t| t <= now_s()) {
-            self.deny_read(
-                actor,
-                owner,
-                name,
-                via,
-                Outcome::Denied,
-                "expired",
-                Durability::Normal,
-            )?;
+            self.deny_read(actor, owner, name, via, Outcome::Denied, "expired")?;
             return Err(StoreError::Expired {
                 name: name.to_owned(),
             });
@@ -303,15 +286,7 @@ impl Store {
                     "credential failed its integrity check (row altered, moved or rolled back)"
                 );
                 let detail = format!("integrity check failed: id={}", meta.id);
-                self.deny_read(
-                    actor,
-                    owner,
-                    name,
-                    via,
-                    Outcome::Error,
-                    &detail,
-                    Durability::Full,
-                )?;
+                self.deny_read(actor, owner, name, via, Outcome::Error, &detail)?;
                 return Err(StoreError::Tampered {
                     name: name.to_owned(),
                 });
@@ -370,8 +345,9 @@ impl Store {
         Ok((meta, secret))
     }
 
-    /// Commits the audit row of a refused read (and the agent's denial count).
-    #[allow(clippy::too_many_arguments)]
+    /// Commits the audit row of a refused read (and the agent's denial count). A failed
+    /// integrity check (`Outcome::Error`) is fsynced; a denial need not be (see the module
+    /// documentation on durability).
     pub(crate) fn deny_read(
         &mut self,
         actor: &Actor,
@@ -380,8 +356,11 @@ impl Store {
         via: Option<&Via<'_>>,
         outcome: Outcome,
         why: &str,
-        durability: Durability,
     ) -> Result<(), StoreError> {
+        let durability = match outcome {
+            Outcome::Error => Durability::Full,
+            Outcome::Ok | Outcome::Denied => Durability::Normal,
+        };
         let record = Record {
             actor: *actor,
             owner_uid: Some(owner),

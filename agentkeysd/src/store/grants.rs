@@ -321,15 +321,7 @@ impl Store {
         let refusal = self.access_problem(&agent, &session, credential, confirmed)?;
         let grant = match refusal {
             Access::Refused(err, why) => {
-                self.deny_read(
-                    actor,
-                    owner,
-                    credential,
-                    Some(&via),
-                    Outcome::Denied,
-                    why,
-                    Durability::Normal,
-                )?;
+                self.deny_read(actor, owner, credential, Some(&via), Outcome::Denied, why)?;
                 return Err(err);
             }
             Access::NeedsConfirmation => {
@@ -427,7 +419,6 @@ impl Store {
             Some(&via),
             Outcome::Denied,
             why,
-            Durability::Normal,
         )
     }
 }
