@@ -22,43 +22,48 @@ static CROCKFORD: LazyLock<Option<Encoding>> = LazyLock::new(|| {
     spec.encoding().ok()
 });
 
-/// A fresh random agent id.
-pub fn new_agent_id() -> Result<String, StoreError> {
-    let mut raw = [0u8; 16];
-    random_fill(&mut raw, "agent id")?;
-    let enc = CROCKFORD.as_ref().ok_or(StoreError::Crypto {
-        step: "building the base32 encoding",
-    })?;
-    Ok(format!("{AGENT_ID_PREFIX}{}", enc.encode(&raw)))
-}
-
 /// Prefix of every session id.
 pub const SESSION_ID_PREFIX: &str = "ses_";
+
+/// A fresh random agent id.
+pub fn new_agent_id() -> Result<String, StoreError> {
+    random_id(AGENT_ID_PREFIX, "agent id")
+}
 
 /// A fresh random session id (`ses_` + 26 base32 characters of 128 random bits). Not a
 /// secret: a session is used by signing with the agent's key (see
 /// [`crate::approvals::session_proof_input`]).
 pub fn new_session_id() -> Result<String, StoreError> {
-    new_agent_id().map(|id| format!("{SESSION_ID_PREFIX}{}", &id[AGENT_ID_PREFIX.len()..]))
-}
-
-/// Whether `s` has the shape of a session id.
-pub fn is_session_id(s: &str) -> bool {
-    s.strip_prefix(SESSION_ID_PREFIX)
-        .is_some_and(|rest| is_agent_id(&format!("{AGENT_ID_PREFIX}{rest}")))
+    random_id(SESSION_ID_PREFIX, "session id")
 }
 
 /// Whether `s` has the shape of an agent id (it may still not exist).
 pub fn is_agent_id(s: &str) -> bool {
-    match s.strip_prefix(AGENT_ID_PREFIX) {
-        Some(rest) => {
-            rest.len() == AGENT_ID_CHARS
-                && rest
-                    .bytes()
-                    .all(|b| CROCKFORD_LOWER.as_bytes().contains(&b))
-        }
-        None => false,
-    }
+    has_id_shape(s, AGENT_ID_PREFIX)
+}
+
+/// Whether `s` has the shape of a session id.
+pub fn is_session_id(s: &str) -> bool {
+    has_id_shape(s, SESSION_ID_PREFIX)
+}
+
+/// `prefix` + 128 random bits in lowercase Crockford base32.
+fn random_id(prefix: &str, purpose: &'static str) -> Result<String, StoreError> {
+    let mut raw = [0u8; 16];
+    random_fill(&mut raw, purpose)?;
+    let enc = CROCKFORD.as_ref().ok_or(StoreError::Crypto {
+        step: "building the base32 encoding",
+    })?;
+    Ok(format!("{prefix}{}", enc.encode(&raw)))
+}
+
+fn has_id_shape(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == AGENT_ID_CHARS
+            && rest
+                .bytes()
+                .all(|b| CROCKFORD_LOWER.as_bytes().contains(&b))
+    })
 }
 
 /// Whether `name` is a valid credential, agent or alias name: `[a-z0-9][a-z0-9._-]{0,63}`.
