@@ -21,7 +21,7 @@
 //! Only approvals are signed; a denial carries no signature, and a child treats anything
 //! without a valid signature as "not approved".
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 use super::details::{self, DetailsError, MAX_DETAILS_LEN, PUBLIC_KEY_LEN, RequestType};
@@ -175,10 +175,7 @@ pub fn verify(
         len: fields.details_cbor.len(),
         max: MAX_DETAILS_LEN,
     })?;
-    let key = VerifyingKey::from_bytes(host_pubkey).map_err(|_| VerifyError::BadHostKey)?;
-    if key.is_weak() {
-        return Err(VerifyError::BadHostKey);
-    }
+    let key = details::usable_key(host_pubkey).ok_or(VerifyError::BadHostKey)?;
     key.verify_strict(&digest, &Signature::from_bytes(signature))
         .map_err(|_| VerifyError::BadSignature)
 }
@@ -193,9 +190,7 @@ pub fn generate_host_key(vault: &Vault) -> Result<SecretBuf, HostKeyError> {
 /// The public half of the host key, for children to verify against.
 pub fn host_public_key(host_key: &SecretBuf) -> Result<[u8; PUBLIC_KEY_LEN], HostKeyError> {
     let seed = seed(host_key)?;
-    Ok(vault::scrubbed(|| {
-        SigningKey::from_bytes(seed).verifying_key().to_bytes()
-    }))
+    Ok(vault::scrubbed(|| super::session::public_key_of(seed)))
 }
 
 /// The seed in place, without copying it out of secret memory.

@@ -457,7 +457,13 @@ pub fn decode(bytes: &[u8]) -> Result<Details, DetailsError> {
 /// Whether `key` is an Ed25519 public key a signature could be checked against: a point on
 /// the curve that is not of small order.
 pub fn valid_public_key(key: &[u8; PUBLIC_KEY_LEN]) -> bool {
-    VerifyingKey::from_bytes(key).is_ok_and(|k| !k.is_weak())
+    usable_key(key).is_some()
+}
+
+/// `key` as a verifying key, if it is a valid one (see [`valid_public_key`]): every
+/// signature check in this module goes through here.
+pub(crate) fn usable_key(key: &[u8; PUBLIC_KEY_LEN]) -> Option<VerifyingKey> {
+    VerifyingKey::from_bytes(key).ok().filter(|k| !k.is_weak())
 }
 
 fn from_value(value: Value) -> Result<Details, DetailsError> {

@@ -8,7 +8,7 @@
 //! runs, so a proof seen on one connection is worthless on any other: the session id alone
 //! authorizes nothing, and no bearer secret ever crosses the bus.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 use super::decision::SIGNATURE_LEN;
@@ -54,16 +54,14 @@ pub fn verify_session_proof(
     let Ok(sig) = <[u8; SIGNATURE_LEN]>::try_from(signature) else {
         return false;
     };
-    let Ok(key) = VerifyingKey::from_bytes(pubkey) else {
+    let Some(key) = super::details::usable_key(pubkey) else {
         return false;
     };
-    !key.is_weak()
-        && key
-            .verify_strict(
-                &session_proof_input(session, unique_name),
-                &Signature::from_bytes(&sig),
-            )
-            .is_ok()
+    key.verify_strict(
+        &session_proof_input(session, unique_name),
+        &Signature::from_bytes(&sig),
+    )
+    .is_ok()
 }
 
 /// The public key of a 32-byte Ed25519 seed.
