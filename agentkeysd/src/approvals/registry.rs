@@ -400,11 +400,13 @@ impl Registry {
     }
 
     /// Requests held, in any state.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.requests.len()
     }
 
     /// Whether no request is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.requests.is_empty()
     }

@@ -83,6 +83,17 @@ impl Default for ApprovalsSection {
 }
 
 impl ApprovalsSection {
+    /// How long a request of this type waits for a decision: DESIGN's grouping
+    /// ([`crate::approvals::ttl`]: Pair and Recover short, the rest long), with the lengths
+    /// configured here.
+    pub fn ttl_s(&self, request_type: crate::approvals::RequestType) -> u64 {
+        if crate::approvals::ttl(request_type) == crate::approvals::SHORT_TTL {
+            u64::from(self.short_ttl_s)
+        } else {
+            u64::from(self.long_ttl_s)
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
         let in_range = |v: u32, lo: u32, hi: u32, key: &str| {
             if (lo..=hi).contains(&v) {

@@ -28,7 +28,7 @@ pub async fn confirm_release(
         child_pubkey: pubkey,
         owner: binding.owner,
         requester: requester(caller, connection),
-        ttl_secs: u64::from(cfg.long_ttl_s),
+        ttl_secs: cfg.ttl_s(RequestType::HighValueRelease),
     };
     let mut wake = shared.pairing.subscribe();
     let (id, opened) = {

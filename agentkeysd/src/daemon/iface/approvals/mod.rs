@@ -248,16 +248,12 @@ impl Approvals {
                 wait.secs()
             )));
         }
-        let ttl = match request_type {
-            RequestType::Pair | RequestType::Recover => self.shared.config.approvals.short_ttl_s,
-            _ => self.shared.config.approvals.long_ttl_s,
-        };
         let new = NewRequest {
             details,
             child_pubkey,
             owner,
             requester: requester(&caller, sender),
-            ttl_secs: u64::from(ttl),
+            ttl_secs: self.shared.config.approvals.ttl_s(request_type),
         };
         let (id, mut reply, record) = {
             let mut reg = self.shared.pairing.registry();
