@@ -57,6 +57,14 @@ impl Owner {
         }
     }
 
+    /// The owner `--owner` names, or the caller when it names none.
+    pub fn of(global: &Global) -> Result<Owner, CliError> {
+        match &global.owner {
+            Some(arg) => Owner::parse(arg),
+            None => Ok(Owner::me()),
+        }
+    }
+
     /// The caller itself.
     pub fn me() -> Owner {
         Owner {
@@ -97,12 +105,14 @@ pub struct AgentSession {
 }
 
 impl Client {
-    /// Connects to the bus named by `--bus`; a failure is "daemon unreachable" (exit 6).
+    /// Connects to the bus named by `--bus`, for the owner `--owner` names; a failure is
+    /// "daemon unreachable" (exit 6).
     pub async fn connect(global: &Global) -> Result<Client, CliError> {
-        let owner = match &global.owner {
-            Some(arg) => Owner::parse(arg)?,
-            None => Owner::me(),
-        };
+        Client::connect_for(global, Owner::of(global)?).await
+    }
+
+    /// [`Client::connect`] for an owner already resolved (with [`Owner::of`]).
+    pub async fn connect_for(global: &Global, owner: Owner) -> Result<Client, CliError> {
         let conn = global
             .bus
             .builder()
@@ -146,18 +156,9 @@ impl Client {
     }
 
     /// `Authenticate` on this connection: proves, with the agent's key, that this very
-    /// connection (its unique bus name) carries the agent's session.
+    /// connection (its unique bus name) carries the agent's session. (A connection without
+    /// a unique name is refused by [`agent::authenticate`] itself.)
     pub async fn authenticate(&mut self, id: &Identity) -> Result<(), CliError> {
-        if self.conn.unique_name().is_none() {
-            return Err(
-                CliError::new(Exit::Error, "cannot authenticate as an agent")
-                    .cause(format!(
-                        "{} gave this connection no unique name",
-                        describe_bus(&self.bus)
-                    ))
-                    .fix("connect through a D-Bus message bus, not a direct peer connection"),
-            );
-        }
         let again = format!(
             "pair again with the same identity: agentkeysctl pair --recover {}, then have the owner approve it",
             id.agent_id

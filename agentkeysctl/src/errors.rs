@@ -57,6 +57,10 @@ An agent pairs from its own terminal and its owner approves:
   agentkeysctl grant ci-bot github
   AGENTKEYS_AGENT=ci-bot agentkeysctl read github    (agent side, with its stored identity)";
 
+/// The rule every credential, agent and alias name follows, for error messages.
+pub const NAME_RULE: &str =
+    "names are 1–64 characters from a-z 0-9 . _ - starting with a letter or digit";
+
 /// How a command failed.
 #[derive(Debug)]
 pub enum CliError {
@@ -341,7 +345,10 @@ fn kind_report(kind: ErrorKind, msg: &str, op: &Op, exit: Exit) -> Report {
         (ErrorKind::NotFound, Subject::Agent(a)) => report(
             exit,
             format!("agent '{a}' not found"),
-            format!("{} has no agent with the id, name, alias or e-mail '{a}'", op.owner),
+            format!(
+                "{} has no agent with the id, name, alias or e-mail '{a}'",
+                op.owner
+            ),
             format!("list agents with: agentkeysctl agent list{of}"),
         ),
         (ErrorKind::NotFound, Subject::Other) => report(
@@ -350,12 +357,15 @@ fn kind_report(kind: ErrorKind, msg: &str, op: &Op, exit: Exit) -> Report {
             msg.to_owned(),
             format!("check the name, then retry; agentkeysctl list{of} shows what exists"),
         ),
-        // The daemon answers Denied for a revoked agent too; that needs another fix.
+        // The daemon answers Denied for a revoked agent too; that needs another fix. The
+        // approve it names carries no --owner: the owner approves from their own login.
         (ErrorKind::Denied, Subject::Agent(a)) if msg.contains("revoked") => report(
             exit,
             format!("access denied — agent '{a}' was revoked"),
             msg.to_owned(),
-            format!("pair it again: agentkeysctl pair --recover {a}, then agentkeysctl{of} approve <code>"),
+            format!(
+                "pair it again: agentkeysctl pair --recover {a}, then agentkeysctl approve <code>"
+            ),
         ),
         (ErrorKind::Denied, _) => report(
             exit,
@@ -364,7 +374,9 @@ fn kind_report(kind: ErrorKind, msg: &str, op: &Op, exit: Exit) -> Report {
             if of.is_empty() {
                 "act only on your own credentials and agents; root may act for another owner with --owner USER".to_owned()
             } else {
-                format!("only root may act for another owner: drop --owner, or run it as root: sudo agentkeysctl{of} …")
+                format!(
+                    "only root may act for another owner: drop --owner, or run it as root: sudo agentkeysctl{of} …"
+                )
             },
         ),
         (ErrorKind::Expired, Subject::Credential(n)) => report(
@@ -395,7 +407,7 @@ fn kind_report(kind: ErrorKind, msg: &str, op: &Op, exit: Exit) -> Report {
             exit,
             format!("agentkeysd rejected the request to {}", op.action),
             msg.to_owned(),
-            "names are 1–64 characters from a-z 0-9 . _ - starting with a letter or digit; see agentkeysctl help".to_owned(),
+            format!("{NAME_RULE}; see agentkeysctl help"),
         ),
         (ErrorKind::Locked, _) => report(
             exit,
@@ -606,6 +618,23 @@ mod tests {
         assert_eq!(r.fix.as_deref(), Some("pass --replace"));
         assert_eq!(r.cause.as_deref(), Some("exists"));
         assert_eq!(r.exit, Exit::Usage);
+    }
+
+    #[test]
+    fn a_revoked_agent_is_approved_again_without_owner() {
+        let mut op = op();
+        op.subject = Subject::Agent("ci-bot".into());
+        op.owner_flag = " --owner alice".into();
+        let r = report_of(daemon_error(
+            ApiError::Denied("agent is revoked".into()),
+            &op,
+        ));
+        assert_eq!(
+            r.fix.as_deref(),
+            Some(
+                "pair it again: agentkeysctl pair --recover ci-bot, then agentkeysctl approve <code>"
+            )
+        );
     }
 
     #[test]

@@ -205,7 +205,7 @@ pub fn write(dir: &Path, id: &Identity) -> Result<PathBuf, IdentityError> {
         return Err(IdentityError::BadAgentId(id.agent_id.clone()));
     }
     ensure_private_dir(dir)?;
-    let text = render(id)?;
+    let text = render(id);
     let target = dir.join(format!("{}.json", id.agent_id));
     let (tmp_path, mut tmp) = create_temp(dir, &id.agent_id)?;
     // Everything after the temporary file exists removes it on failure: no debris holding
@@ -298,7 +298,7 @@ fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), IdentityError> {
 }
 
 /// The JSON text of `id`, built in a buffer that is allocated once and wiped on drop.
-fn render(id: &Identity) -> Result<Zeroizing<String>, IdentityError> {
+fn render(id: &Identity) -> Zeroizing<String> {
     let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "null".to_owned());
     let agent_id = quote(&id.agent_id);
     let name = id.name.as_deref().map_or_else(|| "null".to_owned(), quote);
@@ -319,7 +319,7 @@ fn render(id: &Identity) -> Result<Zeroizing<String>, IdentityError> {
     text.push_str(&seed);
     let _ = write!(text, "\",\n  \"created\": {}\n}}\n", id.created);
     debug_assert!(text.len() <= capacity);
-    Ok(text)
+    text
 }
 
 /// The stored form; `seed` borrows from the (zeroizing) file buffer, so it is never
@@ -438,6 +438,10 @@ fn decode_hex(hex: &str, out: &mut [u8]) -> Result<(), ()> {
 /// Finds the identity `selector` names in `dir`: an agent id (`agt_…`) names its file;
 /// anything else is matched against the stored names, and when several files carry the
 /// name the newest wins (a re-paired agent replaces an older one of the same name).
+///
+/// While matching names, a file that cannot be read (someone else's, readable by others,
+/// damaged) is skipped: it may well be another agent's. Only when no file matches is the
+/// first of them (by path) reported, as the agent may be in it.
 pub fn find(dir: &Path, selector: &str) -> Result<Identity, IdentityError> {
     let not_found = || IdentityError::NotFound {
         selector: selector.to_owned(),
@@ -456,6 +460,7 @@ pub fn find(dir: &Path, selector: &str) -> Result<Identity, IdentityError> {
     };
     let mut best: Option<Identity> = None;
     let mut tied: Vec<String> = Vec::new();
+    let mut unreadable: Option<(PathBuf, IdentityError)> = None;
     for entry in entries {
         let entry = entry.map_err(|e| IdentityError::io(dir, e))?;
         let file_name = entry.file_name();
@@ -465,7 +470,16 @@ pub fn find(dir: &Path, selector: &str) -> Result<Identity, IdentityError> {
         if !is_agent_id(stem) {
             continue;
         }
-        let candidate = read(&entry.path())?;
+        let path = entry.path();
+        let candidate = match read(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                if unreadable.as_ref().is_none_or(|(first, _)| path < *first) {
+                    unreadable = Some((path, e));
+                }
+                continue;
+            }
+        };
         if candidate.name.as_deref() != Some(selector) {
             continue;
         }
@@ -479,7 +493,7 @@ pub fn find(dir: &Path, selector: &str) -> Result<Identity, IdentityError> {
         }
     }
     match best {
-        None => Err(not_found()),
+        None => Err(unreadable.map_or_else(not_found, |(_, e)| e)),
         Some(b) if tied.is_empty() => Ok(b),
         Some(b) => {
             let mut ids = tied;
@@ -637,6 +651,30 @@ mod tests {
         ));
         assert!(matches!(
             find(&tmp.path().join("none"), "bot"),
+            Err(IdentityError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn unreadable_files_are_skipped_by_a_name_search_and_reported_if_nothing_matches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("agents");
+        let loose = write(&dir, &identity(ID, Some("other"), 1)).unwrap();
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
+        write(&dir, &identity(ID2, Some("bot"), 1)).unwrap();
+        let damaged = dir.join("agt_aaaaaaaaaaaaaaaaaaaaaaaaaa.json");
+        fs::write(&damaged, b"{").unwrap();
+        fs::set_permissions(&damaged, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(find(&dir, "bot").unwrap().agent_id, ID2);
+        // Nothing matches: what could not be read is the likelier answer than "not here".
+        let err = find(&dir, "nobody").unwrap_err();
+        assert!(matches!(err, IdentityError::Unsafe { .. }), "{err:?}");
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = find(&dir, "nobody").unwrap_err();
+        assert!(matches!(err, IdentityError::Corrupt { .. }), "{err:?}");
+        fs::remove_file(&damaged).unwrap();
+        assert!(matches!(
+            find(&dir, "nobody"),
             Err(IdentityError::NotFound { .. })
         ));
     }

@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use zbus::Variant;
 
 use crate::errors::CliError;
-use crate::time::civil_from_days;
 
 /// Buffered stdout for human and JSON output.
 #[derive(Debug)]
@@ -83,6 +82,12 @@ impl Out {
     pub fn flush(&mut self) -> Result<(), CliError> {
         self.w.flush().map_err(CliError::stdout)
     }
+}
+
+/// A line on stderr for the person at the terminal (stdout is for the result); a closed
+/// stderr is no reason to stop.
+pub fn hint(text: &str) {
+    let _ = writeln!(io::stderr().lock(), "{text}");
 }
 
 /// Is stdout a terminal? (`read` adds a newline only then.)
@@ -165,17 +170,9 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// `2026-11-21 10:42:07 UTC`.
+/// `2026-11-21 10:42:07 UTC`: the daemon's own rendering, so both read alike.
 pub fn format_utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    agentkeysd::store::utc(secs)
 }
 
 /// [`format_utc`] of an optional time, or `-`.
@@ -199,7 +196,6 @@ pub fn user_name(uid: u32) -> Option<String> {
         .map(|u| u.name)
 }
 
-/// A comma-separated list, or `-` when empty.
 /// A string field of a record, or `-` when absent, empty or of another type.
 pub fn text(d: &Dict, key: &str) -> String {
     agentkeysd::api::dict::get_str(d, key)
@@ -209,6 +205,7 @@ pub fn text(d: &Dict, key: &str) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// A comma-separated list, or `-` when empty.
 pub fn join_or_dash(items: &[String]) -> String {
     if items.is_empty() {
         "-".to_owned()

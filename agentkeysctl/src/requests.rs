@@ -10,6 +10,7 @@
 //! "reason"), never as instructions.
 
 use agentkeysd::api::dict::{Dict, get_str, get_strs, get_u32, get_u64};
+use agentkeysd::approvals::RequestType;
 
 use crate::output::{Table, describe_uid, format_utc, sanitize};
 
@@ -17,10 +18,12 @@ use crate::output::{Table, describe_uid, format_utc, sanitize};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     pub id: String,
-    pub request_type: String,
+    /// The `type` as sent: what is shown.
+    pub type_name: String,
+    /// [`Request::type_name`] read once; `None` for a type this agentkeysctl does not know.
+    pub request_type: Option<RequestType>,
     pub pair_code: String,
     pub otp: String,
-    pub created: Option<i64>,
     pub expires: Option<i64>,
     pub owner: Option<u32>,
     pub requester_uid: Option<u32>,
@@ -45,12 +48,13 @@ impl Request {
                 .flatten()
                 .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
         };
+        let type_name = s("type").unwrap_or_default();
         Request {
             id: s("id").unwrap_or_default(),
-            request_type: s("type").unwrap_or_default(),
+            request_type: type_name.parse().ok(),
+            type_name,
             pair_code: s("pair_code").unwrap_or_default(),
             otp: s("otp").unwrap_or_default(),
-            created: t("created"),
             expires: t("expires"),
             owner: get_u32(d, "owner").ok().flatten(),
             requester_uid: get_u32(d, "requester_uid").ok().flatten(),
@@ -69,8 +73,8 @@ impl Request {
     /// Who the request is about: the proposed name (Pair), the identity to recover
     /// (Recover), else the agent's name or id.
     pub fn subject(&self) -> String {
-        let text = match self.request_type.as_str() {
-            "Recover" => self.agent_identity.as_ref().or(self.name.as_ref()),
+        let text = match self.request_type {
+            Some(RequestType::Recover) => self.agent_identity.as_ref().or(self.name.as_ref()),
             _ => self.name.as_ref().or(self.agent_id.as_ref()),
         };
         text.filter(|t| !t.is_empty())
@@ -115,22 +119,22 @@ impl Request {
                 "request",
                 format!("{} ({})", self.code(), sanitize(&self.id)),
             ),
-            ("type", describe_type(&self.request_type)),
+            ("type", self.describe_type()),
         ];
-        match self.request_type.as_str() {
-            "Pair" => rows.push((
+        match self.request_type {
+            Some(RequestType::Pair) => rows.push((
                 "agent name",
                 self.name
                     .as_deref()
                     .map_or_else(|| "(none proposed)".to_owned(), sanitize),
             )),
-            "Recover" => rows.push(("takes over", self.subject())),
+            Some(RequestType::Recover) => rows.push(("takes over", self.subject())),
             _ => rows.push(("agent", self.subject())),
         }
         if let Some(id) = self
             .agent_id
             .as_deref()
-            .filter(|_| self.request_type != "Pair")
+            .filter(|_| self.request_type != Some(RequestType::Pair))
         {
             rows.push(("agent id", sanitize(id)));
         }
@@ -171,12 +175,28 @@ impl Request {
         crate::output::key_values(&rows)
     }
 
+    /// The type in words, for the summary.
+    fn describe_type(&self) -> String {
+        let name = sanitize(&self.type_name);
+        let what = match self.request_type {
+            Some(RequestType::Pair) => "a new agent asks to be paired with you",
+            Some(RequestType::Recover) => "a new key asks to take over an existing agent",
+            Some(RequestType::ScopeChange) => "an agent asks for a different scope",
+            Some(RequestType::HighValueRelease) => {
+                "an agent asks for one read of a confirm-mode credential"
+            }
+            Some(RequestType::KeyRotate) => "an agent replaces its key",
+            None => return name,
+        };
+        format!("{name} ({what})")
+    }
+
     /// `pending --watch`: one line for a new request.
     pub fn opened_line(&self, now: i64) -> String {
         format!(
             "opened   {}  {}  {}  by {}  scope {}  expires in {}  OTP {}",
             self.code(),
-            sanitize(&self.request_type),
+            sanitize(&self.type_name),
             self.subject(),
             self.requester(),
             self.scope_text(),
@@ -197,23 +217,6 @@ pub fn decided_line(id: &str, approved: bool, code: Option<&str>) -> String {
     match code {
         Some(c) => format!("{verdict} {}  (request {})", sanitize(c), sanitize(id)),
         None => format!("{verdict} request {}", sanitize(id)),
-    }
-}
-
-/// The type in words, for the summary.
-fn describe_type(t: &str) -> String {
-    let what = match t {
-        "Pair" => "a new agent asks to be paired with you",
-        "Recover" => "a new key asks to take over an existing agent",
-        "ScopeChange" => "an agent asks for a different scope",
-        "HighValueRelease" => "an agent asks for one read of a confirm-mode credential",
-        "KeyRotate" => "an agent replaces its key",
-        _ => "",
-    };
-    if what.is_empty() {
-        sanitize(t)
-    } else {
-        format!("{} ({what})", sanitize(t))
     }
 }
 
@@ -241,8 +244,15 @@ fn expires_text(expires: Option<i64>, now: i64) -> String {
 
 /// The `pending` table. An OWNER column appears when a request is not `me`'s (root sees
 /// every owner's).
-pub fn pending_table(list: &[Request], now: i64, me: u32) -> Table {
-    let with_owner = list.iter().any(|r| r.owner.is_some_and(|o| o != me));
+pub fn pending_table<'a>(
+    list: impl IntoIterator<Item = &'a Request> + Clone,
+    now: i64,
+    me: u32,
+) -> Table {
+    let with_owner = list
+        .clone()
+        .into_iter()
+        .any(|r| r.owner.is_some_and(|o| o != me));
     let mut header = vec![
         "CODE",
         "TYPE",
@@ -259,7 +269,7 @@ pub fn pending_table(list: &[Request], now: i64, me: u32) -> Table {
     for r in list {
         let mut row = vec![
             r.code(),
-            sanitize(&r.request_type),
+            sanitize(&r.type_name),
             r.subject(),
             r.requester(),
             r.scope_text(),
@@ -303,7 +313,8 @@ mod tests {
     #[test]
     fn records_are_read_field_by_field() {
         let r = Request::from_dict(&pair_dict());
-        assert_eq!(r.request_type, "Pair");
+        assert_eq!(r.request_type, Some(RequestType::Pair));
+        assert_eq!(r.type_name, "Pair");
         assert_eq!(r.expires, Some(1_795_257_727));
         assert_eq!(r.requester_pid, Some(4242));
         assert_eq!(r.subject(), "ci-bot");

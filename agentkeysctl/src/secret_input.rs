@@ -5,15 +5,18 @@
 //! Every buffer that holds secret bytes is a [`Zeroizing`] vector allocated once at its
 //! final capacity, so it never reallocates (a reallocation would leave an unwiped copy).
 //! Lines of stdin are read one byte per read(2), so a second question gets the second
-//! line: nothing is read ahead into a buffer the next reader cannot see.
+//! line: nothing is read ahead into a buffer the next reader cannot see. What was read is
+//! handed to agentkeysd as a sealed memfd ([`sealed_memfd`]), never as message bytes.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use agentkeysd::api::names::MAX_SECRET_LEN;
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
 use zeroize::{Zeroize, Zeroizing};
+
+use crate::errors::{CliError, Exit};
 
 /// How many bytes of stdin are read at most: the limit, plus a trailing `\r\n`, plus one
 /// byte to tell "exactly at the limit" from "over it".
@@ -34,6 +37,16 @@ pub enum InputError {
     Read(io::Error),
     /// Opening or configuring the terminal failed.
     Tty(io::Error),
+}
+
+/// `bytes` in a new sealed memfd, for agentkeysd; `what` ("the secret", "the password")
+/// names them if that fails.
+pub fn sealed_memfd(bytes: &[u8], what: &str) -> Result<OwnedFd, CliError> {
+    agentkeysd::vault::sealed_memfd_from_bytes(bytes).map_err(|e| {
+        CliError::new(Exit::Error, format!("cannot hand {what} to agentkeysd"))
+            .cause(format!("creating the sealed memfd failed: {e}"))
+            .fix("check the memory limits of this process (ulimit -l, cgroup memory.max)")
+    })
 }
 
 /// Fd 0 as an unbuffered `File`: std's `Stdin` copies input through a process-wide 8 KiB

@@ -1,8 +1,9 @@
 //! Time for people: parsing `--expires WHEN` and the civil (proleptic Gregorian, UTC)
-//! calendar arithmetic behind it and behind [`crate::output::format_utc`].
+//! calendar arithmetic behind it. The other direction, seconds to a date, is the daemon's
+//! [`agentkeysd::store::utc`] (behind [`crate::output::format_utc`]).
 //!
-//! Written by hand (Howard Hinnant's `days_from_civil` / `civil_from_days`) rather than
-//! pulling a date crate for two conversions; both are exhaustively tested below.
+//! Written by hand (Howard Hinnant's `days_from_civil`) rather than pulling a date crate
+//! for one conversion; it is exhaustively tested below, against `utc`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,21 +25,6 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * mp + 2) / 5 + i64::from(d) - 1; // [0, 365]
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
     era * 146_097 + doe - 719_468
-}
-
-/// The civil date `(year, month, day)` of `z` days since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // d and m are within the ranges noted above, so the casts are lossless.
-    (y, m as u32, d as u32)
 }
 
 pub fn is_leap_year(y: i64) -> bool {
@@ -162,26 +148,37 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
 
+    /// The civil date of `z` days since 1970-01-01, as the daemon renders it.
+    fn civil_from_days(z: i64) -> String {
+        let text = agentkeysd::store::utc(z * 86_400);
+        text.strip_suffix(" 00:00:00 UTC")
+            .unwrap_or(&text)
+            .to_owned()
+    }
+
+    fn civil(y: i64, m: u32, d: u32) -> String {
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+
     #[test]
     fn civil_conversions_match_known_dates() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(days_from_civil(2026, 11, 21), 20_778);
         assert_eq!(days_from_civil(1969, 12, 31), -1);
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_778), (2026, 11, 21));
+        assert_eq!(civil_from_days(0), civil(1970, 1, 1));
+        assert_eq!(civil_from_days(-1), civil(1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), civil(2000, 2, 29));
+        assert_eq!(civil_from_days(20_778), civil(2026, 11, 21));
     }
 
     #[test]
     fn civil_conversions_round_trip_over_centuries() {
         let mut expected = (1900, 1, 1);
         for z in days_from_civil(1900, 1, 1)..=days_from_civil(2400, 12, 31) {
-            let got = civil_from_days(z);
-            assert_eq!(got, expected, "day {z}");
-            assert_eq!(days_from_civil(got.0, got.1, got.2), z);
             let (y, m, d) = expected;
+            assert_eq!(civil_from_days(z), civil(y, m, d), "day {z}");
+            assert_eq!(days_from_civil(y, m, d), z);
             expected = if d < days_in_month(y, m) {
                 (y, m, d + 1)
             } else if m < 12 {

@@ -19,7 +19,7 @@ use zbus::Variant;
 use crate::cli::Global;
 use crate::client::Client;
 use crate::errors::{CliError, Exit, Subject, daemon_error};
-use crate::output::{Out, user_name};
+use crate::output::{Out, hint, user_name};
 use crate::requests::Request;
 use crate::secret_input::{self, InputError};
 use crate::time::now;
@@ -50,7 +50,7 @@ pub async fn run(g: &Global, args: &ApproveArgs, out: &mut Out) -> Result<(), Cl
     let client = Client::connect(g).await?;
     let approvals = client.approvals().await?;
     let req = fetch(&client, &approvals, &code).await?;
-    show(&req.summary(now()));
+    hint(req.summary(now()).trim_end_matches('\n'));
     if !args.yes {
         confirm(&code)?;
     }
@@ -80,7 +80,7 @@ pub async fn run(g: &Global, args: &ApproveArgs, out: &mut Out) -> Result<(), Cl
     }
     out.line(format!(
         "approved: {} for {} (request {})",
-        req.request_type,
+        req.type_name,
         req.subject(),
         req.id
     ))
@@ -96,11 +96,7 @@ async fn approve_with_password(
     let user = user_name(me).unwrap_or_else(|| format!("uid {me}"));
     let password =
         secret_input::ask_hidden(&format!("Password for {user}: ")).map_err(password_error)?;
-    let fd = agentkeysd::vault::sealed_memfd_from_bytes(&password).map_err(|e| {
-        CliError::new(Exit::Error, "cannot hand the password to agentkeysd")
-            .cause(format!("creating the sealed memfd failed: {e}"))
-            .fix("check the memory limits of this process (ulimit -l, cgroup memory.max)")
-    })?;
+    let fd = secret_input::sealed_memfd(&password, "the password")?;
     drop(password);
     let mut auth: HashMap<&str, Variant<'_>> = HashMap::new();
     auth.insert("password", Variant::from(zbus::Fd::from(&fd)));
@@ -163,12 +159,6 @@ fn confirm(code: &PairCode) -> Result<(), CliError> {
 
 fn is_yes(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-}
-
-/// Prints text for the person at the terminal (stderr: stdout is for the result).
-fn show(text: &str) {
-    use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// A pair code from the command line; a malformed one is a usage error (exit 2).

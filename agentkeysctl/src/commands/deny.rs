@@ -41,7 +41,7 @@ pub async fn run(g: &Global, args: &DenyArgs, out: &mut Out) -> Result<(), CliEr
         .map_err(|e| daemon_error(e, &op))?;
     out.line(format!(
         "denied: {} for {} (request {})",
-        req.request_type,
+        req.type_name,
         req.subject(),
         req.id
     ))

@@ -12,7 +12,7 @@ use zbus::Variant;
 
 use crate::cli::Global;
 use crate::client::Client;
-use crate::errors::{CliError, Subject, daemon_error};
+use crate::errors::{CliError, NAME_RULE, Subject, daemon_error};
 use crate::output::{Out, format_utc};
 
 use super::store::check_expires;
@@ -110,7 +110,7 @@ pub fn grant_error(
         )
         .fix_for(
             ErrorKind::InvalidArgument,
-            "modes are auto, confirm and once; names are 1–64 characters from a-z 0-9 . _ -",
+            format!("modes are auto, confirm and once; {NAME_RULE}"),
         );
     daemon_error(e, &op)
 }

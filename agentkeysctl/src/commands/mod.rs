@@ -28,6 +28,7 @@ use crate::output::Out;
 /// Runs the parsed command line; everything it printed is flushed before returning.
 pub fn run(mut cli: Cli) -> Result<(), CliError> {
     check_agent_flag(&mut cli)?;
+    check_owner_flag(&cli)?;
     let mut out = Out::new(cli.global.json);
     let result = dispatch(&cli, &mut out);
     let flushed = out.flush();
@@ -47,6 +48,26 @@ fn check_agent_flag(cli: &mut Cli) -> Result<(), CliError> {
     Err(CliError::usage("--agent works only with read and whoami")
         .cause("the other commands act as you, the owner, never as an agent")
         .fix("drop --agent, e.g. agentkeysctl --agent ci-bot read github"))
+}
+
+/// `approve`, `deny` and `pending` act on the requests waiting for the caller (root's
+/// `pending` lists every owner's); nobody, root included, decides another owner's request,
+/// so `--owner` is refused there rather than silently ignored.
+fn check_owner_flag(cli: &Cli) -> Result<(), CliError> {
+    let name = match cli.command {
+        Command::Approve(_) => "approve",
+        Command::Deny(_) => "deny",
+        Command::Pending(_) => "pending",
+        _ => return Ok(()),
+    };
+    if cli.global.owner.is_none() {
+        return Ok(());
+    }
+    Err(CliError::usage(format!("--owner does not work with {name}"))
+        .cause("it acts on the requests waiting for you: only the owner a request asks decides it (root approves only its own)")
+        .fix(format!(
+            "drop --owner; the owner the request asks runs agentkeysctl {name} from their own login"
+        )))
 }
 
 fn dispatch(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
@@ -111,6 +132,32 @@ mod tests {
         let mut cli = parse_from(["agentkeysctl", "--agent", "x", "read", "github"]).unwrap();
         assert!(check_agent_flag(&mut cli).is_ok());
         assert_eq!(cli.global.agent.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn owner_is_refused_where_only_the_caller_decides() {
+        for argv in [
+            &["agentkeysctl", "--owner", "alice", "approve", "ABCD-EFGH"][..],
+            &["agentkeysctl", "deny", "ABCD-EFGH", "--owner", "1000"],
+            &["agentkeysctl", "--owner", "0", "pending", "--watch"],
+        ] {
+            let cli = parse_from(argv).unwrap();
+            assert_eq!(
+                check_owner_flag(&cli).unwrap_err().exit(),
+                Exit::Usage,
+                "{argv:?}"
+            );
+        }
+        for argv in [
+            &["agentkeysctl", "approve", "ABCD-EFGH"][..],
+            &["agentkeysctl", "--owner", "alice", "pair"],
+            &["agentkeysctl", "--owner", "alice", "list"],
+        ] {
+            assert!(
+                check_owner_flag(&parse_from(argv).unwrap()).is_ok(),
+                "{argv:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use agentkeysd::api::dict::Dict;
+use agentkeysd::api::dict::{Dict, get_str};
 use clap::Args;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::Global;
 use crate::client::Client;
 use crate::errors::{CliError, Exit, Subject, daemon_error, unreachable_report};
-use crate::output::{Out, dict_to_json};
+use crate::output::{Out, dict_to_json, hint};
 use crate::requests::{Request, decided_line, pending_table};
 use crate::time::now;
 
@@ -46,19 +46,16 @@ pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), Cl
     let client = Client::connect(g).await?;
     let approvals = client.approvals().await?;
     let op = client.op("list pending auth requests", Subject::Other);
-    let bus_lost = |e: zbus::Error| {
-        CliError::Report(unreachable_report(
-            &crate::client::describe_bus(&client.bus),
-            e.to_string(),
-        ))
-    };
     // Subscribe before listing: a request opened in between shows up as an event.
     let streams = if args.watch {
-        let opened = approvals.receive_request_opened().await.map_err(bus_lost)?;
+        let opened = approvals
+            .receive_request_opened()
+            .await
+            .map_err(|e| lost(&client, e))?;
         let decided = approvals
             .receive_request_decided()
             .await
-            .map_err(bus_lost)?;
+            .map_err(|e| lost(&client, e))?;
         Some((opened, decided))
     } else {
         None
@@ -71,38 +68,18 @@ pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), Cl
         list.iter().map(|d| (Request::from_dict(d), d)).collect();
     requests.sort_by(|a, b| (a.0.expires, &a.0.pair_code).cmp(&(b.0.expires, &b.0.pair_code)));
     let me = nix::unistd::geteuid().as_raw();
-
+    print_listing(out, &requests, me, args.watch)?;
     let Some((mut opened, mut decided)) = streams else {
-        if out.json {
-            let dicts: Vec<Value> = requests.iter().map(|(_, d)| dict_to_json(d)).collect();
-            return out.json(&Value::Array(dicts));
-        }
-        if requests.is_empty() {
-            return out.line("no pending requests");
-        }
-        let rows: Vec<Request> = requests.into_iter().map(|(r, _)| r).collect();
-        return out.table(&pending_table(&rows, now(), me));
+        return Ok(());
     };
 
     // Codes of the requests seen, to name them when their decision arrives.
-    let mut seen: HashMap<String, String> = HashMap::new();
-    if out.json {
-        for (r, d) in &requests {
-            seen.insert(r.id.clone(), r.pair_code.clone());
-            json_line(
-                out,
-                &json!({"event": "pending", "request": dict_to_json(d)}),
-            )?;
-        }
-    } else if !requests.is_empty() {
-        let rows: Vec<Request> = requests.iter().map(|(r, _)| r.clone()).collect();
-        for r in &rows {
-            seen.insert(r.id.clone(), r.pair_code.clone());
-        }
-        out.table(&pending_table(&rows, now(), me))?;
-    }
+    let mut seen: HashMap<String, String> = requests
+        .into_iter()
+        .map(|(r, _)| (r.id, r.pair_code))
+        .collect();
     out.flush()?;
-    eprintln_quiet("waiting for requests and decisions (Ctrl-C stops)");
+    hint("waiting for requests and decisions (Ctrl-C stops)");
 
     let signal_error = |e: std::io::Error| {
         CliError::new(Exit::Error, "cannot watch for Ctrl-C")
@@ -111,12 +88,13 @@ pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), Cl
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let closed = "the connection to the bus closed while watching";
     loop {
         tokio::select! {
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
             event = opened.next() => {
-                let Some(signal) = event else { return Err(lost(&client)) };
+                let Some(signal) = event else { return Err(lost(&client, closed)) };
                 // A malformed signal is not worth ending the watch for.
                 let Ok(args) = signal.args() else { continue };
                 let notice = Request::from_dict(&args.request);
@@ -129,20 +107,23 @@ pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), Cl
                     .pending()
                     .await
                     .map_err(|e| daemon_error(e, &op))?;
-                let Some(d) = list.iter().find(|d| Request::from_dict(d).id == notice.id) else {
+                let Some(d) = list
+                    .iter()
+                    .find(|d| get_str(d, "id").ok().flatten().as_deref() == Some(notice.id.as_str()))
+                else {
                     // Decided or expired already: nothing left to show.
                     continue;
                 };
                 let r = Request::from_dict(d);
-                seen.insert(r.id.clone(), r.pair_code.clone());
                 if out.json {
                     json_line(out, &json!({"event": "opened", "request": dict_to_json(d)}))?;
                 } else {
                     out.line(r.opened_line(now()))?;
                 }
+                seen.insert(r.id, r.pair_code);
             }
             event = decided.next() => {
-                let Some(signal) = event else { return Err(lost(&client)) };
+                let Some(signal) = event else { return Err(lost(&client, closed)) };
                 let Ok(args) = signal.args() else { continue };
                 // Only decisions on requests this caller saw (its own, or root's all).
                 let Some(code) = seen.remove(args.request_id.as_str()) else { continue };
@@ -162,6 +143,35 @@ pub async fn run(g: &Global, args: &PendingArgs, out: &mut Out) -> Result<(), Cl
     }
 }
 
+/// The requests waiting now: a table (or "no pending requests"); with `--json` an array,
+/// or with `--watch` one `pending` event per line, as the events that follow.
+fn print_listing(
+    out: &mut Out,
+    requests: &[(Request, &Dict)],
+    me: u32,
+    watch: bool,
+) -> Result<(), CliError> {
+    if out.json {
+        let dicts = requests.iter().map(|(_, d)| dict_to_json(d));
+        if !watch {
+            return out.json(&Value::Array(dicts.collect()));
+        }
+        for d in dicts {
+            json_line(out, &json!({"event": "pending", "request": d}))?;
+        }
+        return Ok(());
+    }
+    if requests.is_empty() {
+        // A watch says that it waits instead.
+        return if watch {
+            Ok(())
+        } else {
+            out.line("no pending requests")
+        };
+    }
+    out.table(&pending_table(requests.iter().map(|(r, _)| r), now(), me))
+}
+
 /// Is the request a `RequestOpened` notice is about worth asking `Pending` for? Root sees
 /// every owner's (as `Pending` does); anyone else only their own. A notice that names no
 /// owner is asked about too: `Pending` answers only what the caller may see anyway.
@@ -174,16 +184,11 @@ fn json_line(out: &mut Out, v: &Value) -> Result<(), CliError> {
     out.line(v.to_string())
 }
 
-/// A hint on stderr; a closed stderr is no reason to stop.
-fn eprintln_quiet(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
-}
-
-fn lost(client: &Client) -> CliError {
+/// Exit 6: the bus went away (or refused the subscription) while watching.
+fn lost(client: &Client, detail: impl ToString) -> CliError {
     CliError::Report(unreachable_report(
         &crate::client::describe_bus(&client.bus),
-        "the connection to the bus closed while watching".to_owned(),
+        detail.to_string(),
     ))
 }
 

@@ -4,8 +4,6 @@
 //! A daemon that approves without re-authentication (`approvals.authenticate = "none"`)
 //! is said loudly: a WARNING line in the output and on stderr, also with `--json`.
 
-use std::io::Write;
-
 use agentkeysd::api::dict::{Dict, get_str, get_u32};
 use clap::Args;
 use serde_json::json;
@@ -13,7 +11,7 @@ use serde_json::json;
 use crate::cli::Global;
 use crate::client::Client;
 use crate::errors::{CliError, Subject, daemon_error};
-use crate::output::{Out, describe_uid, dict_to_json, sanitize, variant_to_text};
+use crate::output::{Out, describe_uid, dict_to_json, hint, sanitize, variant_to_text};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {}
@@ -111,7 +109,7 @@ pub async fn run(g: &Global, _args: &StatusArgs, out: &mut Out) -> Result<(), Cl
     let approvals = ApprovalFacts::of(&features);
     if let Some(warning) = approvals.warning() {
         // On stderr too: whoever reads only the JSON, or pipes stdout away, still sees it.
-        let _ = writeln!(std::io::stderr().lock(), "{warning}");
+        hint(warning);
     }
     if out.json {
         return out.json(&json!({

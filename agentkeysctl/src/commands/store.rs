@@ -11,7 +11,7 @@ use zbus::Variant;
 
 use crate::cli::Global;
 use crate::client::Client;
-use crate::errors::{CliError, Exit, Subject, daemon_error};
+use crate::errors::{CliError, Exit, NAME_RULE, Subject, daemon_error};
 use crate::output::Out;
 use crate::secret_input::{self, InputError};
 use crate::time::{EXPIRES_FORMS, now, parse_expires};
@@ -56,11 +56,7 @@ pub async fn run(g: &Global, args: &StoreArgs, out: &mut Out) -> Result<(), CliE
     let creds = client.credentials().await?;
 
     let secret = read_secret(bare)?;
-    let fd = agentkeysd::vault::sealed_memfd_from_bytes(&secret).map_err(|e| {
-        CliError::new(Exit::Error, "cannot hand the secret to agentkeysd")
-            .cause(format!("creating the sealed memfd failed: {e}"))
-            .fix("check the memory limits of this process (ulimit -l, cgroup memory.max)")
-    })?;
+    let fd = secret_input::sealed_memfd(&secret, "the secret")?;
     drop(secret);
 
     let mut options: HashMap<&str, Variant<'_>> = HashMap::new();
@@ -110,7 +106,7 @@ fn check_name(arg: &str) -> Result<&str, CliError> {
     match split_owner(arg) {
         Some((_, name)) if valid_name(name) => Ok(name),
         _ => Err(CliError::usage(format!("'{arg}' is not a valid credential name"))
-            .cause("names are 1–64 characters from a-z 0-9 . _ - starting with a letter or digit")
+            .cause(NAME_RULE)
             .fix("pick a name such as openai, github or brave-search (root: UID:NAME for another owner)")),
     }
 }

@@ -3,14 +3,14 @@
 //! answer describes the agent too: id, name, owner, scope and when its session ends.
 //! Never the session id or the key.
 
-use agentkeysd::api::dict::{Dict, get_i64, get_str, get_strs, get_u32};
+use agentkeysd::api::dict::{Dict, get_i64, get_strs, get_u32};
 use clap::Args;
 use serde_json::Value;
 
 use crate::cli::Global;
 use crate::client::Client;
 use crate::errors::{CliError, Subject, daemon_error};
-use crate::output::{Out, describe_uid, dict_to_json, format_utc, join_or_dash};
+use crate::output::{Out, describe_uid, dict_to_json, format_utc, join_or_dash, text};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -31,72 +31,55 @@ pub async fn run(g: &Global, _args: &WhoamiArgs, out: &mut Out) -> Result<(), Cl
     if out.json {
         return out.json(&json(&me, auth));
     }
-    out.key_values(&rows(&me, auth))
+    out.key_values(&rows(&me, auth.is_some()))
 }
 
+/// `WhoAmI`'s answer as JSON, and with `--agent` what `Authenticate` answered under
+/// `authenticated`; neither with a [`HIDDEN`] key.
 fn json(me: &Dict, auth: Option<&Dict>) -> Value {
-    let mut v = dict_to_json(me);
+    let mut v = visible_json(me);
+    if let (Value::Object(map), Some(auth)) = (&mut v, auth) {
+        map.insert("authenticated".into(), visible_json(auth));
+    }
+    v
+}
+
+fn visible_json(d: &Dict) -> Value {
+    let mut v = dict_to_json(d);
     if let Value::Object(map) = &mut v {
         for k in HIDDEN {
             map.remove(*k);
-        }
-        if let Some(auth) = auth {
-            let mut a = dict_to_json(auth);
-            if let Value::Object(am) = &mut a {
-                for k in HIDDEN {
-                    am.remove(*k);
-                }
-            }
-            map.insert("authenticated".into(), a);
         }
     }
     v
 }
 
-fn rows(me: &Dict, auth: Option<&Dict>) -> Vec<(&'static str, String)> {
-    let num = |k: &str| {
-        get_u32(me, k)
-            .ok()
-            .flatten()
-            .map_or_else(|| "-".to_owned(), |n| n.to_string())
-    };
-    let user = get_str(me, "user")
-        .ok()
-        .flatten()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "-".to_owned());
-    let mut rows = vec![("uid", num("uid")), ("user", user), ("pid", num("pid"))];
-    let Some(auth) = auth else {
+/// The lines for people. `WhoAmI` on a connection authenticated as an agent (`as_agent`)
+/// describes the agent as well: `agent_id`, `agent_name`, `agent_owner`, `scope`,
+/// `session_expires`.
+fn rows(me: &Dict, as_agent: bool) -> Vec<(&'static str, String)> {
+    let num = |k: &str| get_u32(me, k).ok().flatten();
+    let num_text = |k: &str| num(k).map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let mut rows = vec![
+        ("uid", num_text("uid")),
+        ("user", text(me, "user")),
+        ("pid", num_text("pid")),
+    ];
+    if !as_agent {
         return rows;
-    };
-    // WhoAmI on the authenticated connection is the daemon's current view; what
-    // Authenticate answered fills in whatever it leaves out.
-    let s = |mk: &str, ak: &str| {
-        get_str(me, mk)
-            .ok()
-            .flatten()
-            .or_else(|| get_str(auth, ak).ok().flatten())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "-".to_owned())
-    };
-    let scope = get_strs(me, "scope")
-        .ok()
-        .flatten()
-        .or_else(|| get_strs(auth, "scope").ok().flatten())
-        .unwrap_or_default();
-    let owner = get_u32(auth, "owner")
-        .ok()
-        .flatten()
-        .map_or_else(|| "-".to_owned(), describe_uid);
+    }
+    let scope = get_strs(me, "scope").ok().flatten().unwrap_or_default();
     let expires = get_i64(me, "session_expires")
         .ok()
         .flatten()
-        .or_else(|| get_i64(auth, "session_expires").ok().flatten())
         .map_or_else(|| "-".to_owned(), format_utc);
     rows.extend([
-        ("agent", s("agent_id", "agent_id")),
-        ("name", s("agent_name", "name")),
-        ("owner", owner),
+        ("agent", text(me, "agent_id")),
+        ("name", text(me, "agent_name")),
+        (
+            "owner",
+            num("agent_owner").map_or_else(|| "-".to_owned(), describe_uid),
+        ),
         ("scope", join_or_dash(&scope)),
         ("session expires", expires),
     ]);
@@ -116,6 +99,7 @@ mod tests {
             .u32("pid", 42)
             .str("agent_id", "agt_x")
             .str("agent_name", "ci-bot")
+            .u32("agent_owner", 4_000_000_000)
             .strs("scope", &["github".into(), "openai".into()])
             .i64("session_expires", 1_795_257_727)
             .str("session", "ses_must_not_show")
@@ -134,7 +118,7 @@ mod tests {
 
     #[test]
     fn an_agent_is_described_without_its_session() {
-        let rows = rows(&me(), Some(&auth()));
+        let rows = rows(&me(), true);
         let text = crate::output::key_values(&rows);
         assert!(text.contains("agent            agt_x"), "{text}");
         assert!(text.contains("name             ci-bot"), "{text}");
@@ -152,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_person_gets_uid_user_and_pid_only() {
-        let rows = rows(&me(), None);
+        let rows = rows(&me(), false);
         assert_eq!(rows.len(), 3);
     }
 }

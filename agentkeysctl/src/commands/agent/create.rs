@@ -9,7 +9,7 @@ use zbus::Variant;
 
 use crate::cli::Global;
 use crate::client::Client;
-use crate::errors::{CliError, Subject, daemon_error};
+use crate::errors::{CliError, NAME_RULE, Subject, daemon_error};
 use crate::output::Out;
 
 #[derive(Args, Debug)]
@@ -50,8 +50,10 @@ pub async fn run(g: &Global, args: &CreateArgs, out: &mut Out) -> Result<(), Cli
         )
         .fix_for(
             ErrorKind::InvalidArgument,
-            "names and scope entries are 1–64 characters from a-z 0-9 . _ -; \
-             a name already taken needs another (agentkeysctl agent list shows them)",
+            format!(
+                "{NAME_RULE} (scope entries too); a name already taken needs another \
+                 (agentkeysctl agent list shows them)"
+            ),
         );
     let id = agents
         .create(&target, options)

@@ -6,7 +6,8 @@
 use agentkeysd::api::dict::{Dict, get_bytes, get_i64, get_str, get_strs, get_u32, get_u64};
 use agentkeysd::api::names::valid_name;
 use agentkeysd::approvals::{
-    DecisionFields, NONCE_LEN, Nonce, PUBLIC_KEY_LEN, RequestId, RequestType, SIGNATURE_LEN, verify,
+    DecisionFields, NONCE_LEN, Nonce, PUBLIC_KEY_LEN, RequestId, RequestType, SIGNATURE_LEN, State,
+    verify,
 };
 use agentkeysd::store::{is_agent_id, is_session_id};
 
@@ -77,26 +78,23 @@ fn bytes_of(d: &Dict, key: &str) -> Option<Vec<u8>> {
     get_bytes(d, key).ok().flatten()
 }
 
-/// The `state` of an `Await` answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Outcome {
-    Pending,
-    Approved,
-    Denied,
-    Expired,
-    Consumed,
-    Unknown(String),
-}
+/// Every request state, to read the daemon's spelling of one back.
+const STATES: [State; 5] = [
+    State::Pending,
+    State::Approved,
+    State::Denied,
+    State::Expired,
+    State::Consumed,
+];
 
-pub(super) fn outcome(reply: &Dict) -> Outcome {
-    match get_str(reply, "state").ok().flatten().as_deref() {
-        Some("pending") => Outcome::Pending,
-        Some("approved") => Outcome::Approved,
-        Some("denied") => Outcome::Denied,
-        Some("expired") => Outcome::Expired,
-        Some("consumed") => Outcome::Consumed,
-        other => Outcome::Unknown(other.unwrap_or("").to_owned()),
-    }
+/// The `state` of an `Await` answer: one of the daemon's [`State`]s, or the text of one
+/// this agentkeysctl does not know (empty when there is none).
+pub(super) fn outcome(reply: &Dict) -> Result<State, String> {
+    let state = get_str(reply, "state").ok().flatten().unwrap_or_default();
+    STATES
+        .into_iter()
+        .find(|s| s.as_str() == state)
+        .ok_or(state)
 }
 
 /// The approved decision's payload, after its signature verified.
@@ -362,13 +360,13 @@ mod tests {
     #[test]
     fn await_states_are_classified() {
         let s = |v: &str| outcome(&DictBuilder::new().str("state", v).build());
-        assert_eq!(s("pending"), Outcome::Pending);
-        assert_eq!(s("approved"), Outcome::Approved);
-        assert_eq!(s("denied"), Outcome::Denied);
-        assert_eq!(s("expired"), Outcome::Expired);
-        assert_eq!(s("consumed"), Outcome::Consumed);
-        assert_eq!(s("weird"), Outcome::Unknown("weird".into()));
-        assert_eq!(outcome(&Dict::new()), Outcome::Unknown(String::new()));
+        assert_eq!(s("pending"), Ok(State::Pending));
+        assert_eq!(s("approved"), Ok(State::Approved));
+        assert_eq!(s("denied"), Ok(State::Denied));
+        assert_eq!(s("expired"), Ok(State::Expired));
+        assert_eq!(s("consumed"), Ok(State::Consumed));
+        assert_eq!(s("weird"), Err("weird".into()));
+        assert_eq!(outcome(&Dict::new()), Err(String::new()));
     }
 
     #[test]

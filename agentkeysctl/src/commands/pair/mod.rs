@@ -26,7 +26,7 @@ use agentkeysd::api::dict::Dict;
 use agentkeysd::api::names::valid_name;
 use agentkeysd::api::proxies::ApprovalsProxy;
 use agentkeysd::approvals::{
-    Details, MAX_SCOPE_NAMES, PUBLIC_KEY_LEN, Pair, Recover, encode, public_key_of,
+    Details, MAX_SCOPE_NAMES, PUBLIC_KEY_LEN, Pair, Recover, State, encode, public_key_of,
 };
 use clap::Args;
 use serde_json::json;
@@ -35,12 +35,12 @@ use zeroize::Zeroizing;
 
 use crate::cli::Global;
 use crate::client::{Client, Owner};
-use crate::errors::{CliError, Exit, Subject, daemon_error};
+use crate::errors::{CliError, Exit, NAME_RULE, Subject, daemon_error};
 use crate::identity::{self, Identity, IdentityError, SEED_LEN};
-use crate::output::{Out, describe_uid, format_utc, sanitize};
+use crate::output::{Out, describe_uid, format_utc, hint, sanitize};
 use crate::time::now;
 
-use decision::{Decision, Opened, Opening, Outcome, outcome, parse_opened, verify_approval};
+use decision::{Decision, Opened, Opening, outcome, parse_opened, verify_approval};
 
 #[derive(Args, Debug)]
 #[command(
@@ -86,19 +86,14 @@ pub struct PairArgs {
 const AWAIT_SLICE_S: i64 = 30;
 
 pub async fn run(g: &Global, args: &PairArgs, out: &mut Out) -> Result<(), CliError> {
-    // 1. Everything local first.
-    let owner = g
-        .owner
-        .as_deref()
-        .map(Owner::parse)
-        .transpose()?
-        .map(|o| o.uid);
+    // 1. Everything local first. `--owner` is resolved once, here, and handed to the client.
+    let owner = Owner::of(g)?;
     let dir = identity::agents_dir().map_err(IdentityError::into_cli)?;
     let scope = parse_scope(&args.scope)?;
     // 2. The agent's key.
     let seed = new_seed()?;
     let pubkey = public_key_of(&seed);
-    let details = build_details(args, scope, owner, pubkey)?;
+    let details = build_details(args, scope, owner.explicit.then_some(owner.uid), pubkey)?;
     let request = Opening {
         request_type: details.request_type(),
         cbor: encode(&details),
@@ -110,7 +105,7 @@ pub async fn run(g: &Global, args: &PairArgs, out: &mut Out) -> Result<(), CliEr
             .cause(e.to_string())
             .fix("retry; if it persists, check the process limits")
     })?;
-    let client = Client::connect(g).await?;
+    let client = Client::connect_for(g, owner).await?;
     let approvals = client.approvals().await?;
     // 3–4. Open, show, wait.
     let deadline = args
@@ -126,7 +121,6 @@ pub async fn run(g: &Global, args: &PairArgs, out: &mut Out) -> Result<(), CliEr
         out,
     )
     .await?;
-    drop(approvals);
     // 5. Trust nothing that does not verify.
     let decision = verify_approval(&opened, &request, &reply)?;
     // 6. Store it, named as the daemon named the agent.
@@ -154,7 +148,7 @@ pub fn parse_scope(raw: &[String]) -> Result<Vec<String>, CliError> {
                 "--scope entry '{}' is not a credential name",
                 sanitize(item)
             ))
-            .cause("names are 1–64 characters from a-z 0-9 . _ - starting with a letter or digit")
+            .cause(NAME_RULE)
             .fix("for example --scope github,openai"));
         }
         if !scope.iter().any(|s| s == item) {
@@ -182,9 +176,7 @@ fn build_details(
     {
         return Err(
             CliError::usage(format!("'{}' is not a valid agent name", sanitize(name)))
-                .cause(
-                    "names are 1–64 characters from a-z 0-9 . _ - starting with a letter or digit",
-                )
+                .cause(NAME_RULE)
                 .fix("for example --name ci-bot"),
         );
     }
@@ -242,10 +234,9 @@ async fn wait_for_approval(
         loop {
             let left = opened.expires.saturating_sub(now());
             let mut wait = left.saturating_add(1).clamp(1, AWAIT_SLICE_S);
-            if let Some(d) = deadline {
-                let budget = d.saturating_duration_since(Instant::now()).as_secs();
+            if let Some(budget) = seconds_left(deadline) {
                 if budget == 0 {
-                    return Err(timed_out(args, &opened));
+                    return Err(timed_out(args, &opened, false));
                 }
                 wait = wait.min(i64::try_from(budget).unwrap_or(AWAIT_SLICE_S));
             }
@@ -265,12 +256,12 @@ async fn wait_for_approval(
                 }
             };
             match outcome(&reply) {
-                Outcome::Pending => continue,
-                Outcome::Expired => break,
-                Outcome::Approved => return Ok((opened, reply)),
-                Outcome::Denied => return Err(denied(&what, &opened)),
-                Outcome::Consumed => return Err(consumed(&opened)),
-                Outcome::Unknown(state) => {
+                Ok(State::Pending) => continue,
+                Ok(State::Expired) => break,
+                Ok(State::Approved) => return Ok((opened, reply)),
+                Ok(State::Denied) => return Err(denied(&what, &opened)),
+                Ok(State::Consumed) => return Err(consumed(&opened)),
+                Err(state) => {
                     return Err(CliError::new(
                         Exit::Error,
                         format!("agentkeysd answered Await with an unknown state '{}'", sanitize(&state)),
@@ -278,6 +269,10 @@ async fn wait_for_approval(
                     .fix("agentkeysctl and agentkeysd versions may differ; agentkeysctl status shows the daemon's"));
                 }
             }
+        }
+        // The code expired: no new request once --timeout has passed.
+        if seconds_left(deadline) == Some(0) {
+            return Err(timed_out(args, &opened, true));
         }
         hint(&format!(
             "The code {} expired without a decision; here is a new one.",
@@ -294,7 +289,7 @@ async fn open(
 ) -> Result<Opened, CliError> {
     let mut op = client.op("open a pairing request", Subject::Other).fix_for(
         ErrorKind::InvalidArgument,
-        "check --name and --scope: names are 1–64 characters from a-z 0-9 . _ -",
+        format!("check --name and --scope: {NAME_RULE}"),
     );
     if let Some(r) = &args.recover {
         op = client
@@ -430,20 +425,22 @@ fn interrupted(o: &Opened) -> CliError {
         .fix("run agentkeysctl pair again when the owner is ready")
 }
 
-fn timed_out(args: &PairArgs, o: &Opened) -> CliError {
-    let secs = args.timeout.unwrap_or(0);
-    CliError::new(Exit::Expired, format!("no decision within {secs} s"))
-        .cause(format!(
-            "request {} is still pending; it expires on its own",
-            sanitize(&o.pair_code)
-        ))
-        .fix("run agentkeysctl pair again with a longer --timeout, or without one to wait until decided")
+/// Whole seconds left before `--timeout` ends the wait; `None` without one.
+fn seconds_left(deadline: Option<Instant>) -> Option<u64> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs())
 }
 
-/// A line for the person at the terminal; a closed stderr is no reason to stop.
-fn hint(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+/// `--timeout` passed; `expired`: the last code expired too (else it is still pending).
+fn timed_out(args: &PairArgs, o: &Opened, expired: bool) -> CliError {
+    let secs = args.timeout.unwrap_or(0);
+    let state = if expired {
+        "expired without a decision"
+    } else {
+        "is still pending; it expires on its own"
+    };
+    CliError::new(Exit::Expired, format!("no decision within {secs} s"))
+        .cause(format!("request {} {state}", sanitize(&o.pair_code)))
+        .fix("run agentkeysctl pair again with a longer --timeout, or without one to wait until decided")
 }
 
 #[cfg(test)]
