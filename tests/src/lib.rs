@@ -442,6 +442,38 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     }
 }
 
+/// Runs the calling test again, alone, in a login session of its own (as `setsid` gives
+/// a login shell). Answers `true` inside that re-run, where the test goes on, and `false`
+/// in the first run, once the re-run has passed. For tests whose daemon keys something
+/// on the caller's login session: under a PID namespace whose session leader lies
+/// outside it, as in CI, the test process's own session cannot be told at all.
+pub fn in_own_session(test: &str) -> bool {
+    const MARK: &str = "AGENTKEYS_TEST_OWN_SESSION";
+    if std::env::var_os(MARK).is_some() {
+        let me = nix::unistd::getpid();
+        assert_eq!(
+            nix::unistd::getsid(None).unwrap(),
+            me,
+            "not a session leader"
+        );
+        return true;
+    }
+    let mut rerun = Command::new("setsid");
+    rerun
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(MARK, "1");
+    let out = run(rerun, None);
+    let stdout = out.stdout();
+    assert!(
+        out.code == 0 && stdout.contains("1 passed"),
+        "{test} in a session of its own: exit {}\n{stdout}\n{}",
+        out.code,
+        out.stderr
+    );
+    false
+}
+
 /// Makes sure [`TEST_USER`] exists (creating it needs root); returns its uid, or None
 /// (after [`skip`]) when it cannot.
 pub fn test_user() -> Option<u32> {

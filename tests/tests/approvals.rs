@@ -750,6 +750,12 @@ fn password(pw: &str) -> (std::os::fd::OwnedFd, &'static str) {
 
 #[tokio::test]
 async fn approving_needs_the_owners_password_through_pam_and_remembers_it_briefly() {
+    // The cache is per login session: this test is the owner, so it leads one.
+    if !agentkeys_tests::in_own_session(
+        "approving_needs_the_owners_password_through_pam_and_remembers_it_briefly",
+    ) {
+        return;
+    }
     let Some(pam) = agentkeys_tests::pam::PamWrapper::new_or_skip(&[("root", "correct horse")])
     else {
         return;

@@ -290,15 +290,39 @@ mod tests {
     use super::*;
     use crate::approvals::{OPEN_CAPACITY, OPEN_REFILL_PER_MINUTE};
 
+    /// A process that leads a session of its own (`setsid`, as a login shell does): its
+    /// session is found, names that process, and reads the same twice. This does not use
+    /// the test's own session: under a PID namespace whose session leader lies outside
+    /// it (as in CI), `getsid` answers 0 and nothing may be cached for such a caller.
     #[test]
-    fn login_session_of_this_process_is_found_and_stable() {
-        let pid = std::process::id();
-        let a = LoginSession::of(1, pid).expect("this process has a session");
+    fn login_session_of_a_session_leader_is_found_and_stable() {
+        let mut child = std::process::Command::new("setsid")
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("setsid (util-linux) runs");
+        let pid = child.id();
+        // `setsid` calls setsid(2) and then execs sleep, keeping the pid; wait for the exec.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !comm_is(pid, "sleep") {
+            assert!(Instant::now() < deadline, "setsid sleep never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let a = LoginSession::of(1, pid).expect("a session leader has a session");
         assert_eq!(LoginSession::of(1, pid), Some(a));
         assert_eq!(a.uid, 1);
-        assert_eq!(a.sid, nix::unistd::getsid(None).unwrap().as_raw());
+        assert_eq!(a.sid, i32::try_from(pid).unwrap());
+        assert_eq!(Some(a.leader_start.to_string()), stat_field(pid, 22));
+        // Another uid in the same session is another cache entry.
+        assert_ne!(LoginSession::of(2, pid), Some(a));
+        child.kill().unwrap();
+        child.wait().unwrap();
         // A process that does not exist has no session to remember.
+        assert_eq!(LoginSession::of(1, pid), None);
         assert_eq!(LoginSession::of(1, u32::MAX), None);
+    }
+
+    fn comm_is(pid: u32, name: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
     }
 
     #[test]
