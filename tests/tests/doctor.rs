@@ -190,6 +190,12 @@ async fn on_a_ready_host_every_check_passes_and_the_daemon_says_its_version() {
         .version()
         .await
         .unwrap();
+    let features = agentkeysd::api::proxies::DaemonProxy::new(&conn)
+        .await
+        .unwrap()
+        .features()
+        .await
+        .unwrap();
     let tree = installed_tree();
     let root = tree.path().to_str().unwrap();
 
@@ -197,6 +203,22 @@ async fn on_a_ready_host_every_check_passes_and_the_daemon_says_its_version() {
     let json = out.json();
     assert_shape(&json);
     assert_kernel_ok(&json);
+    // The daemon sees the same Landlock ABI and seccomp as the shell doctor runs in.
+    let abi = agentkeysd::api::dict::get_u32(&features, "landlock_abi")
+        .unwrap()
+        .unwrap();
+    let landlock = finding(&json, "landlock")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        landlock.starts_with(&format!("ABI {abi}:")),
+        "{abi} vs {landlock}"
+    );
+    assert_eq!(
+        agentkeysd::api::dict::get_bool(&features, "seccomp_filter").unwrap(),
+        Some(true)
+    );
     let daemon = finding(&json, "daemon");
     assert_eq!(daemon["status"], "ok", "{daemon}");
     let detail = daemon["detail"].as_str().unwrap();
@@ -252,7 +274,7 @@ fn with_no_daemon_the_daemon_check_fails_with_a_fix_and_exit_1() {
         daemon["detail"]
             .as_str()
             .unwrap()
-            .contains("cannot reach agentkeysd"),
+            .contains("agentkeysd is not running on the bus at unix:"),
         "{daemon}"
     );
     assert!(

@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use agentkeysd::api::dict::{Dict, get_u32};
+use agentkeysd::api::names::BUS_NAME;
 use agentkeysd::sandbox::probe;
 
 use super::Finding;
 use crate::cli::Global;
-use crate::client::Client;
-use crate::errors::{CliError, Report, Subject, daemon_error};
+use crate::client::{Client, describe_bus};
+use crate::errors::{CliError, Exit, Report, Subject, daemon_error, unreachable_report};
 
 const CHECK: &str = "daemon";
 
@@ -44,6 +45,29 @@ pub async fn check(g: &Global) -> Finding {
 
 async fn ask(g: &Global) -> Result<Facts, CliError> {
     let client = Client::connect(g).await?;
+    // Asked first so that doctor observes rather than acts: a call to an unowned name
+    // would make the bus activate the daemon.
+    let unreachable =
+        |e: String| CliError::Report(unreachable_report(&describe_bus(&client.bus), e));
+    let name = zbus::names::BusName::try_from(BUS_NAME).map_err(|e| unreachable(e.to_string()))?;
+    let bus = zbus::fdo::DBusProxy::new(&client.conn)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let owned = bus
+        .name_has_owner(name)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !owned {
+        return Err(CliError::new(
+            Exit::Unreachable,
+            format!("agentkeysd is not running on {}", describe_bus(&client.bus)),
+        )
+        .cause(format!("nobody owns {BUS_NAME}"))
+        .fix(
+            "start it: sudo systemctl start agentkeysd (journalctl -u agentkeysd says why it stopped), \
+             or point --bus / AGENTKEYS_BUS at the bus it runs on",
+        ));
+    }
     let op = client.op("report its version", Subject::Other);
     let daemon = client.daemon().await?;
     let version = daemon

@@ -21,6 +21,14 @@ pub fn check() -> Finding {
             CHECK,
             format!("filter mode with errno and kill-process actions{current}"),
         ),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+            Finding::fail(
+                CHECK,
+                format!("the seccomp() call itself was refused ({e}){current}"),
+                "a filter or LSM around this process denies seccomp(); run agentkeysctl doctor \
+                 outside any sandbox (for agentkeysd.service: SystemCallFilter= must allow seccomp)",
+            )
+        }
         Err(e) if s.current_mode.is_none() => Finding::fail(
             CHECK,
             format!("not in this kernel ({e})"),
