@@ -217,6 +217,9 @@ impl Daemon {
             .arg(self.config_path())
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("AGENTKEYS_BUS")
+            // A watchdog only where a test asks for one (the test runner may run under one).
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .env("AGENTKEYS_LOG", "info")
             .stdin(Stdio::null());
         for (k, v) in &self.opts.env {
@@ -302,6 +305,28 @@ impl Daemon {
             }
         }
         status
+    }
+
+    /// The next message the running daemon sends to its `NOTIFY_SOCKET`, waiting at most
+    /// `timeout`; also recorded in [`Daemon::notified`].
+    pub fn next_notification(&mut self, timeout: Duration) -> Option<String> {
+        let sock = self.notify.as_ref().expect("daemon not running");
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.notified.push(msg.clone());
+                Some(msg)
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                None
+            }
+            Err(e) => panic!("notify socket: {e}"),
+        }
     }
 
     /// SIGKILL and reap.
