@@ -45,7 +45,10 @@ pub fn watchdog_period() -> Option<Duration> {
 /// Pings the watchdog until stopped (or dropped).
 #[derive(Debug)]
 pub struct Watchdog {
-    running: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Watchdog {
