@@ -13,7 +13,8 @@ use crate::secret::Secret;
 use crate::sys;
 use crate::wire::{self, HEADER_LEN, Reply, Request, WireError};
 
-/// The longest a login waits for the daemon, all steps together.
+/// The longest a login waits for the daemon, all steps together (module argument
+/// `timeout=` changes it within 1–10 s).
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a request got no usable reply. Carries no secret.

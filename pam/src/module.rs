@@ -1,6 +1,6 @@
 //! What each PAM entry point does (called by [`crate::sys`] under `catch_unwind`; every
 //! entry point then returns `PAM_IGNORE`, so nothing here can fail or block a login beyond
-//! [`client::TIMEOUT`]).
+//! [`client::TIMEOUT`] by default, `timeout=` at most).
 //!
 //! - `auth`: keep the password an earlier module (pam_unix, pam_sss…) set as
 //!   `PAM_AUTHTOK` in the handle, for the session step. This module never prompts.
@@ -53,7 +53,7 @@ pub fn open_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
                 user: &user,
                 password: pw.expose(),
             };
-            client::call(&args.socket, &req, client::TIMEOUT)
+            client::call(&args.socket, &req, args.timeout)
         })
         .unwrap_or_else(|| {
             debug(pam, args, "no kept password: announcing the session only");
@@ -61,7 +61,7 @@ pub fn open_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
                 user: &user,
                 password: b"",
             };
-            client::call(&args.socket, &req, client::TIMEOUT)
+            client::call(&args.socket, &req, args.timeout)
         });
     // The password's job is done: wipe it now rather than at pam_end.
     pam.forget_password();
@@ -74,7 +74,7 @@ pub fn close_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
         return;
     };
     let req = Request::CloseSession { user: &user };
-    let result = client::call(&args.socket, &req, client::TIMEOUT);
+    let result = client::call(&args.socket, &req, args.timeout);
     report(pam, args, "close_session", &user, result);
 }
 
@@ -102,7 +102,7 @@ pub fn chauthtok(pam: &Pam<'_>, flags: c_int, args: &Args) {
         old: old.as_ref().map(|o| o.expose()).unwrap_or_default(),
         new: new.expose(),
     };
-    let result = client::call(&args.socket, &req, client::TIMEOUT);
+    let result = client::call(&args.socket, &req, args.timeout);
     report(pam, args, "chauthtok", &user, result);
 }
 
