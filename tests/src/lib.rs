@@ -57,6 +57,11 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The bus policy agentkeysd ships (`systemd/dev.agentkeys.Daemon1.conf`), which every
+/// test bus includes.
+pub const SHIPPED_POLICY: &str = include_str!("../../systemd/dev.agentkeys.Daemon1.conf");
+pub const SHIPPED_POLICY_NAME: &str = "dev.agentkeys.Daemon1.conf";
+
 /// A private system-like `dbus-daemon`, killed on drop.
 #[derive(Debug)]
 pub struct Bus {
@@ -68,6 +73,12 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Bus {
+        Self::start_with_config("")
+    }
+
+    /// A bus whose configuration ends with `extra` (busconfig elements), e.g. a
+    /// `<servicedir>`.
+    pub fn start_with_config(extra: &str) -> Bus {
         let dir = tempfile::Builder::new()
             .prefix("agentkeys-bus")
             .tempdir()
@@ -75,10 +86,13 @@ impl Bus {
         // Other users (the isolation tests) must reach the socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("bus.sock");
-        let conf =
-            include_str!("../data/bus.conf.in").replace("@SOCKET@", socket.to_str().unwrap());
+        let conf = include_str!("../data/bus.conf.in")
+            .replace("@SOCKET@", socket.to_str().unwrap())
+            .replace("@EXTRA@", extra);
         let conf_path = dir.path().join("bus.conf");
         std::fs::write(&conf_path, conf).unwrap();
+        // The policy the packages install, so that every test runs under it.
+        std::fs::write(dir.path().join(SHIPPED_POLICY_NAME), SHIPPED_POLICY).unwrap();
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf_path.display()))
             .args(["--nofork", "--print-address=1"])
@@ -217,6 +231,9 @@ impl Daemon {
             .arg(self.config_path())
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("AGENTKEYS_BUS")
+            // A watchdog only where a test asks for one (the test runner may run under one).
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .env("AGENTKEYS_LOG", "info")
             .stdin(Stdio::null());
         for (k, v) in &self.opts.env {
@@ -302,6 +319,28 @@ impl Daemon {
             }
         }
         status
+    }
+
+    /// The next message the running daemon sends to its `NOTIFY_SOCKET`, waiting at most
+    /// `timeout`; also recorded in [`Daemon::notified`].
+    pub fn next_notification(&mut self, timeout: Duration) -> Option<String> {
+        let sock = self.notify.as_ref().expect("daemon not running");
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.notified.push(msg.clone());
+                Some(msg)
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                None
+            }
+            Err(e) => panic!("notify socket: {e}"),
+        }
     }
 
     /// SIGKILL and reap.

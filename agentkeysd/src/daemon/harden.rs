@@ -50,6 +50,10 @@ pub const KEEP: &[(Capability, &str)] = &[
         Capability::CAP_DAC_READ_SEARCH,
         "the runner resolves an owner's workspace inside a 0700 home directory",
     ),
+    (
+        Capability::CAP_AUDIT_WRITE,
+        "PAM writes the kernel audit record (USER_AUTH) of each approval's re-authentication",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

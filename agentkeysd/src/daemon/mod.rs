@@ -2,12 +2,15 @@
 //!
 //! Start-up is one function ([`run`]) that calls one step per line, in order:
 //! load config → harden → logging → (runtime) → vault → runtime dir → store → serve the
-//! objects on the bus → claim the bus name without allowing replacement → `READY=1`.
+//! objects on the bus → claim the bus name without allowing replacement → `READY=1` →
+//! watchdog.
 //! The vault comes before the store (DESIGN §5 lists store first) because the store's
 //! master key is read straight into secret memory.
 //!
-//! Shutdown (SIGTERM/SIGINT): `STOPPING=1`, release the bus name so no new call arrives,
-//! refuse and drain calls in flight (bounded by `daemon.shutdown_timeout_s`), drop the
+//! While serving, `WATCHDOG=1` at half of `WATCHDOG_USEC` when systemd asks for it.
+//!
+//! Shutdown (SIGTERM/SIGINT): the watchdog pings end, `STOPPING=1`, release the bus name
+//! so no new call arrives, refuse and drain calls in flight (bounded by `daemon.shutdown_timeout_s`), drop the
 //! store and the vault (every secret slot is zeroized on drop), exit 0.
 
 pub mod args;
@@ -170,12 +173,15 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
         shared.vault.kind().as_str()
     );
     notify::ready(&status);
+    // After READY=1: systemd enforces WatchdogSec= only once the service runs.
+    let watchdog = notify::Watchdog::start();
     tracing::info!(
         startup_ms = t0.elapsed().as_millis() as u64,
         secret_memory = shared.vault.kind().as_str(),
         "ready: {status}"
     );
     stop.wait().await;
+    watchdog.stop().await;
     shutdown(conn, &shared).await;
     Ok(())
 }
