@@ -409,6 +409,12 @@ fn kind_report(kind: ErrorKind, msg: &str, op: &Op, exit: Exit) -> Report {
             msg.to_owned(),
             format!("{NAME_RULE}; see agentkeysctl help"),
         ),
+        (ErrorKind::Locked, Subject::Credential(n)) => report(
+            exit,
+            format!("cannot {}: credential '{n}' is locked", op.action),
+            msg.to_owned(),
+            "log in again: pam_agentkeys unlocks login-class credentials at login".to_owned(),
+        ),
         (ErrorKind::Locked, _) => report(
             exit,
             format!("cannot {}: it is locked", op.action),

@@ -21,6 +21,7 @@ fn store(c: &mut Criterion) {
         env_var: "OPENAI_API_KEY".into(),
         expires_at: None,
         replace: true,
+        class: None,
     };
     store
         .put_credential(&actor, 1000, "openai", &secret, &opts)

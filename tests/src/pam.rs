@@ -127,6 +127,23 @@ impl PamWrapper {
         self.dir.path().join("passdb")
     }
 
+    /// `pam_matrix.so passdb=…` as a service-file line would name it.
+    pub fn matrix_line(&self) -> String {
+        let matrix = Self::matrix_module().unwrap_or_else(|e| panic!("{e}"));
+        format!("{} passdb={}", matrix.display(), self.passdb().display())
+    }
+
+    /// pam_wrapper's `pam_set_items.so`: sets PAM items from same-named environment
+    /// variables (`PAM_AUTHTOK`, `PAM_OLDAUTHTOK`).
+    pub fn set_items_module() -> PathBuf {
+        Self::find("pam_wrapper/pam_set_items.so").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Writes the service file `name` (one PAM service) with `text`.
+    pub fn write_service(&self, name: &str, text: &str) {
+        self.write(name, text);
+    }
+
     fn write(&self, name: &str, text: &str) {
         let path = self.service_dir().join(name);
         std::fs::write(&path, text).unwrap();

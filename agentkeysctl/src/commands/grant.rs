@@ -26,6 +26,7 @@ Examples:
   agentkeysctl grant ci-bot github
   agentkeysctl grant ci-bot openai --mode once --expires 12h
   agentkeysctl grant agt_0123456789abcdefghjkmnpqrs anthropic --mode confirm
+  agentkeysctl grant ci-bot github --until-logout   (ends at your last logout)
   agentkeysctl ungrant ci-bot github     (undo)")]
 pub struct GrantArgs {
     /// The agent: its id (agt_…), name, alias or e-mail
@@ -42,6 +43,11 @@ pub struct GrantArgs {
     /// (2026-12-31, 2026-12-31T23:59:59Z)
     #[arg(long, value_name = "WHEN")]
     pub expires: Option<String>,
+
+    /// Session-bound: the grant ends when your last login session closes (pam_agentkeys
+    /// tells agentkeysd), like your login-class credentials lock
+    #[arg(long)]
+    pub until_logout: bool,
 }
 
 /// `--mode`: the daemon's spellings, listed in `--help` and checked by clap.
@@ -70,6 +76,9 @@ pub async fn run(g: &Global, args: &GrantArgs, out: &mut Out) -> Result<(), CliE
     if let Some(at) = expires {
         options.insert("expires", Variant::from(at));
     }
+    if args.until_logout {
+        options.insert("until_logout", Variant::from(true));
+    }
     let action = format!(
         "grant credential '{}' to agent '{}'",
         args.credential, args.agent
@@ -79,7 +88,10 @@ pub async fn run(g: &Global, args: &GrantArgs, out: &mut Out) -> Result<(), CliE
         .await
         .map_err(|e| grant_error(e, &client, action, &args.agent))?;
     let mode = describe(args.mode.unwrap_or(GrantMode::Auto));
-    let until = expires.map_or_else(String::new, |at| format!(", until {}", format_utc(at)));
+    let mut until = expires.map_or_else(String::new, |at| format!(", until {}", format_utc(at)));
+    if args.until_logout {
+        until.push_str(", until your last logout");
+    }
     out.line(format!(
         "granted '{}' to agent '{}' ({mode}{until})",
         args.credential, args.agent

@@ -22,7 +22,8 @@ or /proc. On a terminal you are asked for it twice, without echo; otherwise it i
 from stdin (one trailing newline is removed; at most 64 KiB):
   printf %s \"$KEY\" | agentkeysctl store openai
   agentkeysctl store openai < keyfile
-  agentkeysctl store github --expires 90d --replace";
+  agentkeysctl store github --expires 90d --replace
+  agentkeysctl store github --class login   # readable only while you are logged in";
 
 #[derive(Args, Debug)]
 pub struct StoreArgs {
@@ -42,6 +43,12 @@ pub struct StoreArgs {
     /// Overwrite an existing credential of this name (its version goes up)
     #[arg(long)]
     pub replace: bool,
+
+    /// Protection class: host (readable whenever agentkeysd runs) or login (readable only
+    /// while you are logged in: pam_agentkeys unlocks it with your login password)
+    /// [default: host; a replaced credential keeps its class]
+    #[arg(long, value_name = "CLASS", value_parser = ["host", "login"])]
+    pub class: Option<String>,
 }
 
 pub async fn run(g: &Global, args: &StoreArgs, out: &mut Out) -> Result<(), CliError> {
@@ -68,6 +75,9 @@ pub async fn run(g: &Global, args: &StoreArgs, out: &mut Out) -> Result<(), CliE
     }
     if args.replace {
         options.insert("replace", Variant::from(true));
+    }
+    if let Some(class) = &args.class {
+        options.insert("class", Variant::from(class.as_str()));
     }
     let op = client
         .op(

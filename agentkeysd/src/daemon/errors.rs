@@ -74,6 +74,10 @@ pub fn to_public(method: &str, err: DaemonError) -> Public {
             StoreKind::AlreadyExists => Public::InvalidArgument(e.to_string()),
             StoreKind::Expired => Public::Expired(e.to_string()),
             StoreKind::Revoked => Public::Denied(e.to_string()),
+            StoreKind::Locked => {
+                tracing::info!(method, error = %chain, "locked");
+                Public::Locked(e.to_string())
+            }
             StoreKind::Tampered => {
                 tracing::error!(method, error = %chain, "integrity check failed");
                 Public::Internal(e.to_string())

@@ -1,9 +1,9 @@
 //! The daemon: start-up, the D-Bus objects, authorization and shutdown.
 //!
 //! Start-up is one function ([`run`]) that calls one step per line, in order:
-//! load config → harden → logging → (runtime) → vault → runtime dir → store → serve the
-//! objects on the bus → claim the bus name without allowing replacement → `READY=1` →
-//! watchdog.
+//! load config → harden → logging → (runtime) → vault → runtime dir → store → PAM listener
+//! (`<runtime-dir>/pam.sock`, [`login`]) → serve the objects on the bus → claim the bus
+//! name without allowing replacement → `READY=1` → watchdog.
 //! The vault comes before the store (DESIGN §5 lists store first) because the store's
 //! master key is read straight into secret memory.
 //!
@@ -20,6 +20,7 @@ pub mod errors;
 pub mod harden;
 pub mod iface;
 pub mod logging;
+pub mod login;
 pub mod notify;
 pub mod pairing;
 pub mod pam;
@@ -78,6 +79,8 @@ pub enum StartError {
         "another process already owns {BUS_NAME} on the {bus} bus (pid {pid})\n  fix: stop the other agentkeysd first (systemctl stop agentkeysd), or use another --bus"
     )]
     NameTaken { bus: BusChoice, pid: String },
+    #[error("PAM listener: {0}")]
+    PamListener(#[from] login::ListenError),
     #[error("cannot wait for signals: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -163,6 +166,8 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     let host_public = crate::approvals::host_public_key(store.host_key())?;
     let shared = Arc::new(Shared::new(store, vault, config, services, host_public));
     shared.spawn_audit_flusher();
+    // Before READY=1, so that a login right after start-up finds it.
+    let pam_socket = login::listen(&args.runtime_dir, &shared)?;
     // Before READY=1: a SIGTERM that arrives the moment we are ready must stop us cleanly,
     // not by the default action (which would skip the drain, the audit flush and zeroizing).
     let stop = StopSignals::install()?;
@@ -182,6 +187,11 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     );
     stop.wait().await;
     watchdog.stop().await;
+    // No new logins reach a daemon that is going away (the task itself ends with the
+    // runtime).
+    if let Err(e) = std::fs::remove_file(&pam_socket) {
+        tracing::debug!(error = %e, "could not remove the PAM socket");
+    }
     shutdown(conn, &shared).await;
     Ok(())
 }

@@ -14,6 +14,33 @@ use super::seal::{self, OpenFailure};
 use super::{Durability, Store, now_s};
 use crate::vault::SecretBuf;
 
+/// A credential's protection class (DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialClass {
+    /// Sealed under the host's credential key: readable whenever the daemon runs.
+    Host,
+    /// Additionally needs the owner's login key: readable only while the owner has a
+    /// session that `pam_agentkeys` unlocked (`Locked` otherwise).
+    Login,
+}
+
+impl CredentialClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialClass::Host => "host",
+            CredentialClass::Login => "login",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CredentialClass> {
+        match s {
+            "host" => Some(CredentialClass::Host),
+            "login" => Some(CredentialClass::Login),
+            _ => None,
+        }
+    }
+}
+
 /// Options of [`Store::put_credential`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutOptions {
@@ -23,6 +50,9 @@ pub struct PutOptions {
     pub expires_at: Option<i64>,
     /// Overwrite an existing credential of that name (bumping its version).
     pub replace: bool,
+    /// Protection class; `None` keeps a replaced credential's class (a new one is `host`),
+    /// so replacing a value never silently lowers its protection.
+    pub class: Option<CredentialClass>,
 }
 
 /// What [`Store::put_credential`] did.
@@ -111,6 +141,19 @@ pub(crate) fn last4(secret: &[u8]) -> String {
     tail.into_iter().rev().collect()
 }
 
+impl Store {
+    /// The key `owner`'s login-class values are sealed under; `Locked` without a session.
+    fn login_value_key(&self, owner: u32, name: &str) -> Result<SecretBuf, StoreError> {
+        let Some(login_key) = self.crypto.login.get(&owner) else {
+            return Err(StoreError::Locked {
+                name: name.to_owned(),
+                owner,
+            });
+        };
+        super::login::value_key(&self.crypto.vault, login_key, &self.crypto.keys.credential)
+    }
+}
+
 fn not_found(name: &str) -> StoreError {
     StoreError::NotFound {
         what: "credential",
@@ -137,6 +180,20 @@ impl Store {
         }
         let now = now_s();
         let shown = last4(secret.expose_secret());
+        let existing_class: Option<String> = self
+            .conn
+            .prepare_cached("SELECT class FROM credentials WHERE owner_uid = ?1 AND name = ?2")?
+            .query_row(params![owner, name], |r| r.get(0))
+            .optional()?;
+        let class = opts
+            .class
+            .or_else(|| existing_class.as_deref().and_then(CredentialClass::parse))
+            .unwrap_or(CredentialClass::Host);
+        // A login-class value is sealed under a key that needs the owner's login key.
+        let login_key = match class {
+            CredentialClass::Host => None,
+            CredentialClass::Login => Some(self.login_value_key(owner, name)?),
+        };
         self.commit(Durability::Full, |tx, crypto| {
             tx.prepare_cached("INSERT OR IGNORE INTO owners (uid, created_at) VALUES (?1, ?2)")?
                 .execute(params![owner, now])?;
@@ -173,13 +230,13 @@ impl Store {
             };
             let sealed = seal::seal(
                 &crypto.vault,
-                &crypto.keys.credential,
+                login_key.as_ref().unwrap_or(&crypto.keys.credential),
                 secret.expose_secret(),
                 &aad(owner, id, version, name),
             )?;
             tx.prepare_cached(
                 "UPDATE credentials SET env_var = ?1, last4 = ?2, version = ?3, nonce = ?4,
-                        sealed = ?5, updated_at = ?6, expires_at = ?7
+                        sealed = ?5, updated_at = ?6, expires_at = ?7, class = ?9
                  WHERE id = ?8",
             )?
             .execute(params![
@@ -190,7 +247,8 @@ impl Store {
                 sealed.sealed,
                 now,
                 opts.expires_at,
-                id
+                id,
+                class.as_str()
             ])?;
             let meta = tx
                 .prepare_cached(concat!(
@@ -209,7 +267,7 @@ impl Store {
                 },
                 subject: name.to_owned(),
                 outcome: Outcome::Ok,
-                detail: format!("id={id} version={version}"),
+                detail: format!("id={id} version={version} class={}", class.as_str()),
             };
             let outcome = if replaced {
                 PutOutcome::Replaced(meta)
@@ -267,9 +325,21 @@ impl Store {
                 name: name.to_owned(),
             });
         }
+        let login_key = if meta.class == CredentialClass::Login.as_str() {
+            match self.login_value_key(owner, name) {
+                Ok(key) => Some(key),
+                Err(err @ StoreError::Locked { .. }) => {
+                    self.deny_read(actor, owner, name, via, Outcome::Denied, "locked")?;
+                    return Err(err);
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
         let opened = seal::open(
             &self.crypto.vault,
-            &self.crypto.keys.credential,
+            login_key.as_ref().unwrap_or(&self.crypto.keys.credential),
             &nonce,
             &sealed,
             &aad(owner, meta.id, meta.version, &meta.name),

@@ -157,6 +157,12 @@ pub enum StoreError {
         credential: String,
         at: i64,
     },
+    /// A login-class credential while its owner's login key is not in memory.
+    #[error(
+        "credential '{name}' is login-protected and locked: its owner (uid {owner}) has no \
+         session that unlocked it"
+    )]
+    Locked { name: String, owner: u32 },
     /// The sealed value failed authentication: edited, moved, swapped or rolled back.
     #[error(
         "credential '{name}' failed its integrity check (the stored row was altered, moved or \
@@ -179,6 +185,8 @@ pub enum ErrorKind {
     Expired,
     Revoked,
     Tampered,
+    /// A login-class credential whose owner's login key is not loaded.
+    Locked,
     InvalidArgument,
     /// The store cannot start: missing or wrong key, foreign or newer database, unsafe files.
     Unavailable,
@@ -199,6 +207,7 @@ impl StoreError {
                 ErrorKind::Expired
             }
             StoreError::Tampered { .. } => ErrorKind::Tampered,
+            StoreError::Locked { .. } => ErrorKind::Locked,
             StoreError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             StoreError::StateDirInsecure { .. }
             | StoreError::WalUnavailable { .. }

@@ -28,6 +28,8 @@ pub struct GrantRecord {
     pub mode: GrantMode,
     pub expires_at: Option<i64>,
     pub created_at: i64,
+    /// Session-bound: deleted at the owner's last logout (see [`Store::login_lock`]).
+    pub until_logout: bool,
 }
 
 /// One agent × credential usage line.
@@ -117,7 +119,7 @@ fn find_grant(
 ) -> Result<Option<GrantRecord>, StoreError> {
     let row = conn
         .prepare_cached(
-            "SELECT g.mode, g.expires_at, g.created_at FROM grants g
+            "SELECT g.mode, g.expires_at, g.created_at, g.until_logout FROM grants g
              JOIN credentials c ON c.id = g.credential_id
              WHERE g.agent_id = ?1 AND c.owner_uid = ?2 AND c.name = ?3",
         )?
@@ -126,17 +128,21 @@ fn find_grant(
                 r.get::<_, String>(0)?,
                 r.get::<_, Option<i64>>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, bool>(3)?,
             ))
         })
         .optional()?;
-    Ok(row.map(|(mode, expires_at, created_at)| GrantRecord {
-        agent_id: agent_id.to_owned(),
-        credential: credential.to_owned(),
-        // The schema's CHECK admits only the three spellings.
-        mode: GrantMode::parse(&mode).unwrap_or(GrantMode::Confirm),
-        expires_at,
-        created_at,
-    }))
+    Ok(
+        row.map(|(mode, expires_at, created_at, until_logout)| GrantRecord {
+            agent_id: agent_id.to_owned(),
+            credential: credential.to_owned(),
+            // The schema's CHECK admits only the three spellings.
+            mode: GrantMode::parse(&mode).unwrap_or(GrantMode::Confirm),
+            expires_at,
+            created_at,
+            until_logout,
+        }),
+    )
 }
 
 fn add_to_scope(
@@ -167,6 +173,22 @@ impl Store {
         mode: GrantMode,
         expires_at: Option<i64>,
     ) -> Result<GrantRecord, StoreError> {
+        self.grant_with(actor, owner, agent, credential, mode, expires_at, false)
+    }
+
+    /// [`Store::grant`], optionally session-bound: an `until_logout` grant is deleted when
+    /// the owner's last session closes ([`Store::login_lock`]), like the login key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grant_with(
+        &mut self,
+        actor: &Actor,
+        owner: u32,
+        agent: &str,
+        credential: &str,
+        mode: GrantMode,
+        expires_at: Option<i64>,
+        until_logout: bool,
+    ) -> Result<GrantRecord, StoreError> {
         self.commit(Durability::Full, |tx, _| {
             let agent = super::agents::require(tx, owner, agent)?;
             if agent.state == AgentState::Revoked {
@@ -181,18 +203,20 @@ impl Store {
                     name: credential.to_owned(),
                 })?;
             tx.prepare_cached(
-                "INSERT INTO grants (agent_id, credential_id, mode, expires_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO grants (agent_id, credential_id, mode, expires_at, created_at,
+                                     until_logout)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (agent_id, credential_id) DO UPDATE SET
                      mode = excluded.mode, expires_at = excluded.expires_at,
-                     created_at = excluded.created_at",
+                     created_at = excluded.created_at, until_logout = excluded.until_logout",
             )?
             .execute(params![
                 agent.id,
                 cred_id,
                 mode.as_str(),
                 expires_at,
-                now_s()
+                now_s(),
+                until_logout
             ])?;
             add_to_scope(tx, &agent, credential)?;
             let grant = find_grant(tx, owner, &agent.id, credential)?.ok_or_else(|| {
@@ -208,11 +232,12 @@ impl Store {
                 subject: format!("{}/{credential}", agent.id),
                 outcome: Outcome::Ok,
                 detail: format!(
-                    "mode={}{}",
+                    "mode={}{}{}",
                     mode.as_str(),
                     expires_at
                         .map(|t| format!(" expires={t}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if until_logout { " until_logout" } else { "" }
                 ),
             };
             Ok((grant, audit))
@@ -258,7 +283,7 @@ impl Store {
     pub fn grants_of(&self, owner: u32, agent: &str) -> Result<Vec<GrantRecord>, StoreError> {
         let agent = super::agents::require(&self.conn, owner, agent)?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.name, g.mode, g.expires_at, g.created_at FROM grants g
+            "SELECT c.name, g.mode, g.expires_at, g.created_at, g.until_logout FROM grants g
              JOIN credentials c ON c.id = g.credential_id
              WHERE g.agent_id = ?1 ORDER BY c.name",
         )?;
@@ -269,6 +294,7 @@ impl Store {
                 mode: GrantMode::parse(&r.get::<_, String>(1)?).unwrap_or(GrantMode::Confirm),
                 expires_at: r.get(2)?,
                 created_at: r.get(3)?,
+                until_logout: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

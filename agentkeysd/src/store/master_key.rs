@@ -31,6 +31,7 @@ const HEX_LEN: usize = 2 * KEY_LEN;
 const LABEL_CREDENTIAL_KEY: &[u8] = b"AgentKeys-v1 credential key";
 const LABEL_AUDIT_KEY: &[u8] = b"AgentKeys-v1 audit key";
 const LABEL_HOST_KEY: &[u8] = b"AgentKeys-v1 host signing key";
+const LABEL_LOGIN_WRAP_KEY: &[u8] = b"AgentKeys-v1 login wrap key";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"AgentKeys-v1 key check plaintext";
 const KEY_CHECK_AAD: &[u8] = b"AgentKeys-v1 key check";
 
@@ -65,6 +66,9 @@ pub(crate) struct Keys {
     /// than stored: it lives exactly as long as the master key, and children that kept its
     /// public half keep trusting the daemon across restarts.
     pub host: SecretBuf,
+    /// Mixed into every login key's key-encryption key (see `login.rs`), so that a stolen
+    /// database alone allows no offline guessing of login passwords.
+    pub login_wrap: SecretBuf,
 }
 
 impl Keys {
@@ -73,6 +77,7 @@ impl Keys {
             credential: derive(vault, master, LABEL_CREDENTIAL_KEY)?,
             audit: derive(vault, master, LABEL_AUDIT_KEY)?,
             host: derive(vault, master, LABEL_HOST_KEY)?,
+            login_wrap: derive(vault, master, LABEL_LOGIN_WRAP_KEY)?,
         })
     }
 }

@@ -41,6 +41,11 @@
 //!   scopes every query by the owner it is given.
 //! - Hiding metadata: names, env vars, `last4`, timestamps and the audit log are plaintext.
 //! - Defending against an attacker who holds the master key and can write the database.
+//!
+//! # Login class
+//! Credentials of class `login` are sealed under a key that also needs the owner's login
+//! key, which is in memory only while the owner has a session (`login.rs`); otherwise
+//! reading or storing them answers [`StoreError::Locked`].
 
 mod agents;
 mod audit;
@@ -50,6 +55,7 @@ mod error;
 mod files;
 mod grants;
 mod ids;
+pub mod login;
 mod master_key;
 mod schema;
 pub mod seal;
@@ -67,7 +73,7 @@ pub use agents::{AgentOptions, AgentRecord, AgentState, LinkKind};
 pub use audit::{
     AUDIT_LIST_MAX, Actor, AuditEntry, AuditRow, ChainProblem, Outcome, ProblemKind, VerifyReport,
 };
-pub use credentials::{CredentialMeta, PutOptions, PutOutcome};
+pub use credentials::{CredentialClass, CredentialMeta, PutOptions, PutOutcome};
 pub use db::APPLICATION_ID;
 pub use error::{ErrorKind, StoreError, utc};
 pub use grants::{AgentRead, GrantMode, GrantRecord, UsageRow};
@@ -110,6 +116,8 @@ pub(crate) enum Durability {
 pub(crate) struct Crypto {
     pub vault: Vault,
     pub keys: Keys,
+    /// Owners' login keys, loaded while they have a session (see `login.rs`).
+    pub login: login::LoginKeys,
 }
 
 /// The store: one connection, the derived keys, and the audit chain's tail.
@@ -205,6 +213,7 @@ impl Store {
             crypto: Crypto {
                 vault: vault.clone(),
                 keys,
+                login: login::LoginKeys::new(),
             },
             db_path,
             key_source,

@@ -118,8 +118,29 @@ CREATE TABLE usage (
 ) STRICT;
 "#;
 
+/// Schema v3 (issue 5): per-owner login keys (the `login` protection class) and grants that
+/// end at the owner's last logout. The CHECKs bound what a row may make the daemon spend
+/// on Argon2id (memory 8 MiB–1 GiB, 1–16 passes and lanes).
+const V3: &str = r#"
+CREATE TABLE login_keys (
+    owner_uid  INTEGER PRIMARY KEY NOT NULL REFERENCES owners(uid),
+    kdf        TEXT NOT NULL CHECK (kdf = 'argon2id-v19'),
+    m_cost_kib INTEGER NOT NULL CHECK (m_cost_kib BETWEEN 8192 AND 1048576),
+    t_cost     INTEGER NOT NULL CHECK (t_cost BETWEEN 1 AND 16),
+    p_cost     INTEGER NOT NULL CHECK (p_cost BETWEEN 1 AND 16),
+    salt       BLOB NOT NULL CHECK (length(salt) = 16),
+    nonce      BLOB NOT NULL CHECK (length(nonce) = 12),
+    wrapped    BLOB NOT NULL CHECK (length(wrapped) = 48),
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE grants ADD COLUMN until_logout INTEGER NOT NULL DEFAULT 0
+    CHECK (until_logout IN (0, 1));
+"#;
+
 /// Every migration, in order; index + 1 is the version it produces.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -184,6 +205,7 @@ mod tests {
             "audit",
             "sessions",
             "usage",
+            "login_keys",
         ] {
             let n: i64 = conn
                 .query_row(

@@ -400,14 +400,19 @@ fn v1_database_migrates_to_v2_keeping_its_agents_and_credentials() {
         .unwrap();
     fx.raw()
         .execute_batch(
-            "DROP TABLE usage;
+            "DROP TABLE login_keys;
+             ALTER TABLE grants DROP COLUMN until_logout;
+             DROP TABLE usage;
              DROP TABLE sessions;
              ALTER TABLE agents DROP COLUMN pubkey;
              PRAGMA user_version = 1;",
         )
         .unwrap();
     let mut fx = fx.reopen().unwrap();
-    assert_eq!(fx.store.stats().unwrap().schema_version, 2);
+    assert_eq!(
+        fx.store.stats().unwrap().schema_version,
+        crate::store::SCHEMA_VERSION
+    );
     let migrated = fx.store.get_agent(ALICE, "old-bot").unwrap();
     assert_eq!(migrated, old);
     assert_eq!(migrated.pubkey, None);

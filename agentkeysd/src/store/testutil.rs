@@ -90,6 +90,7 @@ pub(crate) fn opts(replace: bool) -> PutOptions {
         env_var: "ANTHROPIC_API_KEY".to_owned(),
         expires_at: None,
         replace,
+        class: None,
     }
 }
 

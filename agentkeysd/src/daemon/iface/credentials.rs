@@ -10,7 +10,7 @@ use zbus::object_server::SignalEmitter;
 use crate::api::Error;
 use crate::api::dict::{self, Dict, DictBuilder};
 use crate::api::names::{valid_env_var, valid_name};
-use crate::store::{AgentRead, CredentialMeta, GrantMode, PutOptions};
+use crate::store::{AgentRead, CredentialClass, CredentialMeta, GrantMode, PutOptions};
 use crate::vault;
 
 use super::super::authz::AuthzError;
@@ -24,8 +24,8 @@ pub struct Credentials {
     pub shared: Arc<Shared>,
 }
 
-const STORE_OPTIONS: &[&str] = &["env", "expires", "replace"];
-const GRANT_OPTIONS: &[&str] = &["mode", "expires"];
+const STORE_OPTIONS: &[&str] = &["env", "expires", "replace", "class"];
+const GRANT_OPTIONS: &[&str] = &["mode", "expires", "until_logout"];
 
 #[interface(name = "dev.agentkeys.Credentials1")]
 impl Credentials {
@@ -136,6 +136,12 @@ impl Credentials {
             ));
         }
         let replace = dict::get_bool(&options, "replace")?.unwrap_or(false);
+        let class = match dict::get_str(&options, "class")? {
+            None => None,
+            Some(c) => Some(CredentialClass::parse(&c).ok_or_else(|| {
+                DaemonError::Invalid(format!("unknown protection class '{c}': use host or login"))
+            })?),
+        };
         // Read straight into secret memory; the fd must be a sealed memfd, so this never blocks.
         let secret = vault::read_sealed_memfd(&self.shared.vault, secret_fd.as_fd())?;
         drop(secret_fd);
@@ -143,6 +149,7 @@ impl Credentials {
             env_var,
             expires_at,
             replace,
+            class,
         };
         let actor = actor(&caller);
         let name = name.to_owned();
@@ -280,10 +287,19 @@ impl Credentials {
                 "the expiry time is in the past".into(),
             ));
         }
+        let until_logout = dict::get_bool(&options, "until_logout")?.unwrap_or(false);
         let actor = actor(&caller);
         let (agent, credential) = (agent.to_owned(), credential.to_owned());
         blocking(&self.shared, move |store| {
-            Ok(store.grant(&actor, owner, &agent, &credential, mode, expires_at)?)
+            Ok(store.grant_with(
+                &actor,
+                owner,
+                &agent,
+                &credential,
+                mode,
+                expires_at,
+                until_logout,
+            )?)
         })
         .await?;
         Ok(())

@@ -1,0 +1,151 @@
+//! What each PAM entry point does (called by [`crate::sys`] under `catch_unwind`; every
+//! entry point then returns `PAM_IGNORE`, so nothing here can fail or block a login beyond
+//! [`client::TIMEOUT`] by default, `timeout=` at most).
+//!
+//! - `auth`: keep the password an earlier module (pam_unix, pam_sss…) set as
+//!   `PAM_AUTHTOK` in the handle, for the session step. This module never prompts.
+//! - `open_session`: send it to the daemon (which unlocks the owner's login-class
+//!   credentials), then wipe it. Without a kept password the session is still announced
+//!   (it counts towards "the owner's last session").
+//! - `close_session`: announce the end of the session.
+//! - `chauthtok` (update pass only): send the old and the new password, so the daemon
+//!   re-wraps the login key under the new one.
+
+use std::ffi::c_int;
+
+use crate::args::Args;
+use crate::client::{self, ClientError};
+use crate::sys::{LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, PAM_UPDATE_AUTHTOK, Pam, Token};
+use crate::wire::{Reply, Request, Status};
+
+pub fn authenticate(pam: &Pam<'_>, _flags: c_int, args: &Args) {
+    match pam.token(Token::Current) {
+        Some(pw) if !pw.is_empty() => {
+            if pam.keep_password(pw) {
+                debug(pam, args, "password kept for the session step");
+            } else {
+                pam.log(
+                    LOG_WARNING,
+                    "could not keep the password (pam_set_data failed)",
+                );
+            }
+        }
+        _ => debug(
+            pam,
+            args,
+            "no password from an earlier module (place pam_agentkeys after the module that asks)",
+        ),
+    }
+}
+
+pub fn setcred(pam: &Pam<'_>, _flags: c_int, args: &Args) {
+    debug(pam, args, "setcred: nothing to do");
+}
+
+pub fn open_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
+    let Some(user) = pam.user() else {
+        pam.log(LOG_WARNING, "open_session: no PAM_USER; nothing sent");
+        return;
+    };
+    let result = pam
+        .with_kept_password(|pw| {
+            let req = Request::OpenSession {
+                user: &user,
+                password: pw.expose(),
+            };
+            client::call(&args.socket, &req, args.timeout)
+        })
+        .unwrap_or_else(|| {
+            debug(pam, args, "no kept password: announcing the session only");
+            let req = Request::OpenSession {
+                user: &user,
+                password: b"",
+            };
+            client::call(&args.socket, &req, args.timeout)
+        });
+    // The password's job is done: wipe it now rather than at pam_end.
+    pam.forget_password();
+    report(pam, args, "open_session", &user, result);
+}
+
+pub fn close_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
+    let Some(user) = pam.user() else {
+        pam.log(LOG_WARNING, "close_session: no PAM_USER; nothing sent");
+        return;
+    };
+    let req = Request::CloseSession { user: &user };
+    let result = client::call(&args.socket, &req, args.timeout);
+    report(pam, args, "close_session", &user, result);
+}
+
+pub fn chauthtok(pam: &Pam<'_>, flags: c_int, args: &Args) {
+    if flags & PAM_UPDATE_AUTHTOK == 0 {
+        return; // the preliminary check pass: nothing changes yet
+    }
+    let Some(user) = pam.user() else {
+        pam.log(LOG_WARNING, "chauthtok: no PAM_USER; nothing sent");
+        return;
+    };
+    let Some(new) = pam.token(Token::Current).filter(|t| !t.is_empty()) else {
+        pam.log(
+            LOG_NOTICE,
+            "chauthtok: no new password from an earlier module; login-class credentials stay \
+             under the old password",
+        );
+        return;
+    };
+    // Root changing a user's password is not asked for the old one: the daemon re-wraps
+    // with the key it holds while the owner is logged in.
+    let old = pam.token(Token::Old);
+    let req = Request::ChangePassword {
+        user: &user,
+        old: old.as_ref().map(|o| o.expose()).unwrap_or_default(),
+        new: new.expose(),
+    };
+    let result = client::call(&args.socket, &req, args.timeout);
+    report(pam, args, "chauthtok", &user, result);
+}
+
+fn debug(pam: &Pam<'_>, args: &Args, msg: &str) {
+    if args.debug {
+        pam.log(LOG_DEBUG, msg);
+    }
+}
+
+/// One log line per request; never a password (neither side puts one in a reply).
+fn report(pam: &Pam<'_>, args: &Args, step: &str, user: &str, result: Result<Reply, ClientError>) {
+    let service = pam.service();
+    match result {
+        Ok(Reply { status, text }) => {
+            let priority = match status {
+                Status::Ok | Status::Unlocked | Status::Created => LOG_INFO,
+                Status::WrongPassword | Status::Refused => LOG_NOTICE,
+                Status::Malformed | Status::Failed => LOG_WARNING,
+            };
+            if priority != LOG_INFO || args.debug || step != "close_session" {
+                pam.log(
+                    priority,
+                    &format!(
+                        "{step} for {user} ({service}): agentkeysd: {}: {text}",
+                        status.as_str()
+                    ),
+                );
+            }
+        }
+        Err(ClientError::Connect(e)) => pam.log(
+            LOG_INFO,
+            &format!(
+                "{step} for {user} ({service}): agentkeysd not reachable at {} ({e}); login \
+                 continues, login-class credentials stay locked",
+                args.socket.display()
+            ),
+        ),
+        Err(e) => pam.log(
+            LOG_WARNING,
+            &format!(
+                "{step} for {user} ({service}): {e}; login continues, login-class credentials \
+                 may stay locked"
+            ),
+        ),
+    }
+}
