@@ -6,8 +6,8 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
-    agent, approve, audit, completions, deny, grant, list, man, pair, pending, read, rm, status,
-    store, ungrant, usage, whoami,
+    agent, approve, audit, completions, deny, doctor, grant, list, man, pair, pending, read, rm,
+    status, store, ungrant, usage, whoami,
 };
 use crate::errors::EXIT_CODES_HELP;
 
@@ -164,6 +164,10 @@ pub enum Command {
 
     /// Show who the daemon thinks you are
     Whoami(whoami::WhoamiArgs),
+
+    /// Check this host for agentkeysd: kernel features, the daemon, installed files;
+    /// each failing check prints its fix (exit 1 if any failed)
+    Doctor(doctor::DoctorArgs),
 
     /// Print a shell completion script to stdout
     Completions(completions::CompletionsArgs),

@@ -37,7 +37,8 @@ impl Exit {
 pub const EXIT_CODES_HELP: &str = "\
 Exit status:
     0  success
-    1  error (also: a single-use credential was already used; an internal daemon error)
+    1  error (also: a single-use credential was already used; an internal daemon error;
+       doctor: a check failed — warnings alone exit 0)
     2  usage: bad flags or arguments, bad input, or the daemon rejected an argument
     3  access denied (also: the owner denied a pairing; a wrong password at approve)
     4  not found

@@ -16,7 +16,7 @@
 //!   makes read commands print JSON. A closed stdout (broken pipe) is a clean exit 0.
 //! - No panics on user or daemon input: every failure is a `CliError` with an exit code.
 //!
-//! Exit codes: 0 ok, 1 error, 2 usage (also bad input and the daemon's InvalidArgument),
+//! Exit codes: 0 ok, 1 error (for `doctor`: a check failed), 2 usage (also bad input and the daemon's InvalidArgument),
 //! 3 denied, 4 not found, 5 expired, 6 daemon unreachable, 7 locked, 130 interrupted
 //! (Ctrl-C while `pair` waits).
 #![deny(unsafe_code)]

@@ -17,5 +17,6 @@
 pub mod api;
 pub mod approvals;
 pub mod daemon;
+pub mod sandbox;
 pub mod store;
 pub mod vault;

@@ -115,6 +115,7 @@ mod tests {
             "agentkeysctl-approve.1",
             "agentkeysctl-pending.1",
             "agentkeysctl-grant.1",
+            "agentkeysctl-doctor.1",
         ] {
             assert!(
                 names.iter().any(|n| n == want),

@@ -8,6 +8,7 @@ pub mod approve;
 pub mod audit;
 pub mod completions;
 pub mod deny;
+pub mod doctor;
 pub mod grant;
 pub mod list;
 pub mod man;
@@ -115,6 +116,7 @@ async fn with_daemon(g: &Global, cmd: &Command, out: &mut Out) -> Result<(), Cli
             AuditCommand::Verify(a) => audit::verify::run(g, a, out).await,
         },
         Command::Whoami(a) => whoami::run(g, a, out).await,
+        Command::Doctor(a) => doctor::run(g, a, out).await,
         Command::Completions(a) => completions::run(a, out),
         Command::Man(a) => man::run(a, out),
     }

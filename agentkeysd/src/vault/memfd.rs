@@ -70,7 +70,12 @@ pub fn read_memfd_to_vec(fd: BorrowedFd<'_>) -> Result<Zeroizing<Vec<u8>>, Memfd
 
 /// Does this kernel have `memfd_secret(2)`? (Creates one and closes it.)
 pub fn memfd_secret_available() -> bool {
-    sys::memfd_secret().is_ok()
+    probe_memfd_secret().is_ok()
+}
+
+/// [`memfd_secret_available`] with the kernel's reason when it is not (`ENOSYS`, `EPERM`…).
+pub fn probe_memfd_secret() -> std::io::Result<()> {
+    sys::memfd_secret().map(drop)
 }
 
 /// Size of `fd` after checking it is a memfd carrying [`REQUIRED_SEALS`] and is at most

@@ -47,8 +47,8 @@ use std::io;
 use std::sync::Arc;
 
 pub use memfd::{
-    memfd_secret_available, read_memfd_to_vec, read_sealed_memfd, sealed_memfd_from_bytes,
-    sealed_memfd_from_secret,
+    memfd_secret_available, probe_memfd_secret, read_memfd_to_vec, read_sealed_memfd,
+    sealed_memfd_from_bytes, sealed_memfd_from_secret,
 };
 pub use scrub::scrubbed;
 pub use secret::SecretBuf;

@@ -1,6 +1,6 @@
 //! `dev.agentkeys.Daemon1`: the daemon's own properties and what it sees of its caller.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use zbus::interface;
 use zbus::message::Header;
@@ -10,6 +10,7 @@ use crate::api::dict::{Dict, DictBuilder};
 use crate::api::names::{
     IFACE_AGENTS, IFACE_APPROVALS, IFACE_AUDIT, IFACE_CREDENTIALS, IFACE_DAEMON, MAX_SECRET_LEN,
 };
+use crate::sandbox::probe;
 use crate::vault::SecretMemoryPolicy;
 
 use super::super::errors::{DaemonError, to_public};
@@ -67,8 +68,29 @@ impl Daemon {
                 self.shared.config.approvals.authenticate.as_str(),
             )
             .u32("session_ttl_s", self.shared.config.approvals.session_ttl_s)
+            .u32("landlock_abi", kernel().landlock_abi)
+            .bool("seccomp_filter", kernel().seccomp_filter)
             .build()
     }
+}
+
+/// What the kernel offers the runner, as the daemon sees it: under a unit's own
+/// `SystemCallFilter=` that can differ from what a shell sees, and the runner inherits
+/// the daemon's view. Probed once (two cheap questions to the kernel, no fork).
+#[derive(Debug, Clone, Copy)]
+struct KernelFacts {
+    /// Highest Landlock ABI, 0 when Landlock cannot be used.
+    landlock_abi: u32,
+    /// Seccomp filter mode with the actions the runner uses.
+    seccomp_filter: bool,
+}
+
+fn kernel() -> KernelFacts {
+    static FACTS: OnceLock<KernelFacts> = OnceLock::new();
+    *FACTS.get_or_init(|| KernelFacts {
+        landlock_abi: probe::landlock().abi().unwrap_or(0),
+        seccomp_filter: probe::seccomp().filter.is_ok(),
+    })
 }
 
 impl Daemon {
