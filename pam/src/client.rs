@@ -39,9 +39,7 @@ impl fmt::Display for ClientError {
             ClientError::Connect(e) => write!(f, "cannot connect: {e}"),
             ClientError::Send(e) => write!(f, "sending the request failed: {e}"),
             ClientError::Receive(e) => write!(f, "reading the reply failed: {e}"),
-            ClientError::Timeout(step) => {
-                write!(f, "no answer within {} s while {step}", TIMEOUT.as_secs())
-            }
+            ClientError::Timeout(step) => write!(f, "no answer within the timeout while {step}"),
             ClientError::BadReply(e) => write!(f, "bad reply: {e}"),
         }
     }
@@ -56,13 +54,22 @@ pub fn call(socket: &Path, req: &Request<'_>, timeout: Duration) -> Result<Reply
     let mut frame = Secret::with_capacity(wire::encoded_len(req));
     wire::encode_request(req, frame.buffer()).map_err(ClientError::Encode)?;
     let stream = sys::connect_unix(socket).map_err(ClientError::Connect)?;
-    send_all(&stream, frame.expose(), deadline)?;
+    let sent = send_all(&stream, frame.expose(), deadline);
     drop(frame);
+    if let Err(e) = sent {
+        // The daemon may have answered before reading everything (a refusal), then
+        // closed: its reply says more than the broken pipe does.
+        return read_reply(&stream, deadline).map_err(|_| e);
+    }
+    read_reply(&stream, deadline)
+}
+
+fn read_reply(stream: &UnixStream, deadline: Instant) -> Result<Reply, ClientError> {
     let mut head = [0u8; HEADER_LEN];
-    read_full(&stream, &mut head, deadline)?;
+    read_full(stream, &mut head, deadline)?;
     let (status, len) = wire::parse_reply_header(&head).map_err(ClientError::BadReply)?;
     let mut body = vec![0u8; len];
-    read_full(&stream, &mut body, deadline)?;
+    read_full(stream, &mut body, deadline)?;
     wire::parse_reply_body(status, &body).map_err(ClientError::BadReply)
 }
 

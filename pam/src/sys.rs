@@ -219,8 +219,11 @@ fn module_args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
     }
     (0..n)
         .filter_map(|i| {
-            // SAFETY: libpam passes `argc` valid pointers in `argv`.
-            let p = unsafe { *argv.add(i) };
+            // SAFETY: libpam passes `argc` valid pointers in `argv`, so `argv + i` (i < argc)
+            // stays inside that array.
+            let slot = unsafe { argv.add(i) };
+            // SAFETY: `slot` points to one of those `argc` initialized pointers.
+            let p = unsafe { *slot };
             if p.is_null() {
                 return None;
             }

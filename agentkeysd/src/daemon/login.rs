@@ -49,6 +49,8 @@ pub const MAX_CONNECTIONS: usize = 8;
 pub const READ_DEADLINE: Duration = Duration::from_secs(3);
 /// Time a peer has to take the reply.
 const WRITE_DEADLINE: Duration = Duration::from_secs(2);
+/// Time given to the rest of a refused request before the connection is closed.
+const DRAIN_DEADLINE: Duration = Duration::from_millis(200);
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -274,7 +276,22 @@ async fn reply(stream: &mut UnixStream, status: Status, text: &str) {
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))
     {
         tracing::debug!(error = %e, "PAM listener: the peer did not take the reply");
+        return;
     }
+    // Closing with unread bytes makes the kernel reset the connection, and a reset can
+    // reach the peer before our reply does. A refused or malformed request may still be
+    // arriving: discard (never parse) what is left, briefly and boundedly.
+    let mut sink = [0u8; 512];
+    let drain = async {
+        let mut left = wire::MAX_BODY + HEADER_LEN;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, drain).await;
 }
 
 /// A secret-memory copy of a password field.
