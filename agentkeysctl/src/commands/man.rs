@@ -38,7 +38,12 @@ pub fn run(args: &ManArgs, out: &mut Out) -> Result<(), CliError> {
             std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
             let mut written = Vec::new();
             generate(&cmd, dir, &mut written)?;
-            write_page(Man::new(daemon_command()).section("8"), "agentkeysd", dir, &mut written)?;
+            write_page(
+                Man::new(daemon_command()).section("8"),
+                "agentkeysd",
+                dir,
+                &mut written,
+            )?;
             for path in written {
                 out.line(format!("wrote {}", path.display()))?;
             }
