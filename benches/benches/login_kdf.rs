@@ -9,7 +9,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn bench(c: &mut Criterion) {
     let vault = Vault::new(SecretMemoryPolicy::Prefer).unwrap();
     let mut password = vault.alloc(20).unwrap();
-    password.expose_secret_mut().copy_from_slice(b"correct horse batter");
+    password
+        .expose_secret_mut()
+        .copy_from_slice(b"correct horse batter");
     let spec = WrapSpec::fresh().unwrap();
     let mut group = c.benchmark_group("login");
     group.sample_size(10);

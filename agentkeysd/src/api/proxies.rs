@@ -40,7 +40,10 @@ pub trait Daemon {
 )]
 pub trait Credentials {
     /// Store `secret_fd` (a memfd sealed against write/shrink/grow, 1 B–64 KiB) as `name`.
-    /// Options: `env` (s), `expires` (x, unix seconds), `replace` (b).
+    /// Options: `env` (s), `expires` (x, unix seconds), `replace` (b), `class` (s: `host` |
+    /// `login`; default `host`, a replace keeps the class). A `login`-class credential can
+    /// be stored and read only while its owner has a session that `pam_agentkeys` unlocked
+    /// (`Locked` otherwise).
     fn store(
         &self,
         name: &str,
@@ -61,7 +64,8 @@ pub trait Credentials {
 
     /// Lets `agent` (id, name, alias or e-mail; `UID:NAME` for root) read `credential`, and
     /// adds the credential to the agent's scope. Options: `mode` (s: `auto` | `confirm` |
-    /// `once`, default `auto`), `expires` (x, unix seconds). Replaces an existing grant.
+    /// `once`, default `auto`), `expires` (x, unix seconds), `until_logout` (b: the grant
+    /// ends at the owner's last logout). Replaces an existing grant.
     fn grant(
         &self,
         agent: &str,
