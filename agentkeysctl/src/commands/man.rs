@@ -1,4 +1,9 @@
 //! `agentkeysctl man [--out-dir DIR]`: roff man pages from the command tree.
+//!
+//! `--out-dir` also writes `agentkeysd.8`, rendered from the daemon's own clap
+//! [`agentkeysd::daemon::args::Args`], so the packages get the daemon's page from the very
+//! struct the daemon parses (it cannot drift) without giving the daemon, which runs as
+//! root, a man-page renderer or a hidden flag of its own.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +16,8 @@ use crate::output::Out;
 
 #[derive(Args, Debug)]
 pub struct ManArgs {
-    /// Write agentkeysctl.1 and one page per subcommand (agentkeysctl-store.1, …) into DIR
-    /// instead of printing the main page
+    /// Write agentkeysctl.1, one page per subcommand (agentkeysctl-store.1, …) and the
+    /// daemon's agentkeysd.8 into DIR instead of printing the main page
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
 }
@@ -33,6 +38,12 @@ pub fn run(args: &ManArgs, out: &mut Out) -> Result<(), CliError> {
             std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
             let mut written = Vec::new();
             generate(&cmd, dir, &mut written)?;
+            write_page(
+                Man::new(daemon_command()).section("8"),
+                "agentkeysd",
+                dir,
+                &mut written,
+            )?;
             for path in written {
                 out.line(format!("wrote {}", path.display()))?;
             }
@@ -43,16 +54,31 @@ pub fn run(args: &ManArgs, out: &mut Out) -> Result<(), CliError> {
 
 /// The page of `cmd`, then the pages of its subcommands, depth first.
 fn generate(cmd: &clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let man = Man::new(cmd.clone());
-    let path = dir.join(man.get_filename());
-    let mut page = Vec::new();
-    man.render(&mut page)
-        .map_err(|e| render_error(cmd.get_name(), e))?;
-    std::fs::write(&path, &page).map_err(|e| write_error(&path, e))?;
-    written.push(path);
+    write_page(Man::new(cmd.clone()), cmd.get_name(), dir, written)?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         generate(sub, dir, written)?;
     }
+    Ok(())
+}
+
+/// The daemon's command line, as `agentkeysd --help` shows it (section 8: a system daemon).
+fn daemon_command() -> clap::Command {
+    let mut cmd = agentkeysd::daemon::args::Args::command();
+    cmd.build();
+    cmd
+}
+
+fn write_page(
+    man: Man,
+    name: &str,
+    dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), CliError> {
+    let path = dir.join(man.get_filename());
+    let mut page = Vec::new();
+    man.render(&mut page).map_err(|e| render_error(name, e))?;
+    std::fs::write(&path, &page).map_err(|e| write_error(&path, e))?;
+    written.push(path);
     Ok(())
 }
 
@@ -104,5 +130,20 @@ mod tests {
         let main = std::fs::read_to_string(dir.path().join("agentkeysctl.1")).unwrap();
         assert!(main.contains(".TH"));
         assert!(main.contains("Exit status"));
+    }
+
+    #[test]
+    fn out_dir_gets_the_daemons_section_8_page_from_its_own_args() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ManArgs {
+            out_dir: Some(dir.path().to_path_buf()),
+        };
+        let mut out = Out::new(false);
+        run(&args, &mut out).unwrap();
+        let page = std::fs::read_to_string(dir.path().join("agentkeysd.8")).unwrap();
+        assert!(page.contains(".TH agentkeysd 8"), "{page}");
+        for option in ["check\\-config", "state\\-dir", "runtime\\-dir", "config"] {
+            assert!(page.contains(option), "{option} missing from agentkeysd.8");
+        }
     }
 }
