@@ -78,8 +78,9 @@ fn unit_root(unit: &str) -> tempfile::TempDir {
     root
 }
 
-/// A MANPATH holding agentkeysctl(1) as `agentkeysctl man` renders it (the page the unit's
-/// Documentation= names; packaging installs the same), or None when `man` is missing.
+/// A MANPATH holding agentkeysd(8) and agentkeysctl(1) as `agentkeysctl man --out-dir`
+/// renders them (the pages the unit's Documentation= names; packaging installs the same),
+/// or None when `man` is missing.
 fn man_path(dir: &Path) -> Option<PathBuf> {
     let have_man = Command::new("man")
         .arg("--version")
@@ -91,18 +92,21 @@ fn man_path(dir: &Path) -> Option<PathBuf> {
         skip("man not found (Debian package man-db): Documentation= is not checked");
         return None;
     }
+    let pages = dir.join("pages");
     let out = run(
         {
             let mut c = Command::new(bin("agentkeysctl"));
-            c.arg("man");
+            c.arg("man").arg("--out-dir").arg(&pages);
             c
         },
         None,
     );
-    let page = dir.join("man/man1/agentkeysctl.1");
-    std::fs::create_dir_all(page.parent().unwrap()).unwrap();
     assert_eq!(out.code, 0, "agentkeysctl man: {}", out.stderr);
-    std::fs::write(&page, &out.stdout).unwrap();
+    for (page, section) in [("agentkeysctl.1", "man1"), ("agentkeysd.8", "man8")] {
+        let to = dir.join("man").join(section);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::rename(pages.join(page), to.join(page)).unwrap();
+    }
     Some(dir.join("man"))
 }
 
