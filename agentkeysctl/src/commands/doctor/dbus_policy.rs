@@ -19,7 +19,7 @@ const ACTIVATION_PATH: &str = "/usr/share/dbus-1/system-services/dev.agentkeys.D
 
 const BUS_NAME: &str = "dev.agentkeys.Daemon1";
 
-const REINSTALL: &str = "reinstall the agentkeysd package (it ships \
+const REINSTALL: &str = "reinstall the agentkeys package (it ships \
     /usr/share/dbus-1/system.d/dev.agentkeys.Daemon1.conf), or copy systemd/dev.agentkeys.Daemon1.conf \
     from the source tree there; then reload the bus: sudo systemctl reload dbus";
 
@@ -59,7 +59,7 @@ pub fn check(root: &Root) -> Finding {
                 path.display(),
                 activation.display()
             ),
-            "reinstall the agentkeysd package, or start the daemon yourself: sudo systemctl enable --now agentkeysd",
+            "reinstall the agentkeys package, or start the daemon yourself: sudo systemctl enable --now agentkeysd",
         );
     }
     Finding::ok(

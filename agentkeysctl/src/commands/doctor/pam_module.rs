@@ -32,7 +32,7 @@ pub fn check(root: &Root) -> Finding {
                 "{MODULE} is in none of {}: logins cannot unlock login-protected credentials",
                 DIRS.join(", ")
             ),
-            "install the agentkeysd package (Debian: /usr/lib/x86_64-linux-gnu/security/pam_agentkeys.so, \
+            "install the agentkeys package (Debian: /usr/lib/x86_64-linux-gnu/security/pam_agentkeys.so, \
              Fedora: /usr/lib64/security/pam_agentkeys.so)",
         );
     };
@@ -41,7 +41,7 @@ pub fn check(root: &Root) -> Finding {
         return Finding::fail(
             CHECK,
             format!("{shown} is not a regular file"),
-            "reinstall the agentkeysd package",
+            "reinstall the agentkeys package",
         );
     }
     if meta.uid() != 0 {

@@ -190,7 +190,7 @@ pub fn check(root: &Root) -> Finding {
 
 /// The half about `/etc/pam.d/agentkeys`: `Err((detail, fix))` when it fails.
 fn service_finding(path: &str, text: Option<String>) -> Result<String, (String, String)> {
-    let fix = "reinstall the agentkeysd package (it ships /etc/pam.d/agentkeys, the PAM service approvals authenticate with)";
+    let fix = "reinstall the agentkeys package (it ships /etc/pam.d/agentkeys, the PAM service approvals authenticate with)";
     match text {
         None => Err((
             format!("{path} is missing: approvals cannot re-authenticate the owner"),
