@@ -83,6 +83,14 @@ pub fn describe_bus(bus: &BusChoice) -> String {
     }
 }
 
+/// What the daemon says of itself (its object's properties).
+#[derive(Debug)]
+pub struct DaemonFacts {
+    pub version: String,
+    pub memory: String,
+    pub features: Dict,
+}
+
 /// A connected client for one command.
 #[derive(Debug)]
 pub struct Client {
@@ -223,6 +231,17 @@ impl Client {
     pub async fn daemon(&self) -> Result<DaemonProxy<'_>, CliError> {
         let b = DaemonProxy::builder(&self.conn).cache_properties(CacheProperties::No);
         b.build().await.map_err(|e| self.proxy_error(e))
+    }
+
+    /// The daemon object's properties: `Version`, `SecretMemory` and `Features`, read fresh.
+    pub async fn daemon_facts(&self, op: &Op) -> Result<DaemonFacts, CliError> {
+        let daemon = self.daemon().await?;
+        let fail = |e: zbus::Error| daemon_error(e.into(), op);
+        Ok(DaemonFacts {
+            version: daemon.version().await.map_err(fail)?,
+            memory: daemon.secret_memory().await.map_err(fail)?,
+            features: daemon.features().await.map_err(fail)?,
+        })
     }
 
     pub async fn credentials(&self) -> Result<CredentialsProxy<'_>, CliError> {

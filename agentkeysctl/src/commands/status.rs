@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::cli::Global;
-use crate::client::Client;
+use crate::client::{Client, DaemonFacts};
 use crate::errors::{CliError, Subject, daemon_error};
 use crate::output::{Out, describe_uid, dict_to_json, hint, sanitize, variant_to_text};
 
@@ -74,19 +74,11 @@ fn format_ttl(secs: u32) -> String {
 pub async fn run(g: &Global, _args: &StatusArgs, out: &mut Out) -> Result<(), CliError> {
     let client = Client::connect(g).await?;
     let op = client.op("report its status", Subject::Other);
-    let daemon = client.daemon().await?;
-    let version = daemon
-        .version()
-        .await
-        .map_err(|e| daemon_error(e.into(), &op))?;
-    let memory = daemon
-        .secret_memory()
-        .await
-        .map_err(|e| daemon_error(e.into(), &op))?;
-    let features = daemon
-        .features()
-        .await
-        .map_err(|e| daemon_error(e.into(), &op))?;
+    let DaemonFacts {
+        version,
+        memory,
+        features,
+    } = client.daemon_facts(&op).await?;
 
     let creds = client.credentials().await?;
     let op = client.op("count credentials", Subject::Other);

@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use agentkeysd::api::dict::{Dict, get_u32};
+use agentkeysd::api::dict::get_u32;
 use agentkeysd::api::names::BUS_NAME;
 use agentkeysd::sandbox::probe;
 
 use super::Finding;
 use crate::cli::Global;
-use crate::client::{Client, describe_bus};
-use crate::errors::{CliError, Exit, Report, Subject, daemon_error, unreachable_report};
+use crate::client::{Client, DaemonFacts, describe_bus};
+use crate::errors::{CliError, Exit, Report, Subject, unreachable_report};
 
 const CHECK: &str = "daemon";
 
@@ -22,13 +22,6 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// This CLI's version.
 const CLI_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// What the daemon said about itself.
-struct Facts {
-    version: String,
-    memory: String,
-    features: Dict,
-}
 
 pub async fn check(g: &Global) -> Finding {
     match tokio::time::timeout(TIMEOUT, ask(g)).await {
@@ -43,7 +36,7 @@ pub async fn check(g: &Global) -> Finding {
     }
 }
 
-async fn ask(g: &Global) -> Result<Facts, CliError> {
+async fn ask(g: &Global) -> Result<DaemonFacts, CliError> {
     let client = Client::connect(g).await?;
     // Asked first so that doctor observes rather than acts: a call to an unowned name
     // would make the bus activate the daemon.
@@ -69,24 +62,7 @@ async fn ask(g: &Global) -> Result<Facts, CliError> {
         ));
     }
     let op = client.op("report its version", Subject::Other);
-    let daemon = client.daemon().await?;
-    let version = daemon
-        .version()
-        .await
-        .map_err(|e| daemon_error(e.into(), &op))?;
-    let memory = daemon
-        .secret_memory()
-        .await
-        .map_err(|e| daemon_error(e.into(), &op))?;
-    let features = daemon
-        .features()
-        .await
-        .map_err(|e| daemon_error(e.into(), &op))?;
-    Ok(Facts {
-        version,
-        memory,
-        features,
-    })
+    client.daemon_facts(&op).await
 }
 
 /// An error report as a failed check: the problem and cause as the detail, its fix.
@@ -104,7 +80,7 @@ fn failed(r: &Report) -> Finding {
     )
 }
 
-fn judge(f: &Facts, local_landlock: Option<u32>) -> Finding {
+fn judge(f: &DaemonFacts, local_landlock: Option<u32>) -> Finding {
     let base = format!(
         "agentkeysd {} answers; secret memory {}",
         f.version, f.memory
@@ -134,8 +110,8 @@ mod tests {
     use super::*;
     use crate::commands::doctor::Status;
 
-    fn facts(version: &str, landlock_abi: u32) -> Facts {
-        Facts {
+    fn facts(version: &str, landlock_abi: u32) -> DaemonFacts {
+        DaemonFacts {
             version: version.to_owned(),
             memory: "memfd_secret".to_owned(),
             features: DictBuilder::new().u32("landlock_abi", landlock_abi).build(),
