@@ -3,10 +3,14 @@
 //! [`client::TIMEOUT`] by default, `timeout=` at most).
 //!
 //! - `auth`: keep the password an earlier module (pam_unix, pam_sss…) set as
-//!   `PAM_AUTHTOK` in the handle, for the session step. This module never prompts.
+//!   `PAM_AUTHTOK` in the handle, together with the `PAM_USER` it was typed for, for the
+//!   session step. This module never prompts.
 //! - `open_session`: send it to the daemon (which unlocks the owner's login-class
-//!   credentials), then wipe it. Without a kept password the session is still announced
-//!   (it counts towards "the owner's last session").
+//!   credentials), then wipe it — but only if `PAM_USER` is still the user it was kept
+//!   for: sudo authenticates the invoking user and then opens the target's session, and
+//!   alice's password must never become root's. Otherwise (or without a kept password)
+//!   the session is still announced, with no password (it counts towards "the owner's last
+//!   session" and unlocks nothing).
 //! - `close_session`: announce the end of the session.
 //! - `chauthtok` (update pass only): send the old and the new password, so the daemon
 //!   re-wraps the login key under the new one.
@@ -15,13 +19,18 @@ use std::ffi::c_int;
 
 use crate::args::Args;
 use crate::client::{self, ClientError};
+use crate::secret::{Kept, Secret};
 use crate::sys::{LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, PAM_UPDATE_AUTHTOK, Pam, Token};
 use crate::wire::{Reply, Request, Status};
 
 pub fn authenticate(pam: &Pam<'_>, _flags: c_int, args: &Args) {
+    let Some(user) = pam.user() else {
+        debug(pam, args, "auth: no PAM_USER; no password kept");
+        return;
+    };
     match pam.token(Token::Current) {
-        Some(pw) if !pw.is_empty() => {
-            if pam.keep_password(pw) {
+        Some(password) if !password.is_empty() => {
+            if pam.keep_password(Kept { user, password }) {
                 debug(pam, args, "password kept for the session step");
             } else {
                 pam.log(
@@ -47,25 +56,37 @@ pub fn open_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
         pam.log(LOG_WARNING, "open_session: no PAM_USER; nothing sent");
         return;
     };
-    let result = pam
-        .with_kept_password(|pw| {
-            let req = Request::OpenSession {
-                user: &user,
-                password: pw.expose(),
-            };
-            client::call(&args.socket, &req, args.timeout)
-        })
-        .unwrap_or_else(|| {
-            debug(pam, args, "no kept password: announcing the session only");
-            let req = Request::OpenSession {
-                user: &user,
-                password: b"",
-            };
-            client::call(&args.socket, &req, args.timeout)
-        });
+    let result = pam.with_kept_password(|kept| {
+        let password = match password_for(&user, kept) {
+            Some(pw) => pw.expose(),
+            None => {
+                debug(
+                    pam,
+                    args,
+                    "no password kept for this user: announcing the session only",
+                );
+                b""
+            }
+        };
+        let req = Request::OpenSession {
+            user: &user,
+            password,
+        };
+        client::call(&args.socket, &req, args.timeout)
+    });
     // The password's job is done: wipe it now rather than at pam_end.
     pam.forget_password();
     report(pam, args, "open_session", &user, result);
+}
+
+/// The password to send with `session_user`'s `OpenSession`: the kept one only if it was
+/// kept for that very user. `PAM_USER` may change between `auth` and `open_session` (sudo:
+/// alice authenticates, root's session opens); a password sent with another user would
+/// create or unlock that user's login key under it.
+fn password_for<'a>(session_user: &str, kept: Option<&'a Kept>) -> Option<&'a Secret> {
+    kept.filter(|k| k.user == session_user)
+        .map(|k| &k.password)
+        .filter(|pw| !pw.is_empty())
 }
 
 pub fn close_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
@@ -147,5 +168,31 @@ fn report(pam: &Pam<'_>, args: &Args, step: &str, user: &str, result: Result<Rep
                  may stay locked"
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(user: &str, pw: &[u8]) -> Kept {
+        Kept {
+            user: user.to_owned(),
+            password: Secret::copy_of(pw),
+        }
+    }
+
+    #[test]
+    fn the_password_goes_only_with_the_user_it_was_typed_for() {
+        let alice = kept("alice", b"alice's password");
+        assert_eq!(
+            password_for("alice", Some(&alice)).map(Secret::expose),
+            Some(&b"alice's password"[..])
+        );
+        // sudo: alice authenticated, then PAM_USER became root before open_session.
+        assert!(password_for("root", Some(&alice)).is_none());
+        assert!(password_for("alic", Some(&alice)).is_none());
+        assert!(password_for("alice", None).is_none());
+        assert!(password_for("alice", Some(&kept("alice", b""))).is_none());
     }
 }

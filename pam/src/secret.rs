@@ -49,6 +49,15 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A password and the user it was typed for, kept from `auth` to `open_session`: the
+/// user may change in between (sudo authenticates the invoking user, then sets `PAM_USER`
+/// to the target), and a password must only ever reach the daemon with its own user.
+#[derive(Debug)]
+pub struct Kept {
+    pub user: String,
+    pub password: Secret,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

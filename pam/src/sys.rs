@@ -5,7 +5,7 @@
 //! Soundness rests on these facts, all local to this file:
 //! - a [`Pam`] wraps the non-null handle libpam passed to the entry point that built it and
 //!   lives only for that call (it borrows a local), so it never outlives the handle;
-//! - data handed to `pam_set_data` is a leaked `Box<Secret>` whose only owner from then on
+//! - data handed to `pam_set_data` is a leaked `Box<Kept>` whose only owner from then on
 //!   is libpam: [`cleanup`] (called by libpam at `pam_end` or on replacement) rebuilds and
 //!   drops it exactly once, and [`Pam::with_kept_password`] only borrows it;
 //! - no entry point unwinds into C: each runs its body under `catch_unwind`.
@@ -27,7 +27,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{Ordering, compiler_fence};
 
 use crate::args::Args;
-use crate::secret::Secret;
+use crate::secret::{Kept, Secret};
 
 // Values from Linux-PAM's <security/_pam_types.h> (the ABI of libpam.so.0).
 pub const PAM_SUCCESS: c_int = 0;
@@ -131,10 +131,11 @@ impl Pam<'_> {
         Some(Secret::copy_of(s.to_bytes()))
     }
 
-    /// Keeps `password` in the handle until `pam_end` (or [`Pam::forget_password`]);
-    /// [`cleanup`] wipes it. False when libpam refused (then it is wiped here).
-    pub fn keep_password(&self, password: Secret) -> bool {
-        let data = Box::into_raw(Box::new(password)).cast::<c_void>();
+    /// Keeps `kept` (a password and its user) in the handle until `pam_end` (or
+    /// [`Pam::forget_password`]); [`cleanup`] wipes it. False when libpam refused (then it
+    /// is wiped here).
+    pub fn keep_password(&self, kept: Kept) -> bool {
+        let data = Box::into_raw(Box::new(kept)).cast::<c_void>();
         // SAFETY: handle valid; name is a static C string; on success libpam owns `data`
         // and calls `cleanup` with it exactly once.
         let rc = unsafe {
@@ -147,25 +148,25 @@ impl Pam<'_> {
         };
         if rc != PAM_SUCCESS {
             // SAFETY: libpam did not take `data`; we made it with Box::into_raw above.
-            drop(unsafe { Box::from_raw(data.cast::<Secret>()) });
+            drop(unsafe { Box::from_raw(data.cast::<Kept>()) });
             return false;
         }
         true
     }
 
-    /// Runs `f` with the password kept by [`Pam::keep_password`], if any.
-    pub fn with_kept_password<T>(&self, f: impl FnOnce(&Secret) -> T) -> Option<T> {
+    /// Runs `f` with what [`Pam::keep_password`] kept, if anything.
+    pub fn with_kept_password<T>(&self, f: impl FnOnce(Option<&Kept>) -> T) -> T {
         let mut out: *const c_void = ptr::null();
         // SAFETY: handle valid; `out` is a valid location.
         let rc = unsafe { pam_get_data(self.handle.as_ptr(), DATA_NAME.as_ptr(), &mut out) };
         if rc != PAM_SUCCESS || out.is_null() {
-            return None;
+            return f(None);
         }
-        // SAFETY: the only data stored under DATA_NAME is a `Box<Secret>` (keep_password),
+        // SAFETY: the only data stored under DATA_NAME is a `Box<Kept>` (keep_password),
         // alive until libpam calls `cleanup`, which cannot happen during this borrow: only
         // `pam_set_data`/`pam_end` do that, and neither runs inside `f`.
-        let secret = unsafe { &*out.cast::<Secret>() };
-        Some(f(secret))
+        let kept = unsafe { &*out.cast::<Kept>() };
+        f(Some(kept))
     }
 
     /// Drops (and so wipes) the kept password now instead of at `pam_end`.
@@ -205,9 +206,9 @@ unsafe extern "C" fn cleanup(_pamh: *mut PamHandle, data: *mut c_void, _status: 
         return;
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the only data registered with this cleanup is a `Box<Secret>` leaked by
+        // SAFETY: the only data registered with this cleanup is a `Box<Kept>` leaked by
         // `keep_password`, and libpam calls cleanup once per registration.
-        drop(unsafe { Box::from_raw(data.cast::<Secret>()) });
+        drop(unsafe { Box::from_raw(data.cast::<Kept>()) });
     }));
 }
 
