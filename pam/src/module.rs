@@ -12,6 +12,8 @@
 //!   the session is still announced, with no password (it counts towards "the owner's last
 //!   session" and unlocks nothing).
 //! - `close_session`: announce the end of the session.
+//! - Sessions of the `systemd-user` service (the per-user manager, which never closes
+//!   while the user lingers) are neither announced nor closed.
 //! - `chauthtok` (update pass only): send the old and the new password, so the daemon
 //!   re-wraps the login key under the new one.
 
@@ -51,7 +53,21 @@ pub fn setcred(pam: &Pam<'_>, _flags: c_int, args: &Args) {
     debug(pam, args, "setcred: nothing to do");
 }
 
+/// Services whose sessions are not a user being at the machine and are never announced.
+/// `systemd-user` is the per-user manager (`user@UID.service`): with lingering it never
+/// closes, so counting it would keep login-class credentials unlocked for good.
+const IGNORED_SESSION_SERVICES: &[&str] = &["systemd-user"];
+
+fn session_ignored(service: &str) -> bool {
+    IGNORED_SESSION_SERVICES.contains(&service)
+}
+
 pub fn open_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
+    if session_ignored(&pam.service()) {
+        debug(pam, args, "open_session: service ignored (not a login session)");
+        pam.forget_password();
+        return;
+    }
     let Some(user) = pam.user() else {
         pam.log(LOG_WARNING, "open_session: no PAM_USER; nothing sent");
         return;
@@ -90,6 +106,10 @@ fn password_for<'a>(session_user: &str, kept: Option<&'a Kept>) -> Option<&'a Se
 }
 
 pub fn close_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
+    if session_ignored(&pam.service()) {
+        debug(pam, args, "close_session: service ignored (not a login session)");
+        return;
+    }
     let Some(user) = pam.user() else {
         pam.log(LOG_WARNING, "close_session: no PAM_USER; nothing sent");
         return;
@@ -179,6 +199,14 @@ mod tests {
         Kept {
             user: user.to_owned(),
             password: Secret::copy_of(pw),
+        }
+    }
+
+    #[test]
+    fn the_systemd_user_manager_is_not_a_session() {
+        assert!(session_ignored("systemd-user"));
+        for s in ["login", "sshd", "gdm-password", "sudo", "systemd-user2", ""] {
+            assert!(!session_ignored(s), "{s}");
         }
     }
 
