@@ -17,7 +17,10 @@
 //! owner's last session — the login key is dropped from memory and the owner's
 //! session-bound (`until_logout`) grants end. A close for an owner with no counted session
 //! (the daemon restarted meanwhile) is treated as the last one: fail closed. Counts live in
-//! memory only; after a restart every owner is locked until their next login.
+//! memory only; after a restart every owner is locked until their next login. Requests for
+//! one owner are served one at a time (a per-owner async mutex held from the count change
+//! to the end of the store call), so an unlock never lands after the last logout and a
+//! logout's lock never lands after a newer login.
 //!
 //! Argon2id runs on the blocking pool, one derivation at a time (each takes 64 MiB), never
 //! under the store's lock.
@@ -65,31 +68,73 @@ pub enum ListenError {
     Chmod { path: PathBuf, source: io::Error },
 }
 
-/// Session counts and the Argon2id gate, shared by every connection.
-#[derive(Debug)]
+/// Session counts, the per-owner turn and the Argon2id gate, shared by every connection.
+#[derive(Debug, Default)]
 struct Sessions {
     open: Mutex<HashMap<u32, u32>>,
-    kdf: Semaphore,
+    owners: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    kdf: KdfGate,
+}
+
+/// One derivation at a time (each takes 64 MiB).
+#[derive(Debug)]
+struct KdfGate(Semaphore);
+
+impl Default for KdfGate {
+    fn default() -> KdfGate {
+        KdfGate(Semaphore::new(1))
+    }
+}
+
+/// The right to act for one owner: held by one request at a time, across its count change
+/// and its store call. Without it a close could lock between an open's count and its
+/// unlock (key loaded with no session), or a close's lock could land after a newer open
+/// (a new session left locked).
+struct Turn {
+    uid: u32,
+    _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Sessions {
-    fn opened(&self, uid: u32) -> u32 {
+    /// Waits for `uid`'s turn. The per-owner mutexes stay (one per owner who ever
+    /// logged in; a few bytes each).
+    async fn turn(&self, uid: u32) -> Turn {
+        let owner = self
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(uid)
+            .or_default()
+            .clone();
+        Turn {
+            uid,
+            _held: owner.lock_owned().await,
+        }
+    }
+
+    fn opened(&self, turn: &Turn) -> u32 {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(uid).or_insert(0);
+        let n = open.entry(turn.uid).or_insert(0);
         *n = n.saturating_add(1);
         *n
     }
 
     /// Sessions left after this close (0: it was the last, or none was counted).
-    fn closed(&self, uid: u32) -> u32 {
+    fn closed(&self, turn: &Turn) -> u32 {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let left = open.get(&uid).map_or(0, |n| n.saturating_sub(1));
+        let left = open.get(&turn.uid).map_or(0, |n| n.saturating_sub(1));
         if left == 0 {
-            open.remove(&uid);
+            open.remove(&turn.uid);
         } else {
-            open.insert(uid, left);
+            open.insert(turn.uid, left);
         }
         left
+    }
+
+    /// The owner's counted sessions now.
+    fn count(&self, turn: &Turn) -> u32 {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&turn.uid).copied().unwrap_or(0)
     }
 }
 
@@ -109,10 +154,7 @@ pub fn listen(runtime_dir: &Path, shared: &Arc<Shared>) -> Result<PathBuf, Liste
             source,
         }
     })?;
-    let sessions = Arc::new(Sessions {
-        open: Mutex::new(HashMap::new()),
-        kdf: Semaphore::new(1),
-    });
+    let sessions = Arc::new(Sessions::default());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shared = Arc::downgrade(shared);
     tokio::spawn(accept_loop(listener, shared, sessions, slots));
@@ -316,18 +358,22 @@ async fn handle(
         tracing::warn!(user, op = frame.op.as_str(), "PAM listener: unknown user");
         return Ok((Status::Refused, format!("unknown user '{user}'")));
     };
+    // One request per owner at a time, from its count change to its store call.
+    let turn = sessions.turn(uid).await;
     match req {
         Request::OpenSession { password: pw, .. } => {
             let pw = (!pw.is_empty()).then(|| password(shared, pw)).transpose()?;
-            open_session(shared, sessions, actor, &user, uid, pw).await
+            open_session(shared, sessions, actor, &user, &turn, pw).await
         }
-        Request::CloseSession { .. } => close_session(shared, sessions, actor, &user, uid).await,
+        Request::CloseSession { .. } => {
+            close_session(shared, sessions, actor, &user, &turn).await
+        }
         Request::ChangePassword { old, new, .. } => {
             let old = (!old.is_empty())
                 .then(|| password(shared, old))
                 .transpose()?;
             let new = password(shared, new)?;
-            change_password(shared, sessions, actor, &user, uid, old, new).await
+            change_password(shared, sessions, actor, &user, &turn, old, new).await
         }
     }
 }
@@ -348,6 +394,7 @@ async fn stretch_gated(
 ) -> Result<SecretBuf, DaemonError> {
     let _gate = sessions
         .kdf
+        .0
         .acquire()
         .await
         .map_err(|_| DaemonError::ShuttingDown)?;
@@ -361,11 +408,12 @@ async fn open_session(
     sessions: &Sessions,
     actor: Actor,
     user: &str,
-    uid: u32,
+    turn: &Turn,
     password: Option<SecretBuf>,
 ) -> Result<(Status, String), DaemonError> {
+    let uid = turn.uid;
     // Counted first, whatever the unlock comes to, so every close has its open.
-    let count = sessions.opened(uid);
+    let count = sessions.opened(turn);
     let unlocked = shared
         .with_store(move |s| Ok(s.login_unlocked(uid)))
         .await?;
@@ -395,6 +443,12 @@ async fn open_session(
     };
     let spec = shared.with_store(move |s| Ok(s.login_spec(uid)?)).await?;
     let stretched = stretch_gated(shared, sessions, spec.clone(), password).await?;
+    // The turn makes a close in between impossible; checked anyway, because a key loaded
+    // for an owner with no session would stay loaded until their next logout.
+    if sessions.count(turn) == 0 {
+        tracing::warn!(user, uid, "session ended before its unlock; stays locked");
+        return Ok((Status::Ok, "session already closed; nothing unlocked".into()));
+    }
     let outcome = crate::daemon::state::blocking(shared, move |s| {
         Ok(s.login_unlock(&actor, uid, &spec, &stretched)?)
     })
@@ -437,9 +491,10 @@ async fn close_session(
     sessions: &Sessions,
     actor: Actor,
     user: &str,
-    uid: u32,
+    turn: &Turn,
 ) -> Result<(Status, String), DaemonError> {
-    let left = sessions.closed(uid);
+    let uid = turn.uid;
+    let left = sessions.closed(turn);
     if left > 0 {
         tracing::info!(user, uid, sessions = left, "session closed");
         return Ok((Status::Ok, format!("{left} sessions left")));
@@ -466,10 +521,11 @@ async fn change_password(
     sessions: &Sessions,
     actor: Actor,
     user: &str,
-    uid: u32,
+    turn: &Turn,
     old: Option<SecretBuf>,
     new: SecretBuf,
 ) -> Result<(Status, String), DaemonError> {
+    let uid = turn.uid;
     let (unlocked, spec) = shared
         .with_store(move |s| Ok((s.login_unlocked(uid), s.login_spec(uid)?)))
         .await?;
@@ -521,21 +577,49 @@ async fn change_password(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn the_last_close_and_a_close_without_open_both_lock() {
-        let s = Sessions {
-            open: Mutex::new(HashMap::new()),
-            kdf: Semaphore::new(1),
-        };
-        assert_eq!(s.opened(1000), 1);
-        assert_eq!(s.opened(1000), 2);
-        assert_eq!(s.opened(1001), 1);
-        assert_eq!(s.closed(1000), 1);
-        assert_eq!(s.closed(1000), 0);
-        assert_eq!(s.closed(1000), 0, "an unmatched close counts as the last");
-        assert_eq!(s.closed(1001), 0);
+    #[tokio::test]
+    async fn the_last_close_and_a_close_without_open_both_lock() {
+        let s = Sessions::default();
+        let (a, b) = (1000, 1001);
+        assert_eq!(s.opened(&s.turn(a).await), 1);
+        assert_eq!(s.opened(&s.turn(a).await), 2);
+        assert_eq!(s.opened(&s.turn(b).await), 1);
+        assert_eq!(s.closed(&s.turn(a).await), 1);
+        assert_eq!(s.closed(&s.turn(a).await), 0);
+        assert_eq!(
+            s.closed(&s.turn(a).await),
+            0,
+            "an unmatched close counts as the last"
+        );
+        assert_eq!(s.closed(&s.turn(b).await), 0);
         assert!(s.open.lock().unwrap().is_empty());
+    }
+
+    /// An open being served (counted, Argon2 running) holds the owner's turn: a close
+    /// that arrives meanwhile waits, so the unlock finds its session still counted and
+    /// the close's lock comes after it. Another owner is not held up.
+    #[tokio::test]
+    async fn a_close_waits_for_the_open_being_served() {
+        let s = Arc::new(Sessions::default());
+        let open = s.turn(1000).await;
+        assert_eq!(s.opened(&open), 1);
+        let closer = s.clone();
+        let close = tokio::spawn(async move {
+            let turn = closer.turn(1000).await;
+            closer.closed(&turn)
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!close.is_finished(), "the close ran during the open");
+        assert_eq!(s.count(&open), 1, "the unlock still sees its session");
+        let other = s.turn(1001).await;
+        assert_eq!(s.opened(&other), 1);
+        drop(open);
+        assert_eq!(close.await.unwrap(), 0, "the close then ends the last session");
+        assert_eq!(s.count(&s.turn(1000).await), 0);
     }
 }
