@@ -490,22 +490,84 @@ fn malformed_oversized_and_hanging_peers_get_nothing_and_the_daemon_keeps_servin
     rig.assert_no_password_leaked();
 }
 
+/// The `login.lock` rows of the audit log so far, as their details.
+fn lock_rows(rig: &Rig) -> Vec<String> {
+    let audit = rig.ctl(&["--json", "audit", "list"], None).json();
+    audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "login.lock")
+        .map(|r| r["detail"].to_string())
+        .collect()
+}
+
+/// A session-bound grant lives exactly as long as the owner's sessions: two logins, the
+/// first logout keeps it, the last ends it (gone: ungranting it finds nothing), and a
+/// plain grant of the same agent survives. (Whether a grant lets an agent read is
+/// `pairing_cli::grants_decide_what_an_agent_reads_and_usage_counts_it`; here the grant's
+/// existence is what is asserted.)
 #[test]
 fn session_bound_grants_end_at_the_last_logout() {
     let pw = password("pw");
     let Some(mut rig) = Rig::new(&pw) else { return };
     rig.login(&pw);
+    rig.login(&pw);
     rig.store_login("github", "ghp_login_class_0123456789").ok();
+    rig.ctl(&["store", "npm"], Some(b"npm_host_class_0123456789"))
+        .ok();
     rig.ctl(&["agent", "create", "ci-bot"], None).ok();
     let out = rig
         .ctl(&["grant", "ci-bot", "github", "--until-logout"], None)
         .ok();
     assert!(out.contains("until your last logout"), "{out}");
+    rig.ctl(&["grant", "ci-bot", "npm"], None).ok();
+
     rig.logout();
+    assert!(lock_rows(&rig).is_empty(), "the first of two logouts locked");
+    assert_eq!(rig.read("github").ok(), "ghp_login_class_0123456789");
+
+    rig.logout();
+    let rows = lock_rows(&rig);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains("session-bound grants ended=1"), "{rows:?}");
+    let err = rig
+        .ctl(&["ungrant", "ci-bot", "github"], None)
+        .fails_with(4);
+    assert!(err.contains("github"), "{err}");
+    rig.ctl(&["ungrant", "ci-bot", "npm"], None).ok();
+    rig.assert_no_password_leaked();
+}
+
+/// A restart forgets every session, so it ends every session-bound grant; and a
+/// session-bound grant cannot be made for an owner with no session.
+#[test]
+fn a_restart_ends_session_bound_grants_and_none_is_made_without_a_session() {
+    let pw = password("pw");
+    let Some(mut rig) = Rig::new(&pw) else { return };
+    rig.ctl(&["store", "npm"], Some(b"npm_host_class_0123456789"))
+        .ok();
+    rig.ctl(&["agent", "create", "ci-bot"], None).ok();
+    let err = rig
+        .ctl(&["grant", "ci-bot", "npm", "--until-logout"], None)
+        .fails_with(2);
+    assert!(err.contains("log in first"), "{err}");
+    let err = rig
+        .ctl(&["ungrant", "ci-bot", "npm"], None)
+        .fails_with(4);
+    assert!(err.contains("npm"), "no grant was made: {err}");
+
+    rig.login(&pw);
+    rig.ctl(&["grant", "ci-bot", "npm", "--until-logout"], None)
+        .ok();
+    rig.daemon.restart();
+    // A daemon row (no owner): root's --all view.
     let audit = rig
-        .ctl(&["--json", "audit", "list"], None)
+        .daemon
+        .ctl(&["--json", "audit", "list", "--all"])
         .json()
         .to_string();
     assert!(audit.contains("session-bound grants ended=1"), "{audit}");
+    rig.ctl(&["ungrant", "ci-bot", "npm"], None).fails_with(4);
     rig.assert_no_password_leaked();
 }

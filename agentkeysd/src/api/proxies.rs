@@ -65,7 +65,8 @@ pub trait Credentials {
     /// Lets `agent` (id, name, alias or e-mail; `UID:NAME` for root) read `credential`, and
     /// adds the credential to the agent's scope. Options: `mode` (s: `auto` | `confirm` |
     /// `once`, default `auto`), `expires` (x, unix seconds), `until_logout` (b: the grant
-    /// ends at the owner's last logout). Replaces an existing grant.
+    /// ends at the owner's last logout or a daemon restart; `InvalidArgument` while the
+    /// owner has no login session). Replaces an existing grant.
     fn grant(
         &self,
         agent: &str,

@@ -70,7 +70,7 @@ pub enum ListenError {
 
 /// Session counts, the per-owner turn and the Argon2id gate, shared by every connection.
 #[derive(Debug, Default)]
-struct Sessions {
+pub struct Sessions {
     open: Mutex<HashMap<u32, u32>>,
     owners: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
     kdf: KdfGate,
@@ -90,7 +90,8 @@ impl Default for KdfGate {
 /// and its store call. Without it a close could lock between an open's count and its
 /// unlock (key loaded with no session), or a close's lock could land after a newer open
 /// (a new session left locked).
-struct Turn {
+#[derive(Debug)]
+pub struct Turn {
     uid: u32,
     _held: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -98,7 +99,7 @@ struct Turn {
 impl Sessions {
     /// Waits for `uid`'s turn. The per-owner mutexes stay (one per owner who ever
     /// logged in; a few bytes each).
-    async fn turn(&self, uid: u32) -> Turn {
+    pub async fn turn(&self, uid: u32) -> Turn {
         let owner = self
             .owners
             .lock()
@@ -132,7 +133,7 @@ impl Sessions {
     }
 
     /// The owner's counted sessions now.
-    fn count(&self, turn: &Turn) -> u32 {
+    pub fn count(&self, turn: &Turn) -> u32 {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(&turn.uid).copied().unwrap_or(0)
     }
@@ -154,10 +155,9 @@ pub fn listen(runtime_dir: &Path, shared: &Arc<Shared>) -> Result<PathBuf, Liste
             source,
         }
     })?;
-    let sessions = Arc::new(Sessions::default());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shared = Arc::downgrade(shared);
-    tokio::spawn(accept_loop(listener, shared, sessions, slots));
+    tokio::spawn(accept_loop(listener, shared, slots));
     tracing::info!(socket = %path.display(), "PAM listener ready");
     Ok(path)
 }
@@ -180,7 +180,6 @@ fn remove_stale(path: &Path) -> Result<(), ListenError> {
 async fn accept_loop(
     listener: UnixListener,
     shared: Weak<Shared>,
-    sessions: Arc<Sessions>,
     slots: Arc<Semaphore>,
 ) {
     loop {
@@ -200,16 +199,16 @@ async fn accept_loop(
         let Some(shared) = shared.upgrade() else {
             break;
         };
-        let sessions = sessions.clone();
         tokio::spawn(async move {
-            serve(stream, &shared, &sessions).await;
+            serve(stream, &shared).await;
             drop(slot);
         });
     }
 }
 
 /// One connection: check the peer, read one frame, act, reply.
-async fn serve(mut stream: UnixStream, shared: &Arc<Shared>, sessions: &Sessions) {
+async fn serve(mut stream: UnixStream, shared: &Arc<Shared>) {
+    let sessions = &shared.logins;
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {

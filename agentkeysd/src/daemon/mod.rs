@@ -155,7 +155,15 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     // Secret memory first: the store's master key is read straight into it.
     let vault = Vault::new(config.vault.secret_memory)?;
     ensure_runtime_dir(&args.runtime_dir)?;
-    let store = Store::open(&args.state_dir, args.credentials_dir.as_deref(), &vault)?;
+    let mut store = Store::open(&args.state_dir, args.credentials_dir.as_deref(), &vault)?;
+    // Session counts start at zero: no session-bound grant may survive its sessions.
+    let ended = store.end_all_session_bound_grants()?;
+    if ended > 0 {
+        tracing::info!(
+            grants = ended,
+            "session-bound grants ended: no owner has a session after a restart"
+        );
+    }
     let services = services::ServiceTable::builtin().map_err(StartError::Services)?;
     if config.approvals.authenticate == config::Authenticate::None {
         tracing::warn!(

@@ -34,6 +34,9 @@ pub struct Shared {
     pub pairing: Pairing,
     /// The public half of the host key that signs decisions (what children verify with).
     pub host_public: [u8; 32],
+    /// Owners' login sessions as the PAM listener counts them (also asked by `Grant`
+    /// for session-bound grants).
+    pub logins: crate::daemon::login::Sessions,
     callers: Mutex<HashMap<String, Caller>>,
     // Not a OnceLock: the proxy holds the connection, whose object server holds us, so
     // shutdown must clear it to break that cycle and let the vault be zeroized on drop.
@@ -80,6 +83,7 @@ impl Shared {
             config,
             services,
             pairing,
+            logins: crate::daemon::login::Sessions::default(),
             callers: Mutex::new(HashMap::new()),
             dbus: Mutex::new(None),
             inflight: Arc::new(RwLock::new(())),

@@ -457,9 +457,11 @@ impl Store {
 
     /// Drops `owner`'s login key from memory (zeroized) and ends their session-bound
     /// grants, in one audited transaction. Called at the owner's last logout.
+    /// The grants are deleted first; the key is dropped afterwards in every case, also
+    /// when that commit failed (the owner has no session either way: fail closed).
     pub fn login_lock(&mut self, actor: &Actor, owner: u32) -> Result<Locked, StoreError> {
-        let was_unlocked = self.crypto.login.remove(&owner).is_some();
-        let grants_ended = self.commit(Durability::Full, |tx, _| {
+        let was_unlocked = self.crypto.login.contains_key(&owner);
+        let committed = self.commit(Durability::Full, |tx, _| {
             let ended = tx
                 .prepare_cached(
                     "DELETE FROM grants WHERE until_logout = 1 AND credential_id IN
@@ -482,10 +484,33 @@ impl Store {
                 ),
             };
             Ok((ended, record))
-        })?;
+        });
+        self.crypto.login.remove(&owner);
         Ok(Locked {
             was_unlocked,
-            grants_ended,
+            grants_ended: committed?,
+        })
+    }
+
+    /// Deletes every session-bound grant, in one audited transaction. Called at daemon
+    /// start-up: session counts do not survive a restart, so every owner starts locked and
+    /// no grant may outlive the sessions it was bound to. Returns how many ended.
+    pub fn end_all_session_bound_grants(&mut self) -> Result<usize, StoreError> {
+        self.commit(Durability::Full, |tx, _| {
+            let ended = tx
+                .prepare_cached("DELETE FROM grants WHERE until_logout = 1")?
+                .execute([])?;
+            let record = Record {
+                actor: Actor::this_process(),
+                owner_uid: None,
+                action: "login.restart",
+                subject: String::new(),
+                outcome: Outcome::Ok,
+                detail: format!(
+                    "daemon started; every owner locked; session-bound grants ended={ended}"
+                ),
+            };
+            Ok((ended, record))
         })
     }
 }

@@ -288,6 +288,19 @@ impl Credentials {
             ));
         }
         let until_logout = dict::get_bool(&options, "until_logout")?.unwrap_or(false);
+        // Held across the store call: the owner's last logout cannot slip in between the
+        // check and the insert (it would miss this grant, which would then outlive it).
+        let _turn = if until_logout {
+            let turn = self.shared.logins.turn(owner).await;
+            if self.shared.logins.count(&turn) == 0 {
+                return Err(DaemonError::Invalid(format!(
+                    "cannot make a session-bound grant: uid {owner} has no login session                      (a session-bound grant ends at the last logout, so it needs one);                      log in first (through a PAM login with pam_agentkeys), or grant                      without --until-logout"
+                )));
+            }
+            Some(turn)
+        } else {
+            None
+        };
         let actor = actor(&caller);
         let (agent, credential) = (agent.to_owned(), credential.to_owned());
         blocking(&self.shared, move |store| {
