@@ -64,7 +64,11 @@ fn session_ignored(service: &str) -> bool {
 
 pub fn open_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
     if session_ignored(&pam.service()) {
-        debug(pam, args, "open_session: service ignored (not a login session)");
+        debug(
+            pam,
+            args,
+            "open_session: service ignored (not a login session)",
+        );
         pam.forget_password();
         return;
     }
@@ -107,7 +111,11 @@ fn password_for<'a>(session_user: &str, kept: Option<&'a Kept>) -> Option<&'a Se
 
 pub fn close_session(pam: &Pam<'_>, _flags: c_int, args: &Args) {
     if session_ignored(&pam.service()) {
-        debug(pam, args, "close_session: service ignored (not a login session)");
+        debug(
+            pam,
+            args,
+            "close_session: service ignored (not a login session)",
+        );
         return;
     }
     let Some(user) = pam.user() else {

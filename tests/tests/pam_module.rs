@@ -524,7 +524,10 @@ fn session_bound_grants_end_at_the_last_logout() {
     rig.ctl(&["grant", "ci-bot", "npm"], None).ok();
 
     rig.logout();
-    assert!(lock_rows(&rig).is_empty(), "the first of two logouts locked");
+    assert!(
+        lock_rows(&rig).is_empty(),
+        "the first of two logouts locked"
+    );
     assert_eq!(rig.read("github").ok(), "ghp_login_class_0123456789");
 
     rig.logout();
@@ -552,9 +555,7 @@ fn a_restart_ends_session_bound_grants_and_none_is_made_without_a_session() {
         .ctl(&["grant", "ci-bot", "npm", "--until-logout"], None)
         .fails_with(2);
     assert!(err.contains("log in first"), "{err}");
-    let err = rig
-        .ctl(&["ungrant", "ci-bot", "npm"], None)
-        .fails_with(4);
+    let err = rig.ctl(&["ungrant", "ci-bot", "npm"], None).fails_with(4);
     assert!(err.contains("npm"), "no grant was made: {err}");
 
     rig.login(&pw);

@@ -177,11 +177,7 @@ fn remove_stale(path: &Path) -> Result<(), ListenError> {
     }
 }
 
-async fn accept_loop(
-    listener: UnixListener,
-    shared: Weak<Shared>,
-    slots: Arc<Semaphore>,
-) {
+async fn accept_loop(listener: UnixListener, shared: Weak<Shared>, slots: Arc<Semaphore>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -364,9 +360,7 @@ async fn handle(
             let pw = (!pw.is_empty()).then(|| password(shared, pw)).transpose()?;
             open_session(shared, sessions, actor, &user, &turn, pw).await
         }
-        Request::CloseSession { .. } => {
-            close_session(shared, sessions, actor, &user, &turn).await
-        }
+        Request::CloseSession { .. } => close_session(shared, sessions, actor, &user, &turn).await,
         Request::ChangePassword { old, new, .. } => {
             let old = (!old.is_empty())
                 .then(|| password(shared, old))
@@ -440,13 +434,18 @@ async fn open_session(
             "session counted; no password, nothing unlocked".into(),
         ));
     };
-    let spec = shared.with_store(move |s| Ok(s.login_spec(uid)?)).await?;
+    let spec = shared
+        .with_store(move |s| Ok(s.login_spec(&actor, uid)?))
+        .await?;
     let stretched = stretch_gated(shared, sessions, spec.clone(), password).await?;
     // The turn makes a close in between impossible; checked anyway, because a key loaded
     // for an owner with no session would stay loaded until their next logout.
     if sessions.count(turn) == 0 {
         tracing::warn!(user, uid, "session ended before its unlock; stays locked");
-        return Ok((Status::Ok, "session already closed; nothing unlocked".into()));
+        return Ok((
+            Status::Ok,
+            "session already closed; nothing unlocked".into(),
+        ));
     }
     let outcome = crate::daemon::state::blocking(shared, move |s| {
         Ok(s.login_unlock(&actor, uid, &spec, &stretched)?)
@@ -526,7 +525,7 @@ async fn change_password(
 ) -> Result<(Status, String), DaemonError> {
     let uid = turn.uid;
     let (unlocked, spec) = shared
-        .with_store(move |s| Ok((s.login_unlocked(uid), s.login_spec(uid)?)))
+        .with_store(move |s| Ok((s.login_unlocked(uid), s.login_spec(&actor, uid)?)))
         .await?;
     // While unlocked the key is in memory: the old password is not needed.
     let old = match old {
@@ -618,7 +617,11 @@ mod tests {
         let other = s.turn(1001).await;
         assert_eq!(s.opened(&other), 1);
         drop(open);
-        assert_eq!(close.await.unwrap(), 0, "the close then ends the last session");
+        assert_eq!(
+            close.await.unwrap(),
+            0,
+            "the close then ends the last session"
+        );
         assert_eq!(s.count(&s.turn(1000).await), 0);
     }
 }

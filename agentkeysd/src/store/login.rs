@@ -57,11 +57,13 @@ pub const LOGIN_KDF: KdfParams = KdfParams {
     p_cost: 1,
 };
 
-/// Bounds accepted from the database (the schema's CHECKs say the same): a row cannot make
-/// the daemon allocate gigabytes or spin for minutes.
-const M_COST_RANGE: std::ops::RangeInclusive<u32> = 8 * 1024..=1024 * 1024;
-const T_COST_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
-const P_COST_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
+/// Bounds accepted from the database, checked before any stretching: no more than a few
+/// times what the daemon writes ([`LOGIN_KDF`]), so a tampered row cannot make it allocate
+/// gigabytes or spin for minutes before the wrap's AAD check would catch the change. (The
+/// schema's CHECKs are looser — 1 GiB, 16 — and only a backstop.)
+const M_COST_RANGE: std::ops::RangeInclusive<u32> = 8 * 1024..=256 * 1024;
+const T_COST_RANGE: std::ops::RangeInclusive<u32> = 1..=4;
+const P_COST_RANGE: std::ops::RangeInclusive<u32> = 1..=4;
 
 pub const SALT_LEN: usize = 16;
 
@@ -257,12 +259,43 @@ impl Store {
     }
 
     /// How `owner`'s password must be stretched to open the stored login key: the stored
-    /// parameters and salt, or (no key yet) [`WrapSpec::fresh`].
-    pub fn login_spec(&self, owner: u32) -> Result<WrapSpec, StoreError> {
-        match self.login_row(owner)? {
-            Some(row) => Ok(row.spec),
-            None => WrapSpec::fresh(),
+    /// parameters and salt, or (no key yet) [`WrapSpec::fresh`]. Stored parameters outside
+    /// the accepted ranges (only a tampered row has them) are refused here, before anyone
+    /// stretches with them, with a `Denied` audit row.
+    pub fn login_spec(&mut self, actor: &Actor, owner: u32) -> Result<WrapSpec, StoreError> {
+        let Some(row) = self.login_row(owner)? else {
+            return WrapSpec::fresh();
+        };
+        if row.spec.params.check().is_err() {
+            let p = row.spec.params;
+            let detail = format!(
+                "stored Argon2id parameters m={}KiB t={} p={} are outside the accepted ranges; \
+                 the login key row was altered and is refused",
+                p.m_cost_kib, p.t_cost, p.p_cost
+            );
+            self.commit(Durability::Normal, |_, _| {
+                Ok((
+                    (),
+                    Record {
+                        actor: *actor,
+                        owner_uid: Some(owner),
+                        action: "login.unlock",
+                        subject: String::new(),
+                        outcome: Outcome::Denied,
+                        detail: detail.clone(),
+                    },
+                ))
+            })?;
+            return Err(StoreError::Corrupt {
+                db: self.db_path.clone(),
+                what: format!(
+                    "the login key of uid {owner}: {detail} (the daemon writes m={}KiB t={} \
+                     p={})",
+                    LOGIN_KDF.m_cost_kib, LOGIN_KDF.t_cost, LOGIN_KDF.p_cost
+                ),
+            });
         }
+        Ok(row.spec)
     }
 
     /// Whether `owner`'s login key is in memory.

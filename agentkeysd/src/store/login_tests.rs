@@ -20,7 +20,7 @@ fn pw(fx: &Fixture, text: &str) -> SecretBuf {
 /// Logs `owner` in with `password` the way the daemon does: spec, stretch, unlock.
 fn unlock(fx: &mut Fixture, owner: u32, password: &str, first: &WrapSpec) -> Unlock {
     let spec = if fx.store.login_row(owner).unwrap().is_some() {
-        fx.store.login_spec(owner).unwrap()
+        fx.store.login_spec(&actor(owner), owner).unwrap()
     } else {
         first.clone()
     };
@@ -52,7 +52,7 @@ fn first_login_creates_a_key_and_later_logins_unlock_it() {
     assert!(!fx.store.login_unlocked(ALICE));
     assert_eq!(unlock(&mut fx, ALICE, "pw-alice", &spec), Unlock::Unlocked);
     // The stored parameters are the ones the key was made with.
-    assert_eq!(fx.store.login_spec(ALICE).unwrap(), spec);
+    assert_eq!(fx.store.login_spec(&actor(ALICE), ALICE).unwrap(), spec);
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn password_change_rewraps_old_stops_new_works() {
     put_login(&mut fx, ALICE, "github", "ghp_value_0123456789").unwrap();
     fx.store.login_lock(&actor(0), ALICE).unwrap();
     // Locked: the old password is what opens the key.
-    let old_spec = fx.store.login_spec(ALICE).unwrap();
+    let old_spec = fx.store.login_spec(&actor(ALICE), ALICE).unwrap();
     let wrong = stretch(&fx.vault, &old_spec, &pw(&fx, "not-it")).unwrap();
     let new_spec = cheap();
     let new = stretch(&fx.vault, &new_spec, &pw(&fx, "new-pw")).unwrap();
@@ -165,7 +165,11 @@ fn password_change_rewraps_old_stops_new_works() {
         .login_rewrap(&actor(0), ALICE, Some((&old_spec, &wrong)), &new_spec, &new)
         .unwrap();
     assert_eq!(r, Rewrap::WrongPassword);
-    assert_eq!(fx.store.login_spec(ALICE).unwrap(), old_spec, "unchanged");
+    assert_eq!(
+        fx.store.login_spec(&actor(ALICE), ALICE).unwrap(),
+        old_spec,
+        "unchanged"
+    );
     let old = stretch(&fx.vault, &old_spec, &pw(&fx, "old-pw")).unwrap();
     let r = fx
         .store
@@ -244,6 +248,41 @@ fn out_of_range_parameters_are_refused_before_any_work() {
     spec.params.m_cost_kib = 4 * 1024 * 1024;
     let err = stretch(&fx.vault, &spec, &pw(&fx, "x")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+}
+
+/// A row whose parameters were raised to what the schema still allows (1 GiB × 16 × 16:
+/// minutes of Argon2id) is refused when its spec is read — before any stretching — and the
+/// refusal is audited; the daemon's parameters themselves are accepted.
+#[test]
+fn a_tampered_row_with_huge_parameters_is_refused_before_stretching() {
+    let mut fx = Fixture::new();
+    assert!(LOGIN_KDF.check().is_ok());
+    unlock(&mut fx, ALICE, "pw", &cheap());
+    for (m, t, p) in [
+        (1024 * 1024, 16, 16),
+        (256 * 1024 + 1, 1, 1),
+        (8192, 5, 1),
+        (8192, 1, 5),
+    ] {
+        fx.raw()
+            .execute(
+                "UPDATE login_keys SET m_cost_kib = ?1, t_cost = ?2, p_cost = ?3",
+                [m, t, p],
+            )
+            .unwrap();
+        let err = fx.store.login_spec(&actor(0), ALICE).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("outside the accepted ranges"),
+            "{err}"
+        );
+    }
+    let rows = fx.store.audit_list(Some(ALICE), 0, 100).unwrap();
+    let denied = rows
+        .iter()
+        .filter(|r| r.action == "login.unlock" && r.outcome == "denied")
+        .count();
+    assert_eq!(denied, 4, "{rows:?}");
 }
 
 #[test]
