@@ -2,6 +2,10 @@
 //! blocks: a full backlog fails at once), send the frame, read the reply. Every step that
 //! could wait is bounded by what is left of the deadline, so a hung or slow daemon costs a
 //! login at most [`TIMEOUT`].
+//!
+//! The password goes only to a listener root created: after connecting, the listener's
+//! `SO_PEERCRED` uid must be 0, else nothing is sent (a user who could make `socket=` point
+//! at their own listener, or bind the path while the daemon is down, gets nothing).
 
 use std::fmt;
 use std::io::{self, Read};
@@ -24,6 +28,8 @@ pub enum ClientError {
     Encode(WireError),
     /// No daemon listening there (or it refused the connection).
     Connect(io::Error),
+    /// The listener there is not root's: nothing was sent.
+    NotRoot(u32),
     Send(io::Error),
     Receive(io::Error),
     /// The deadline passed.
@@ -37,6 +43,11 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Encode(e) => write!(f, "request not sent: {e}"),
             ClientError::Connect(e) => write!(f, "cannot connect: {e}"),
+            ClientError::NotRoot(uid) => write!(
+                f,
+                "the listener belongs to uid {uid}, not root; nothing sent (is socket= the \
+                 daemon's socket?)"
+            ),
             ClientError::Send(e) => write!(f, "sending the request failed: {e}"),
             ClientError::Receive(e) => write!(f, "reading the reply failed: {e}"),
             ClientError::Timeout(step) => write!(f, "no answer within the timeout while {step}"),
@@ -49,11 +60,25 @@ impl std::error::Error for ClientError {}
 
 /// Sends `req` to the listener at `socket` and returns its reply, within `timeout`.
 pub fn call(socket: &Path, req: &Request<'_>, timeout: Duration) -> Result<Reply, ClientError> {
+    call_peer(socket, req, timeout, 0)
+}
+
+/// [`call`], to a listener owned by `peer_uid` (tests name a uid root's listener is not).
+fn call_peer(
+    socket: &Path,
+    req: &Request<'_>,
+    timeout: Duration,
+    peer_uid: u32,
+) -> Result<Reply, ClientError> {
     let deadline = Instant::now() + timeout;
     // The frame may hold passwords: build it in a wiped buffer sized up front.
     let mut frame = Secret::with_capacity(wire::encoded_len(req));
     wire::encode_request(req, frame.buffer()).map_err(ClientError::Encode)?;
     let stream = sys::connect_unix(socket).map_err(ClientError::Connect)?;
+    let uid = sys::peer_uid(&stream).map_err(ClientError::Connect)?;
+    if uid != peer_uid {
+        return Err(ClientError::NotRoot(uid));
+    }
     let sent = send_all(&stream, frame.expose(), deadline);
     drop(frame);
     if let Err(e) = sent {
@@ -182,16 +207,47 @@ mod tests {
             s.write_all(&wire::encode_reply(Status::Unlocked, "unlocked"))
                 .unwrap();
         });
-        let reply = call(&path, &REQ, TIMEOUT).unwrap();
+        let reply = call_me(&path, &REQ, TIMEOUT).unwrap();
         assert_eq!(reply.status, Status::Unlocked);
         server.join().unwrap();
+    }
+
+    /// The listener's owner is checked before anything is sent: expecting another uid
+    /// than the (root) test listener's, the call is refused and the listener reads nothing.
+    #[test]
+    fn a_listener_of_another_uid_gets_nothing() {
+        let (_d, l, path) = listener();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let me = sys::peer_uid(&UnixStream::connect(&path).unwrap()).unwrap();
+        assert_eq!(me, nix_free_euid(), "SO_PEERCRED names the listener's creator");
+        let other = me.wrapping_add(1);
+        let err = call_peer(&path, &REQ, TIMEOUT, other).unwrap_err();
+        assert!(matches!(err, ClientError::NotRoot(u) if u == me), "{err}");
+        assert!(server.join().unwrap().is_empty(), "bytes reached the listener");
+    }
+
+    /// [`call`] to a listener of this test's own uid (root's when run as root).
+    fn call_me(p: &Path, req: &Request<'_>, timeout: Duration) -> Result<Reply, ClientError> {
+        call_peer(p, req, timeout, nix_free_euid())
+    }
+
+    /// This process's effective uid, read from /proc (no extra dependency).
+    fn nix_free_euid() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
     }
 
     #[test]
     fn no_listener_fails_at_once() {
         let d = tempfile_dir::Dir::new();
         let t0 = Instant::now();
-        let err = call(&d.0.join("absent.sock"), &REQ, TIMEOUT).unwrap_err();
+        let err = call_me(&d.0.join("absent.sock"), &REQ, TIMEOUT).unwrap_err();
         assert!(matches!(err, ClientError::Connect(_)), "{err}");
         assert!(t0.elapsed() < TIMEOUT);
     }
@@ -200,7 +256,7 @@ mod tests {
     fn a_silent_daemon_costs_at_most_the_timeout() {
         let (_d, l, path) = listener();
         let t0 = Instant::now();
-        let err = call(&path, &REQ, Duration::from_millis(300)).unwrap_err();
+        let err = call_me(&path, &REQ, Duration::from_millis(300)).unwrap_err();
         assert!(matches!(err, ClientError::Timeout(_)), "{err}");
         assert!(t0.elapsed() < Duration::from_secs(5));
         drop(l);
@@ -214,7 +270,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
             std::thread::sleep(Duration::from_millis(100));
         });
-        let err = call(&path, &REQ, TIMEOUT).unwrap_err();
+        let err = call_me(&path, &REQ, TIMEOUT).unwrap_err();
         assert!(matches!(err, ClientError::BadReply(_)), "{err}");
         server.join().unwrap();
     }
@@ -229,7 +285,7 @@ mod tests {
             new: &big,
         };
         let server = std::thread::spawn(move || drop(l.accept().unwrap()));
-        let err = call(&path, &req, TIMEOUT).unwrap_err();
+        let err = call_me(&path, &req, TIMEOUT).unwrap_err();
         server.join().unwrap();
         assert!(
             matches!(err, ClientError::Send(_) | ClientError::Receive(_)),

@@ -1,6 +1,7 @@
 //! The only `unsafe` of the module: the `pam_sm_*` entry points libpam calls, the libpam
 //! functions they use (`pam_get_item`, `pam_set_data`, `pam_get_data`, `pam_syslog`), a
-//! non-blocking `connect`, `send` without `SIGPIPE`, and a volatile wipe.
+//! non-blocking `connect`, the peer's uid (`SO_PEERCRED`), `send` without `SIGPIPE`, and a
+//! volatile wipe.
 //!
 //! Soundness rests on these facts, all local to this file:
 //! - a [`Pam`] wraps the non-null handle libpam passed to the entry point that built it and
@@ -378,6 +379,32 @@ pub fn connect_unix(path: &Path) -> io::Result<UnixStream> {
     let stream = UnixStream::from(fd);
     stream.set_nonblocking(false)?;
     Ok(stream)
+}
+
+/// The uid of the process that created the peer end of `stream` (`SO_PEERCRED`; for a
+/// listening socket: whoever called `listen`), as the kernel recorded it.
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    // SAFETY: ucred is plain old data; all zeros is a valid value.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the fd is an open socket; `cred` is a valid, writable ucred of `len` bytes
+    // and `len` a valid in/out length, as getsockopt(SO_PEERCRED) requires.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            ptr::from_mut(&mut cred).cast::<c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(io::Error::other("SO_PEERCRED returned a short ucred"));
+    }
+    Ok(cred.uid)
 }
 
 /// One `send` with `MSG_NOSIGNAL`: a daemon that went away must not `SIGPIPE` the login
