@@ -322,6 +322,9 @@ impl Store {
         stretched: &SecretBuf,
     ) -> Result<Unlock, StoreError> {
         let kek = self.kek(stretched)?;
+        // The opened key, loaded only once its audit row is committed: no key in memory
+        // whose unlock is not on record.
+        let mut opened = None;
         let outcome = match self.login_row(owner)? {
             Some(row) if row.spec == *spec => {
                 match seal::open(
@@ -332,7 +335,7 @@ impl Store {
                     &wrap_aad(owner, spec),
                 )? {
                     Ok(key) if key.len() == KEY_LEN => {
-                        self.crypto.login.insert(owner, key);
+                        opened = Some(key);
                         Unlock::Unlocked
                     }
                     _ => Unlock::WrongPassword,
@@ -364,6 +367,9 @@ impl Store {
                 },
             ))
         })?;
+        if let Some(key) = opened {
+            self.crypto.login.insert(owner, key);
+        }
         Ok(outcome)
     }
 

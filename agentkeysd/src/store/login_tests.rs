@@ -350,3 +350,31 @@ fn v2_database_migrates_to_v3_keeping_credentials_and_grants() {
         0
     );
 }
+
+/// A key is loaded only once its unlock's audit row is committed, and the last logout
+/// drops it even when its own commit fails: with the database refusing writes, the right
+/// password loads nothing, and a lock still unloads.
+#[test]
+fn no_key_in_memory_without_its_audit_row_and_a_failed_lock_still_unloads() {
+    let mut fx = Fixture::new();
+    let spec = cheap();
+    unlock(&mut fx, ALICE, "pw", &spec);
+    fx.store.login_lock(&actor(0), ALICE).unwrap();
+    let stretched = stretch(&fx.vault, &spec, &pw(&fx, "pw")).unwrap();
+    fx.raw().execute_batch("PRAGMA query_only = ON").unwrap();
+    assert!(
+        fx.store
+            .login_unlock(&actor(ALICE), ALICE, &spec, &stretched)
+            .is_err()
+    );
+    assert!(!fx.store.login_unlocked(ALICE), "loaded without its audit row");
+    fx.raw().execute_batch("PRAGMA query_only = OFF").unwrap();
+    let outcome = fx
+        .store
+        .login_unlock(&actor(ALICE), ALICE, &spec, &stretched)
+        .unwrap();
+    assert_eq!(outcome, Unlock::Unlocked);
+    fx.raw().execute_batch("PRAGMA query_only = ON").unwrap();
+    assert!(fx.store.login_lock(&actor(0), ALICE).is_err());
+    assert!(!fx.store.login_unlocked(ALICE), "a failed lock kept the key");
+}
