@@ -224,11 +224,18 @@ mod tests {
             got
         });
         let me = sys::peer_uid(&UnixStream::connect(&path).unwrap()).unwrap();
-        assert_eq!(me, nix_free_euid(), "SO_PEERCRED names the listener's creator");
+        assert_eq!(
+            me,
+            nix_free_euid(),
+            "SO_PEERCRED names the listener's creator"
+        );
         let other = me.wrapping_add(1);
         let err = call_peer(&path, &REQ, TIMEOUT, other).unwrap_err();
         assert!(matches!(err, ClientError::NotRoot(u) if u == me), "{err}");
-        assert!(server.join().unwrap().is_empty(), "bytes reached the listener");
+        assert!(
+            server.join().unwrap().is_empty(),
+            "bytes reached the listener"
+        );
     }
 
     /// [`call`] to a listener of this test's own uid (root's when run as root).

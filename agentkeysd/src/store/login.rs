@@ -341,7 +341,10 @@ impl Store {
                     _ => Unlock::WrongPassword,
                 }
             }
-            // Re-wrapped between our read of the spec and now: this stretch is stale.
+            // Made or re-wrapped between our read of the spec and now (a concurrent first
+            // login, a password change): this stretch is stale. If that left the key
+            // loaded, the owner is unlocked all the same; say so rather than "wrong".
+            Some(_) if self.crypto.login.contains_key(&owner) => Unlock::Unlocked,
             Some(_) => Unlock::WrongPassword,
             None => {
                 let key = self.new_login_key()?;
@@ -351,6 +354,7 @@ impl Store {
             }
         };
         let (outcome_row, detail) = match outcome {
+            Unlock::Unlocked if opened.is_none() => (Outcome::Ok, "login key already unlocked"),
             Unlock::Unlocked => (Outcome::Ok, "login key unlocked"),
             _ => (Outcome::Denied, "password did not open the login key"),
         };

@@ -367,7 +367,10 @@ fn no_key_in_memory_without_its_audit_row_and_a_failed_lock_still_unloads() {
             .login_unlock(&actor(ALICE), ALICE, &spec, &stretched)
             .is_err()
     );
-    assert!(!fx.store.login_unlocked(ALICE), "loaded without its audit row");
+    assert!(
+        !fx.store.login_unlocked(ALICE),
+        "loaded without its audit row"
+    );
     fx.raw().execute_batch("PRAGMA query_only = OFF").unwrap();
     let outcome = fx
         .store
@@ -376,5 +379,33 @@ fn no_key_in_memory_without_its_audit_row_and_a_failed_lock_still_unloads() {
     assert_eq!(outcome, Unlock::Unlocked);
     fx.raw().execute_batch("PRAGMA query_only = ON").unwrap();
     assert!(fx.store.login_lock(&actor(0), ALICE).is_err());
-    assert!(!fx.store.login_unlocked(ALICE), "a failed lock kept the key");
+    assert!(
+        !fx.store.login_unlocked(ALICE),
+        "a failed lock kept the key"
+    );
+}
+
+/// Two first logins raced: both read "no key yet" and stretched under their own fresh
+/// salts; the first created the key. The second's stretch is stale, but the owner is
+/// unlocked, and that is what it answers (not WrongPassword).
+#[test]
+fn a_stale_stretch_of_an_unlocked_owner_answers_unlocked() {
+    let mut fx = Fixture::new();
+    let (first, second) = (cheap(), cheap());
+    assert_ne!(first, second);
+    assert_eq!(unlock(&mut fx, ALICE, "pw", &first), Unlock::Created);
+    let stale = stretch(&fx.vault, &second, &pw(&fx, "pw")).unwrap();
+    let outcome = fx
+        .store
+        .login_unlock(&actor(ALICE), ALICE, &second, &stale)
+        .unwrap();
+    assert_eq!(outcome, Unlock::Unlocked);
+    // Locked, the same stale stretch opens nothing.
+    fx.store.login_lock(&actor(0), ALICE).unwrap();
+    let outcome = fx
+        .store
+        .login_unlock(&actor(ALICE), ALICE, &second, &stale)
+        .unwrap();
+    assert_eq!(outcome, Unlock::WrongPassword);
+    assert!(!fx.store.login_unlocked(ALICE));
 }
