@@ -7,10 +7,16 @@
 BUS_PID=""; DAEMON_PID=""
 
 private_start() {
-  sed "s#@SOCKET@#$WORK/bus.sock#" "$ROOT/tests/data/bus.conf.in" > "$WORK/bus.conf"
-  dbus-daemon --config-file="$WORK/bus.conf" --nofork --print-address=3 3>"$WORK/bus.address" 2>/dev/null &
+  # The tests' bus configuration, which includes the policy agentkeysd ships, placed beside it.
+  sed -e "s#@SOCKET@#$WORK/bus.sock#" -e "s#@EXTRA@##" "$ROOT/tests/data/bus.conf.in" > "$WORK/bus.conf"
+  cp "$ROOT/systemd/dev.agentkeys.Daemon1.conf" "$WORK/"
+  dbus-daemon --config-file="$WORK/bus.conf" --nofork --print-address=3 3>"$WORK/bus.address" \
+    2>"$WORK/bus.log" &
   BUS_PID=$!
   for _ in $(seq 200); do [[ -s $WORK/bus.address ]] && break; sleep 0.05; done
+  if [[ ! -s $WORK/bus.address ]]; then
+    echo "the private dbus-daemon did not come up; its log:" >&2; cat "$WORK/bus.log" >&2; return 1
+  fi
   AGENTKEYS_BUS=$(head -n1 "$WORK/bus.address")
   export AGENTKEYS_BUS
   printf '%s\n' "${DAEMON_CONFIG:-}" > "$WORK/agentkeysd.toml"
