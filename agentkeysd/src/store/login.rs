@@ -273,19 +273,7 @@ impl Store {
                  the login key row was altered and is refused",
                 p.m_cost_kib, p.t_cost, p.p_cost
             );
-            self.commit(Durability::Normal, |_, _| {
-                Ok((
-                    (),
-                    Record {
-                        actor: *actor,
-                        owner_uid: Some(owner),
-                        action: "login.unlock",
-                        subject: String::new(),
-                        outcome: Outcome::Denied,
-                        detail: detail.clone(),
-                    },
-                ))
-            })?;
+            self.record_unlock(actor, owner, Outcome::Denied, &detail)?;
             return Err(StoreError::Corrupt {
                 db: self.db_path.clone(),
                 what: format!(
@@ -358,6 +346,21 @@ impl Store {
             Unlock::Unlocked => (Outcome::Ok, "login key unlocked"),
             _ => (Outcome::Denied, "password did not open the login key"),
         };
+        self.record_unlock(actor, owner, outcome_row, detail)?;
+        if let Some(key) = opened {
+            self.crypto.login.insert(owner, key);
+        }
+        Ok(outcome)
+    }
+
+    /// The `login.unlock` audit row of an unlock attempt.
+    fn record_unlock(
+        &mut self,
+        actor: &Actor,
+        owner: u32,
+        outcome: Outcome,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         self.commit(Durability::Normal, |_, _| {
             Ok((
                 (),
@@ -366,15 +369,11 @@ impl Store {
                     owner_uid: Some(owner),
                     action: "login.unlock",
                     subject: String::new(),
-                    outcome: outcome_row,
+                    outcome,
                     detail: detail.to_owned(),
                 },
             ))
-        })?;
-        if let Some(key) = opened {
-            self.crypto.login.insert(owner, key);
-        }
-        Ok(outcome)
+        })
     }
 
     fn new_login_key(&self) -> Result<SecretBuf, StoreError> {
