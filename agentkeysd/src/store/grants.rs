@@ -161,6 +161,15 @@ fn add_to_scope(
     Ok(())
 }
 
+/// What a grant allows: its mode, an optional expiry (Unix seconds), and whether it ends
+/// at the owner's last logout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantTerms {
+    pub mode: GrantMode,
+    pub expires_at: Option<i64>,
+    pub until_logout: bool,
+}
+
 impl Store {
     /// Grants `agent` (id or name of `owner`) the credential `credential` with `mode`,
     /// replacing an existing grant, and adds the name to the agent's scope.
@@ -173,22 +182,29 @@ impl Store {
         mode: GrantMode,
         expires_at: Option<i64>,
     ) -> Result<GrantRecord, StoreError> {
-        self.grant_with(actor, owner, agent, credential, mode, expires_at, false)
+        let terms = GrantTerms {
+            mode,
+            expires_at,
+            until_logout: false,
+        };
+        self.grant_with(actor, owner, agent, credential, terms)
     }
 
     /// [`Store::grant`], optionally session-bound: an `until_logout` grant is deleted when
     /// the owner's last session closes ([`Store::login_lock`]), like the login key.
-    #[allow(clippy::too_many_arguments)]
     pub fn grant_with(
         &mut self,
         actor: &Actor,
         owner: u32,
         agent: &str,
         credential: &str,
-        mode: GrantMode,
-        expires_at: Option<i64>,
-        until_logout: bool,
+        terms: GrantTerms,
     ) -> Result<GrantRecord, StoreError> {
+        let GrantTerms {
+            mode,
+            expires_at,
+            until_logout,
+        } = terms;
         self.commit(Durability::Full, |tx, _| {
             let agent = super::agents::require(tx, owner, agent)?;
             if agent.state == AgentState::Revoked {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::store::testutil::{ALICE, BOB, Fixture, actor, opts};
-use crate::store::{CredentialClass, ErrorKind, GrantMode, PutOptions};
+use crate::store::{CredentialClass, ErrorKind, GrantMode, GrantTerms, PutOptions};
 
 /// The cheapest parameters the store accepts: these tests are about logic, not cost.
 fn cheap() -> WrapSpec {
@@ -212,9 +212,11 @@ fn last_logout_ends_session_bound_grants_only() {
             ALICE,
             "ci-bot",
             "anthropic",
-            GrantMode::Auto,
-            None,
-            true,
+            GrantTerms {
+                mode: GrantMode::Auto,
+                expires_at: None,
+                until_logout: true,
+            },
         )
         .unwrap();
     fx.store

@@ -10,7 +10,7 @@ use zbus::object_server::SignalEmitter;
 use crate::api::Error;
 use crate::api::dict::{self, Dict, DictBuilder};
 use crate::api::names::{valid_env_var, valid_name};
-use crate::store::{AgentRead, CredentialClass, CredentialMeta, GrantMode, PutOptions};
+use crate::store::{AgentRead, CredentialClass, CredentialMeta, GrantMode, GrantTerms, PutOptions};
 use crate::vault;
 
 use super::super::authz::AuthzError;
@@ -294,7 +294,10 @@ impl Credentials {
             let turn = self.shared.logins.turn(owner).await;
             if self.shared.logins.count(&turn) == 0 {
                 return Err(DaemonError::Invalid(format!(
-                    "cannot make a session-bound grant: uid {owner} has no login session                      (a session-bound grant ends at the last logout, so it needs one);                      log in first (through a PAM login with pam_agentkeys), or grant                      without --until-logout"
+                    "cannot make a session-bound grant: uid {owner} has no login session \
+                     (a session-bound grant ends at the last logout, so it needs one); \
+                     log in first (through a PAM login with pam_agentkeys), or grant \
+                     without --until-logout"
                 )));
             }
             Some(turn)
@@ -304,15 +307,12 @@ impl Credentials {
         let actor = actor(&caller);
         let (agent, credential) = (agent.to_owned(), credential.to_owned());
         blocking(&self.shared, move |store| {
-            Ok(store.grant_with(
-                &actor,
-                owner,
-                &agent,
-                &credential,
+            let terms = GrantTerms {
                 mode,
                 expires_at,
                 until_logout,
-            )?)
+            };
+            Ok(store.grant_with(&actor, owner, &agent, &credential, terms)?)
         })
         .await?;
         Ok(())
