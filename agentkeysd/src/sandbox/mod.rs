@@ -13,4 +13,5 @@
 
 pub mod cgroups;
 pub mod probe;
+pub mod spec;
 mod sys;

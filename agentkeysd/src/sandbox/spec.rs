@@ -1,0 +1,177 @@
+//! What the daemon hands `agentkeys-runner`: the sandbox spec (JSON on [`SPEC_FD`]), the
+//! secrets (one sealed memfd each, from [`SECRET_FD_BASE`] on) and the agent's stdio
+//! (fds 0–2). The runner answers on [`REPORT_FD`] with [`Report`] lines (JSON, one per line).
+//!
+//! The spec carries no secret bytes: secret values travel only in the memfds, which the
+//! runner reads into the agent's environment or its secrets directory and closes.
+//!
+//! Invariants checked by [`Spec::validate`] (the runner refuses a spec that fails them):
+//! names are plain (no `/`, no NUL, no `=` in variable names), host paths are absolute,
+//! every secret fd index is in range, limits are positive.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The runner reads the spec from this fd (a pipe; EOF ends the spec).
+pub const SPEC_FD: i32 = 3;
+/// The runner writes [`Report`] lines to this fd (a pipe the daemon reads).
+pub const REPORT_FD: i32 = 4;
+/// The first secret memfd; [`SecretRef::fd`] counts from here.
+pub const SECRET_FD_BASE: i32 = 5;
+/// Where the agent's MCP socket appears inside the sandbox (DESIGN §3.2).
+pub const MCP_SOCKET_INSIDE: &str = "/run/agentkeys/mcp.sock";
+/// Where secret files appear inside the sandbox (DESIGN §6).
+pub const SECRETS_DIR_INSIDE: &str = "/run/agentkeys/secrets";
+/// Where `agentkeysctl` (the MCP bridge) appears inside the sandbox.
+pub const BRIDGE_INSIDE: &str = "/run/agentkeys/bin/agentkeysctl";
+/// Where the workspace appears inside the sandbox.
+pub const WORKSPACE_INSIDE: &str = "/workspace";
+/// Upper bound on a spec's size (the runner stops reading past it).
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// One sandboxed run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// `run_` + lowercase base32; names the run's cgroups and its files under the runtime dir.
+    pub run_id: String,
+    /// The command and its arguments; `argv[0]` without a `/` is looked up in the sandbox's
+    /// `PATH`. Never contains a secret (argv is world-readable in `/proc`).
+    pub argv: Vec<String>,
+    /// Plain environment of the agent (no secrets), in order; the runner adds nothing else
+    /// except the secret variables.
+    pub env: Vec<(String, String)>,
+    /// Secret environment variables: `name` is the variable.
+    pub secret_env: Vec<SecretRef>,
+    /// Secret files: `name` is the file under [`SECRETS_DIR_INSIDE`] (0400, the agent's uid).
+    pub secret_files: Vec<SecretRef>,
+    pub ids: Ids,
+    /// Host directory bound read-write at [`WORKSPACE_INSIDE`] through an idmapped mount
+    /// (the agent's uid inside ↔ the owner's uid on disk). `None`: no workspace.
+    pub workspace: Option<PathBuf>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+    /// Host path of this run's MCP socket, bound at [`MCP_SOCKET_INSIDE`].
+    pub mcp_socket: Option<PathBuf>,
+    /// Host path of `agentkeysctl`, bound read-only at [`BRIDGE_INSIDE`].
+    pub bridge: Option<PathBuf>,
+    /// Extra host paths bound read-only at the same path (configuration: `runner.ro_paths`).
+    pub ro_paths: Vec<PathBuf>,
+    pub net: Net,
+    pub limits: Limits,
+    pub cgroup: CgroupPlan,
+    /// fd 0 is a terminal: the agent gets it as its controlling terminal.
+    pub tty: bool,
+    pub landlock: Enforcement,
+    /// Host name inside the sandbox's UTS namespace.
+    pub hostname: String,
+}
+
+/// A secret passed as the memfd at `SECRET_FD_BASE + fd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub name: String,
+    pub fd: u32,
+}
+
+/// Who the agent is, outside and inside its user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ids {
+    /// The agent's own uid/gid on the host (from `runner.uid_range`; no login user has it).
+    pub agent_uid: u32,
+    pub agent_gid: u32,
+    /// The owner's uid/gid: what the workspace's files belong to on disk.
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+    /// The unprivileged ids the agent sees for itself inside (1000 by default).
+    pub inside_uid: u32,
+    pub inside_gid: u32,
+}
+
+/// The network the agent sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Net {
+    /// A new network namespace with loopback only (the default).
+    None,
+    /// The host's network (explicit opt-in; recorded in status and audit).
+    Host,
+}
+
+impl Net {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Net::None => "none",
+            Net::Host => "host",
+        }
+    }
+}
+
+/// Resource limits of one run (DESIGN §6 step 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u64,
+    /// CPU bandwidth in thousandths of a CPU (1000 = one CPU).
+    pub cpu_millis: u64,
+}
+
+impl Default for Limits {
+    /// 2 GiB, 512 tasks, one CPU.
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            pids: 512,
+            cpu_millis: 1000,
+        }
+    }
+}
+
+/// The cgroups the runner creates and joins for this run: the directories themselves (the
+/// daemon resolved the parents at start), one per hierarchy that carries a controller the
+/// run uses, plus the v2 group used for membership and `cgroup.kill` where it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupPlan {
+    /// The run's cgroup v2 directory, and which of memory/pids/cpu it limits there.
+    pub v2: Option<CgroupDir>,
+    /// The run's cgroup v1 directories, each with the controllers it limits.
+    pub v1: Vec<CgroupDir>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupDir {
+    pub path: PathBuf,
+    pub controllers: Vec<String>,
+}
+
+/// What happens when the kernel cannot enforce a landlock rule set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforcement {
+    /// Not fully enforced ⇒ the run fails (the default; STYLE §7).
+    Required,
+    /// Enforce what the kernel can; say so in the report.
+    BestEffort,
+}
+
+/// One line the runner writes on [`REPORT_FD`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Report {
+    /// The sandbox is built and the command was executed; `pid` is the agent's pid on the
+    /// host (the sandbox's init).
+    Started { pid: i32 },
+    /// A step of the plan failed before the command ran: the step's name and the error
+    /// (never secret bytes).
+    Failed { step: String, error: String },
+    /// The command exited with this code.
+    Exited { code: i32 },
+    /// The command was killed by this signal.
+    Signaled { signal: i32 },
+}
