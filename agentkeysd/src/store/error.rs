@@ -169,6 +169,9 @@ pub enum StoreError {
          rolled back); store the secret again"
     )]
     Tampered { name: String },
+    /// Every value of a configured range is in use.
+    #[error("no free {what} left: widen the range in the configuration")]
+    Exhausted { what: &'static str },
     /// Any other SQLite failure.
     #[error("database operation failed")]
     Sqlite(#[from] rusqlite::Error),
@@ -217,7 +220,8 @@ impl StoreError {
             | StoreError::MasterKeyMissing { .. }
             | StoreError::MasterKeyInvalid { .. }
             | StoreError::WrongMasterKey { .. }
-            | StoreError::Corrupt { .. } => ErrorKind::Unavailable,
+            | StoreError::Corrupt { .. }
+            | StoreError::Exhausted { .. } => ErrorKind::Unavailable,
             StoreError::StateDir { .. }
             | StoreError::OpenDb { .. }
             | StoreError::ConfigureDb { .. }

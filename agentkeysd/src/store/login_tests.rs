@@ -332,13 +332,17 @@ fn v2_database_migrates_to_v3_keeping_credentials_and_grants() {
         .unwrap();
     fx.raw()
         .execute_batch(
-            "DROP TABLE login_keys;
+            "DROP TABLE runner_uids;
+             DROP TABLE login_keys;
              ALTER TABLE grants DROP COLUMN until_logout;
              PRAGMA user_version = 2;",
         )
         .unwrap();
     let mut fx = fx.reopen().unwrap();
-    assert_eq!(fx.store.stats().unwrap().schema_version, 3);
+    assert_eq!(
+        fx.store.stats().unwrap().schema_version,
+        crate::store::SCHEMA_VERSION
+    );
     assert_eq!(
         fx.read(ALICE, "anthropic").unwrap(),
         b"sk-ant-0123456789abcdef"

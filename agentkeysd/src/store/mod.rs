@@ -57,6 +57,7 @@ mod grants;
 mod ids;
 pub mod login;
 mod master_key;
+mod runs;
 mod schema;
 pub mod seal;
 mod sessions;
@@ -79,6 +80,7 @@ pub use error::{ErrorKind, StoreError, utc};
 pub use grants::{AgentRead, GrantMode, GrantRecord, GrantTerms, UsageRow};
 pub use ids::{AGENT_ID_PREFIX, SESSION_ID_PREFIX, is_agent_id, is_session_id, valid_name};
 pub use master_key::{CREDENTIAL_FILE, KeySource, STATE_KEY_FILE};
+pub use runs::{RunIdentity, RunStart};
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{AgentSession, Issue, SessionRecord};
 

@@ -139,8 +139,18 @@ ALTER TABLE grants ADD COLUMN until_logout INTEGER NOT NULL DEFAULT 0
     CHECK (until_logout IN (0, 1));
 "#;
 
+/// Schema v4 (issue 4): the host uid each agent's sandboxed runs have (`holder` is an agent
+/// id, or `owner:<uid>` for an owner's runs without an agent). A uid is never shared.
+const V4: &str = r#"
+CREATE TABLE runner_uids (
+    holder     TEXT PRIMARY KEY NOT NULL,
+    uid        INTEGER NOT NULL UNIQUE CHECK (uid BETWEEN 1 AND 4294967294),
+    created_at INTEGER NOT NULL
+) STRICT;
+"#;
+
 /// Every migration, in order; index + 1 is the version it produces.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -206,6 +216,7 @@ mod tests {
             "sessions",
             "usage",
             "login_keys",
+            "runner_uids",
         ] {
             let n: i64 = conn
                 .query_row(

@@ -86,7 +86,7 @@ pub(crate) fn end_sessions(
         .execute(params![now_s(), why, agent_id])?)
 }
 
-fn new_session(
+pub(crate) fn new_session(
     tx: &Transaction<'_>,
     agent_id: &str,
     pubkey: &[u8; 32],

@@ -400,7 +400,8 @@ fn v1_database_migrates_to_v2_keeping_its_agents_and_credentials() {
         .unwrap();
     fx.raw()
         .execute_batch(
-            "DROP TABLE login_keys;
+            "DROP TABLE runner_uids;
+             DROP TABLE login_keys;
              ALTER TABLE grants DROP COLUMN until_logout;
              DROP TABLE usage;
              DROP TABLE sessions;
