@@ -18,6 +18,7 @@ pub struct Config {
     pub vault: VaultSection,
     pub log: LogSection,
     pub approvals: ApprovalsSection,
+    pub runner: super::runner_config::RunnerSection,
 }
 
 /// How `Approve` makes sure the owner, not just a process of the owner's uid, said yes.
@@ -261,6 +262,7 @@ pub fn load(main: &Path, main_required: bool) -> Result<Config, ConfigError> {
     config
         .approvals
         .check()
+        .and_then(|()| config.runner.check())
         .map_err(|message| ConfigError::Out {
             path: last.clone(),
             message,
@@ -306,7 +308,31 @@ impl fmt::Display for Config {
         writeln!(f, "session_ttl_s = {}", a.session_ttl_s)?;
         writeln!(f, "confirm_timeout_s = {}", a.confirm_timeout_s)?;
         writeln!(f, "open_burst = {}", a.open_burst)?;
-        write!(f, "open_rate_per_minute = {}", a.open_rate_per_minute)
+        writeln!(f, "open_rate_per_minute = {}", a.open_rate_per_minute)?;
+        writeln!(f)?;
+        let r = &self.runner;
+        writeln!(f, "[runner]")?;
+        writeln!(f, "path = {:?}", r.path.display().to_string())?;
+        writeln!(
+            f,
+            "agentkeysctl = {:?}",
+            r.agentkeysctl.display().to_string()
+        )?;
+        writeln!(f, "uid_range = [{}, {}]", r.uid_range[0], r.uid_range[1])?;
+        let ro: Vec<String> = r
+            .ro_paths
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
+        writeln!(f, "ro_paths = [{}]", ro.join(", "))?;
+        writeln!(f, "memory_mib = {}", r.memory_mib)?;
+        writeln!(f, "pids = {}", r.pids)?;
+        writeln!(f, "cpus = {:?}", r.cpus)?;
+        let landlock = match r.landlock {
+            crate::sandbox::spec::Enforcement::Required => "required",
+            crate::sandbox::spec::Enforcement::BestEffort => "best-effort",
+        };
+        write!(f, "landlock = \"{landlock}\"")
     }
 }
 

@@ -25,6 +25,7 @@ pub mod login;
 pub mod notify;
 pub mod pairing;
 pub mod pam;
+pub mod runner_config;
 pub mod services;
 pub mod state;
 mod sys;
