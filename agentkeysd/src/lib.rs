@@ -17,6 +17,8 @@
 pub mod api;
 pub mod approvals;
 pub mod daemon;
+pub mod jobs;
+pub mod mcp;
 pub mod sandbox;
 pub mod store;
 pub mod vault;

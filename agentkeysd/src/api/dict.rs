@@ -83,6 +83,8 @@ pub enum DictError {
     TooMany { count: usize, max: usize },
     #[error("option '{key}' is too long (at most {max} elements)")]
     TooLong { key: String, max: usize },
+    #[error("option '{key}': cannot take the file descriptor ({reason})")]
+    Fd { key: String, reason: String },
 }
 
 /// Rejects maps with keys outside `known` or more than [`super::names::MAX_OPTIONS`] entries.
@@ -154,6 +156,24 @@ pub fn get_u64(dict: &Dict, key: &str) -> Result<Option<u64>, DictError> {
         None => Ok(None),
         Some(Variant::U64(n)) => Ok(Some(*n)),
         Some(_) => Err(wrong(key, "t")),
+    }
+}
+
+/// Reads `key` as a file descriptor (`h`), if present: a duplicate the caller owns.
+pub fn get_fd(dict: &Dict, key: &str) -> Result<Option<std::os::fd::OwnedFd>, DictError> {
+    use std::os::fd::AsFd;
+    match dict.get(key).map(|v| &**v) {
+        None => Ok(None),
+        Some(Variant::Fd(fd)) => {
+            fd.as_fd()
+                .try_clone_to_owned()
+                .map(Some)
+                .map_err(|e| DictError::Fd {
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                })
+        }
+        Some(_) => Err(wrong(key, "h")),
     }
 }
 

@@ -10,6 +10,7 @@ pub const IFACE_CREDENTIALS: &str = "dev.agentkeys.Credentials1";
 pub const IFACE_AGENTS: &str = "dev.agentkeys.Agents1";
 pub const IFACE_AUDIT: &str = "dev.agentkeys.Audit1";
 pub const IFACE_APPROVALS: &str = "dev.agentkeys.Approvals1";
+pub const IFACE_JOBS: &str = "dev.agentkeys.Jobs1";
 
 /// How a grant serves an agent's reads (the `mode` option of `Credentials1.Grant`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,6 +46,9 @@ pub enum DaemonError {
     Locked(String),
     #[error("{0}")]
     Busy(String),
+    /// Something the host lacks or refuses (the text is public).
+    #[error("{0}")]
+    Unavailable(String),
     /// Approval machinery that failed inside (random numbers, signing): logged, not sent.
     #[error("{0}")]
     Approval(String),
@@ -105,6 +108,10 @@ pub fn to_public(method: &str, err: DaemonError) -> Public {
         DaemonError::Consumed(m) => Public::AlreadyConsumed(m),
         DaemonError::Locked(m) => Public::Locked(m),
         DaemonError::Busy(m) => Public::Unavailable(m),
+        DaemonError::Unavailable(m) => {
+            tracing::warn!(method, error = %m, "unavailable");
+            Public::Unavailable(m)
+        }
         DaemonError::Vault(_)
         | DaemonError::CallerUnknown(_)
         | DaemonError::Join(_)

@@ -175,6 +175,10 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     // The public half is handed to every child that opens a request: derive it once.
     let host_public = crate::approvals::host_public_key(store.host_key())?;
     let shared = Arc::new(Shared::new(store, vault, config, services, host_public));
+    // Where runs' cgroups go; a host without them still serves keys, and Run says why not.
+    shared
+        .runs
+        .configure(args.runtime_dir.clone(), prepare_cgroups());
     shared.spawn_audit_flusher();
     // Before READY=1, so that a login right after start-up finds it.
     let pam_socket = login::listen(&args.runtime_dir, &shared)?;
@@ -204,6 +208,16 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     }
     shutdown(conn, &shared).await;
     Ok(())
+}
+
+/// The parent cgroups of every run (see [`crate::sandbox::cgroups::RunCgroups`]).
+fn prepare_cgroups() -> Result<crate::sandbox::cgroups::RunCgroups, String> {
+    let layout = crate::sandbox::cgroups::read_layout()
+        .map_err(|e| format!("reading the cgroup layout: {e}"))?;
+    crate::sandbox::cgroups::RunCgroups::prepare(&layout).map_err(|e| {
+        tracing::warn!(error = %e, "sandboxed runs are unavailable: no cgroups for them");
+        e.to_string()
+    })
 }
 
 fn ensure_runtime_dir(path: &Path) -> Result<(), StartError> {
@@ -285,6 +299,15 @@ async fn serve(bus: &BusChoice, shared: &Arc<Shared>) -> Result<zbus::Connection
         )
         .await
         .map_err(serve_err("Approvals1"))?;
+    server
+        .at(
+            OBJECT_PATH,
+            iface::jobs::Jobs {
+                shared: shared.clone(),
+            },
+        )
+        .await
+        .map_err(serve_err("Jobs1"))?;
     spawn_forget_departed(&dbus, shared).await;
     spawn_request_sweeper(&conn, shared).await;
     // No ALLOW_REPLACEMENT and no REPLACE_EXISTING: a second daemon, or any other
@@ -408,6 +431,8 @@ async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
         tracing::warn!(error = %e, "could not release the bus name");
     }
     let timeout = Duration::from_secs(u64::from(shared.config.daemon.shutdown_timeout_s));
+    // A run outliving its daemon could no longer be revoked: its processes go first.
+    shared.runs.kill_all("agentkeysd stopped").await;
     if !shared.drain(timeout).await {
         tracing::warn!("calls still in flight after {timeout:?}; stopping anyway");
     }

@@ -37,6 +37,8 @@ pub struct Shared {
     /// Owners' login sessions as the PAM listener counts them (also asked by `Grant`
     /// for session-bound grants).
     pub logins: crate::daemon::login::Sessions,
+    /// Sandboxed runs, live and recently ended.
+    pub runs: crate::jobs::Runs,
     callers: Mutex<HashMap<String, Caller>>,
     // Not a OnceLock: the proxy holds the connection, whose object server holds us, so
     // shutdown must clear it to break that cycle and let the vault be zeroized on drop.
@@ -84,6 +86,7 @@ impl Shared {
             services,
             pairing,
             logins: crate::daemon::login::Sessions::default(),
+            runs: crate::jobs::Runs::default(),
             callers: Mutex::new(HashMap::new()),
             dbus: Mutex::new(None),
             inflight: Arc::new(RwLock::new(())),

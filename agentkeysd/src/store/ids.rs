@@ -37,6 +37,19 @@ pub fn new_session_id() -> Result<String, StoreError> {
     random_id(SESSION_ID_PREFIX, "session id")
 }
 
+/// Prefix of every run (job) id.
+pub const RUN_ID_PREFIX: &str = "run_";
+
+/// A fresh random run id (`run_` + 26 lowercase base32 characters of 128 random bits).
+pub fn new_run_id() -> Result<String, StoreError> {
+    random_id(RUN_ID_PREFIX, "run id")
+}
+
+/// Whether `s` has the shape of a run id.
+pub fn is_run_id(s: &str) -> bool {
+    has_id_shape(s, RUN_ID_PREFIX)
+}
+
 /// Whether `s` has the shape of an agent id (it may still not exist).
 pub fn is_agent_id(s: &str) -> bool {
     has_id_shape(s, AGENT_ID_PREFIX)

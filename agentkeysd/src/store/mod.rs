@@ -78,7 +78,10 @@ pub use credentials::{CredentialClass, CredentialMeta, PutOptions, PutOutcome};
 pub use db::APPLICATION_ID;
 pub use error::{ErrorKind, StoreError, utc};
 pub use grants::{AgentRead, GrantMode, GrantRecord, GrantTerms, UsageRow};
-pub use ids::{AGENT_ID_PREFIX, SESSION_ID_PREFIX, is_agent_id, is_session_id, valid_name};
+pub use ids::{
+    AGENT_ID_PREFIX, RUN_ID_PREFIX, SESSION_ID_PREFIX, is_agent_id, is_run_id, is_session_id,
+    new_run_id, valid_name,
+};
 pub use master_key::{CREDENTIAL_FILE, KeySource, STATE_KEY_FILE};
 pub use runs::{RunIdentity, RunStart};
 pub use schema::SCHEMA_VERSION;

@@ -421,7 +421,10 @@ impl Agents {
             })
         })
         .await?;
-        tracing::info!(uid = caller.uid, owner, agent = %rec.id, teardown, "agent revoked");
+        // The revocation reaches running agents: every process of their runs is gone
+        // before the call returns.
+        let killed = self.shared.runs.kill_agent(&rec.id, "agent revoked").await;
+        tracing::info!(uid = caller.uid, owner, agent = %rec.id, teardown, runs_killed = killed, "agent revoked");
         Ok(rec.id)
     }
 }

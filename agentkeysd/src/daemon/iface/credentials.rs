@@ -332,10 +332,21 @@ impl Credentials {
         }
         let actor = actor(&caller);
         let (agent, credential) = (agent.to_owned(), credential.to_owned());
-        blocking(&self.shared, move |store| {
-            Ok(store.ungrant(&actor, owner, &agent, &credential)?)
+        let agent_id = blocking(&self.shared, move |store| {
+            store.ungrant(&actor, owner, &agent, &credential)?;
+            Ok(store.resolve_agent(owner, &agent)?)
         })
         .await?;
+        // A run may hold the key in its memory already and cannot be un-keyed in part:
+        // withdrawing a grant ends the agent's runs like a revocation does.
+        let killed = self
+            .shared
+            .runs
+            .kill_agent(&agent_id, "a grant of the agent was withdrawn")
+            .await;
+        if killed > 0 {
+            tracing::info!(agent = %agent_id, runs_killed = killed, "grant withdrawn: runs ended");
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod audit;
 pub mod credentials;
 pub mod daemon;
+pub mod jobs;
 
 use std::sync::Arc;
 
