@@ -7,7 +7,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
     agent, approve, audit, completions, deny, doctor, grant, list, man, pair, pending, read, rm,
-    status, store, ungrant, usage, whoami,
+    run, status, store, ungrant, usage, whoami,
 };
 use crate::errors::EXIT_CODES_HELP;
 
@@ -110,7 +110,10 @@ fn agent_source(matches: &clap::ArgMatches) -> Option<ValueSource> {
 impl Command {
     /// May this command run as a paired agent (`--agent`)?
     pub fn takes_agent(&self) -> bool {
-        matches!(self, Command::Read(_) | Command::Whoami(_))
+        matches!(
+            self,
+            Command::Read(_) | Command::Whoami(_) | Command::Run(_)
+        )
     }
 }
 
@@ -125,6 +128,11 @@ pub enum Command {
 
     /// Write a credential's secret to stdout, exactly as stored
     Read(read::ReadArgs),
+
+    /// Run a command (an AI agent) in the hardened sandbox with the agent's keys: --agent
+    /// NAME names the agent it runs as
+    #[command(after_help = run::AFTER_HELP)]
+    Run(run::RunArgs),
 
     /// List your credentials (metadata only, never secrets)
     List(list::ListArgs),

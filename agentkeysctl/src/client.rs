@@ -5,7 +5,7 @@
 use agentkeysd::api::bus::BusChoice;
 use agentkeysd::api::dict::Dict;
 use agentkeysd::api::proxies::{
-    AgentsProxy, ApprovalsProxy, AuditProxy, CredentialsProxy, DaemonProxy,
+    AgentsProxy, ApprovalsProxy, AuditProxy, CredentialsProxy, DaemonProxy, JobsProxy,
 };
 use agentkeysd::api::{ErrorKind, agent};
 use zbus::Connection;
@@ -256,6 +256,11 @@ impl Client {
 
     pub async fn approvals(&self) -> Result<ApprovalsProxy<'_>, CliError> {
         let b = ApprovalsProxy::builder(&self.conn).cache_properties(CacheProperties::No);
+        b.build().await.map_err(|e| self.proxy_error(e))
+    }
+
+    pub async fn jobs(&self) -> Result<JobsProxy<'_>, CliError> {
+        let b = JobsProxy::builder(&self.conn).cache_properties(CacheProperties::No);
         b.build().await.map_err(|e| self.proxy_error(e))
     }
 

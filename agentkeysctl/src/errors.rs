@@ -47,6 +47,11 @@ Exit status:
     7  locked (the owner's login key is not loaded; approve without the password it needs)
   130  interrupted: Ctrl-C while `pair` waits for approval
 
+`run` exits with the sandboxed command's own status once it ran: its exit code, 128+N
+when signal N ended it, 137 when the run was killed (revoked agent, withdrawn grant,
+cancel, --timeout), 127 when the command could not be executed. Before the command runs,
+the codes above apply.
+
 Secrets are never taken from the command line: `store` reads them from the terminal
 without echo, or from stdin:
   printf %s \"$KEY\" | agentkeysctl store openai
@@ -69,6 +74,8 @@ pub enum CliError {
     BrokenPipe,
     /// A failure to report as problem → cause → fix.
     Report(Report),
+    /// `run`: the sandboxed command's own exit status, passed through silently.
+    Status(u8),
 }
 
 /// One failure, in the words the user reads.
@@ -113,6 +120,7 @@ impl CliError {
         match self {
             CliError::BrokenPipe => Exit::Ok,
             CliError::Report(r) => r.exit,
+            CliError::Status(_) => Exit::Error,
         }
     }
 
@@ -146,6 +154,9 @@ pub fn finish(result: Result<(), CliError>) -> ExitCode {
     let Err(err) = result else {
         return ExitCode::SUCCESS;
     };
+    if let CliError::Status(code) = err {
+        return ExitCode::from(code);
+    }
     if let CliError::Report(r) = &err {
         // Nowhere left to report a failure to write stderr; the exit code still says it.
         let _ = writeln!(io::stderr().lock(), "{r}");
@@ -504,7 +515,7 @@ mod tests {
     fn report_of(e: CliError) -> Report {
         match e {
             CliError::Report(r) => r,
-            CliError::BrokenPipe => panic!("expected a report"),
+            CliError::BrokenPipe | CliError::Status(_) => panic!("expected a report"),
         }
     }
 

@@ -29,6 +29,7 @@ mod identity;
 mod output;
 mod requests;
 mod secret_input;
+mod sys;
 mod time;
 
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ pub mod pair;
 pub mod pending;
 pub mod read;
 pub mod rm;
+pub mod run;
 pub mod status;
 pub mod store;
 pub mod ungrant;
@@ -46,9 +47,11 @@ fn check_agent_flag(cli: &mut Cli) -> Result<(), CliError> {
         cli.global.agent = None;
         return Ok(());
     }
-    Err(CliError::usage("--agent works only with read and whoami")
-        .cause("the other commands act as you, the owner, never as an agent")
-        .fix("drop --agent, e.g. agentkeysctl --agent ci-bot read github"))
+    Err(
+        CliError::usage("--agent works only with read, whoami and run")
+            .cause("the other commands act as you, the owner, never as an agent")
+            .fix("drop --agent, e.g. agentkeysctl --agent ci-bot read github"),
+    )
 }
 
 /// `approve`, `deny` and `pending` act on the requests waiting for the caller (root's
@@ -96,6 +99,7 @@ async fn with_daemon(g: &Global, cmd: &Command, out: &mut Out) -> Result<(), Cli
         Command::Read(a) => read::run(g, a, out).await,
         Command::List(a) => list::run(g, a, out).await,
         Command::Rm(a) => rm::run(g, a, out).await,
+        Command::Run(a) => run::run(g, a, out).await,
         Command::Agent(sub) => match sub {
             AgentCommand::Create(a) => agent::create::run(g, a, out).await,
             AgentCommand::List(a) => agent::list::run(g, a, out).await,

@@ -183,3 +183,33 @@ pub trait Audit {
     /// `ok` (b), `rows` (t), and when not ok: `seq` (x), `problem` (s), `message` (s).
     fn verify(&self) -> Result<Dict, Error>;
 }
+
+/// Sandboxed runs (jobs): start a command in the hardened runner, watch it, stop it.
+#[proxy(
+    interface = "dev.agentkeys.Jobs1",
+    default_service = "dev.agentkeys.Daemon1",
+    default_path = "/dev/agentkeys/Daemon1"
+)]
+pub trait Jobs {
+    /// Starts `argv` in the hardened runner; returns the run's id once the command runs.
+    /// Options: `argv` (as), `agent` (s), `workspace` (s), `environment` (as NAME=value),
+    /// `env` (as NAME=credential), `files` (as), `net` (s), `memory`/`pids`/`cpu_millis`/
+    /// `timeout` (t), `stdin`/`stdout`/`stderr` (h), `tty` (b).
+    fn run(&self, spec: HashMap<&str, Variant<'_>>) -> Result<String, Error>;
+
+    /// The caller's runs (root: everyone's), live and recently ended.
+    fn list(&self) -> Result<Vec<Dict>, Error>;
+
+    /// One run: `state` (running | exited | killed | failed), `exit_code`, `signal`,
+    /// `reason`, `step`/`error`, `pid`, `agent`, `net`, limits, times.
+    fn get(&self, job: &str) -> Result<Dict, Error>;
+
+    /// Kills every process of the run; returns once none is left.
+    fn cancel(&self, job: &str) -> Result<(), Error>;
+
+    /// Forwards a signal (INT, TERM, HUP, QUIT, USR1, USR2, WINCH, CONT, TSTP).
+    fn signal(&self, job: &str, signal: i32) -> Result<(), Error>;
+
+    #[zbus(signal)]
+    fn job_state_changed(&self, job: &str, state: &str) -> zbus::Result<()>;
+}

@@ -190,9 +190,6 @@ pub async fn start(
         ("USER".to_owned(), "agent".to_owned()),
         ("AGENTKEYS_RUN".to_owned(), run_id.clone()),
     ];
-    if let Some(a) = &agent {
-        env.push(("AGENTKEYS_AGENT".to_owned(), a.name.clone()));
-    }
     if mcp.is_some() {
         env.push((
             "AGENTKEYS_MCP_SOCKET".to_owned(),

@@ -27,7 +27,9 @@ pub async fn check(g: &Global) -> Finding {
     match tokio::time::timeout(TIMEOUT, ask(g)).await {
         Ok(Ok(facts)) => judge(&facts, probe::landlock().abi()),
         Ok(Err(CliError::Report(r))) => failed(&r),
-        Ok(Err(CliError::BrokenPipe)) => Finding::skip(CHECK, "stdout closed"),
+        Ok(Err(CliError::BrokenPipe | CliError::Status(_))) => {
+            Finding::skip(CHECK, "stdout closed")
+        }
         Err(_) => Finding::fail(
             CHECK,
             format!("agentkeysd did not answer within {}s", TIMEOUT.as_secs()),

@@ -275,7 +275,7 @@ mod tests {
                 assert_eq!(r.exit, Exit::Error);
                 r.problem
             }
-            CliError::BrokenPipe => panic!("expected a report"),
+            CliError::BrokenPipe | CliError::Status(_) => panic!("expected a report"),
         }
     }
 
