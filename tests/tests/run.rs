@@ -1,0 +1,383 @@
+//! `agentkeysctl run` through the real daemon, the real runner and the real kernel: exit
+//! status, stdio and terminal pass through; granted keys (and only they) are injected;
+//! the agent reads over MCP from inside; revocation, a withdrawn grant, cancel and the
+//! timeout kill every process of the run; bad requests change nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::MetadataExt;
+
+use agentkeys_tests::runs::{
+    agent_with, finish, next_running, pids_of_uid, sandbox_available, spawn_run, store,
+};
+use agentkeys_tests::{Daemon, DaemonOpts};
+use agentkeysd::api::proxies::JobsProxy;
+
+fn daemon() -> Daemon {
+    Daemon::start_with(DaemonOpts {
+        config: "[approvals]\nauthenticate = \"none\"\n".into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_run_passes_stdout_stderr_and_the_exit_code_through() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    let out = d.ctl(&["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    assert_eq!(out.stdout(), "out\n");
+    assert!(out.stderr.contains("err"), "{}", out.stderr);
+    let ok = d.ctl(&["run", "--", "/bin/true"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    // A signal is reported as a shell does: 128 + N.
+    let killed = d.ctl(&["run", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(killed.code, 128 + libc::SIGTERM, "{}", killed.stderr);
+    let missing = d.ctl(&["run", "--", "/no/such/program"]);
+    assert_eq!(missing.code, 127, "{}", missing.stderr);
+}
+
+#[test]
+fn granted_keys_are_injected_by_variable_and_file_and_nothing_else() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    store(&d, "anthropic", "sk-ant-injected-0001");
+    store(&d, "github", "ghp_injected_0002");
+    store(&d, "openai", "sk-openai-confirm-0003");
+    store(&d, "stripe", "sk-stripe-not-granted");
+    agent_with(&d, "bot", &["anthropic", "github"]);
+    d.ctl(&["agent", "create", "other"]).ok();
+    d.ctl(&["grant", "bot", "openai", "--mode", "confirm"]).ok();
+    let script = "echo A=$ANTHROPIC_API_KEY; echo G=${GITHUB_TOKEN-unset}; \
+                  echo O=${OPENAI_API_KEY-unset}; echo S=${STRIPE_API_KEY-unset}; \
+                  cat /run/agentkeys/secrets/github; echo; \
+                  stat -c '%a %u' /run/agentkeys/secrets/github; ls /run/agentkeys/secrets; \
+                  echo M=$AGENTKEYS_MCP_SOCKET; id -u";
+    let out = d.ctl(&[
+        "--agent", "bot", "run", "--file", "github", "--", "sh", "-c", script,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "A=sk-ant-injected-0001",
+            "G=unset",
+            "O=unset",
+            "S=unset",
+            "ghp_injected_0002",
+            "400 1000",
+            "github",
+            "M=/run/agentkeys/mcp.sock",
+            "1000"
+        ],
+        "{}",
+        out.stderr
+    );
+    // --env names the variable; an ungranted or confirm-mode credential is refused.
+    let named = d.ctl(&[
+        "--agent",
+        "bot",
+        "run",
+        "--env",
+        "CLAUDE_KEY=anthropic",
+        "--",
+        "sh",
+        "-c",
+        "echo $CLAUDE_KEY ${ANTHROPIC_API_KEY-unset}",
+    ]);
+    assert_eq!(
+        named.stdout(),
+        "sk-ant-injected-0001 unset\n",
+        "{}",
+        named.stderr
+    );
+    let e = d
+        .ctl(&["--agent", "bot", "run", "--env", "K=stripe", "--", "true"])
+        .fails_with(2);
+    assert!(e.contains("not granted"), "{e}");
+    let e = d
+        .ctl(&["--agent", "bot", "run", "--file", "openai", "--", "true"])
+        .fails_with(2);
+    assert!(e.contains("confirm"), "{e}");
+    let e = d
+        .ctl(&["run", "--env", "K=anthropic", "--", "true"])
+        .fails_with(2);
+    assert!(e.contains("--agent"), "{e}");
+    // An agent without grants gets nothing; every injected read is audited.
+    let none = d.ctl(&[
+        "--agent",
+        "other",
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "env | grep -c _API_KEY || true",
+    ]);
+    assert_eq!(none.stdout().trim(), "0");
+    let audit = d.ctl(&["--json", "audit", "list"]).stdout();
+    assert!(
+        audit.contains("run.start") && audit.contains("run.end"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn the_agent_reads_a_credential_over_mcp_from_inside_its_sandbox() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    store(&d, "github", "ghp_over_mcp_0004");
+    agent_with(&d, "bot", &["github"]);
+    let requests = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_credential","arguments":{"service":"github"}}}"#,
+    ]
+    .join("\n");
+    let script = format!("printf '%s\\n' '{requests}' | agentkeysctl mcp");
+    let out = d.ctl(&["--agent", "bot", "run", "--", "sh", "-c", &script]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.stdout();
+    assert!(text.contains("ghp_over_mcp_0004"), "{text}");
+    assert!(text.contains("\"id\":2"), "{text}");
+}
+
+#[tokio::test]
+async fn revoking_the_agent_kills_every_process_of_its_run() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    store(&d, "github", "ghp_revoked_0005");
+    agent_with(&d, "bot", &["github"]);
+    let conn = d.connect().await;
+    let jobs = JobsProxy::new(&conn).await.unwrap();
+    let mut changes = jobs.receive_job_state_changed().await.unwrap();
+    let child = spawn_run(
+        &d,
+        &[
+            "--agent",
+            "bot",
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1000 & sleep 1000 & wait",
+        ],
+    );
+    let job = next_running(&mut changes).await;
+    let info = jobs.get(&job).await.unwrap();
+    let uid = agentkeysd::api::dict::get_u32(&info, "runner_uid")
+        .unwrap()
+        .unwrap();
+    assert!(
+        uid >= 0x7000_0000,
+        "runner uid {uid} is outside the default range"
+    );
+    assert!(
+        !pids_of_uid(uid).is_empty(),
+        "the run's processes run as its agent's uid"
+    );
+    d.ctl(&["agent", "revoke", "bot"]).ok();
+    // Revoke returns once the processes are gone.
+    assert_eq!(pids_of_uid(uid), Vec::<i32>::new());
+    let out = finish(child);
+    assert_eq!(out.code, 137, "{}", out.stderr);
+    assert!(out.stderr.contains("agent revoked"), "{}", out.stderr);
+    let info = jobs.get(&job).await.unwrap();
+    assert_eq!(
+        agentkeysd::api::dict::get_str(&info, "state")
+            .unwrap()
+            .as_deref(),
+        Some("killed")
+    );
+    // A revoked agent cannot start again.
+    d.ctl(&["--agent", "bot", "run", "--", "true"])
+        .fails_with(3);
+}
+
+#[tokio::test]
+async fn withdrawing_a_grant_cancel_and_timeout_end_runs() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    store(&d, "github", "ghp_ungrant_0006");
+    agent_with(&d, "bot", &["github"]);
+    let conn = d.connect().await;
+    let jobs = JobsProxy::new(&conn).await.unwrap();
+    let mut changes = jobs.receive_job_state_changed().await.unwrap();
+
+    let child = spawn_run(&d, &["--agent", "bot", "run", "--", "sleep", "1000"]);
+    next_running(&mut changes).await;
+    d.ctl(&["ungrant", "bot", "github"]).ok();
+    let out = finish(child);
+    assert_eq!(out.code, 137);
+    assert!(out.stderr.contains("grant"), "{}", out.stderr);
+
+    let child = spawn_run(&d, &["run", "--", "sleep", "1000"]);
+    let job = next_running(&mut changes).await;
+    jobs.cancel(&job).await.unwrap();
+    let out = finish(child);
+    assert_eq!(out.code, 137);
+    assert!(out.stderr.contains("cancelled"), "{}", out.stderr);
+
+    let out = d.ctl(&["run", "--timeout", "1s", "--", "sleep", "1000"]);
+    assert_eq!(out.code, 137);
+    assert!(out.stderr.contains("timed out"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn sigint_without_a_terminal_reaches_the_command() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    let conn = d.connect().await;
+    let jobs = JobsProxy::new(&conn).await.unwrap();
+    let mut changes = jobs.receive_job_state_changed().await.unwrap();
+    let child = spawn_run(
+        &d,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got INT; exit 3' INT; sleep 1000 & wait",
+        ],
+    );
+    next_running(&mut changes).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = finish(child);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.stdout(), "got INT\n");
+}
+
+#[test]
+fn an_interactive_run_gets_a_terminal_of_its_own() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    // `script` gives agentkeysctl a terminal; the command must see one too, and its exit
+    // status must come back through both.
+    let inner = format!(
+        "AGENTKEYS_BUS={} {} run -- sh -c 'test -t 0 && test -t 1 && echo TERMINAL-OK; exit 5'",
+        d.bus.address,
+        agentkeys_tests::bin("agentkeysctl").display()
+    );
+    let out = agentkeys_tests::run(
+        {
+            let mut c = std::process::Command::new("script");
+            c.args(["-qec", &inner, "/dev/null"]);
+            c
+        },
+        None,
+    );
+    assert_eq!(out.code, 5, "{} {}", out.stdout(), out.stderr);
+    assert!(out.stdout().contains("TERMINAL-OK"), "{}", out.stdout());
+}
+
+#[test]
+fn bad_run_requests_are_refused_and_change_nothing() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    d.ctl(&["--agent", "nobody", "run", "--", "true"])
+        .fails_with(4);
+    let e = d.ctl(&["run", "--net", "wifi", "--", "true"]).fails_with(2);
+    assert!(e.contains("wifi"), "{e}");
+    d.ctl(&["run", "--memory", "2X", "--", "true"])
+        .fails_with(2);
+    d.ctl(&["run"]).fails_with(2);
+    // A workspace must be the caller's own.
+    if let Some(uid) = agentkeys_tests::test_user() {
+        let ws = tempfile::tempdir().unwrap();
+        let e = d
+            .ctl_as(
+                agentkeys_tests::TEST_USER,
+                &[
+                    "run",
+                    "--workspace",
+                    ws.path().to_str().unwrap(),
+                    "--",
+                    "true",
+                ],
+                None,
+            )
+            .fails_with(3);
+        assert!(e.contains("belongs to uid 0"), "{e} (uid {uid})");
+    }
+    let audit = d.ctl(&["--json", "audit", "list"]).stdout();
+    assert!(!audit.contains("run.start"), "{audit}");
+}
+
+#[tokio::test]
+async fn jobs_over_dbus_refuse_malformed_calls_and_other_owners() {
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    let conn = d.connect().await;
+    let jobs = JobsProxy::new(&conn).await.unwrap();
+    let empty = std::collections::HashMap::new();
+    let e = jobs.run(empty).await.unwrap_err();
+    assert_eq!(e.kind(), agentkeysd::api::ErrorKind::InvalidArgument, "{e}");
+    let mut spec = std::collections::HashMap::new();
+    spec.insert(
+        "argv",
+        zbus::zvariant::Variant::from(vec!["true".to_owned()]),
+    );
+    let e = jobs.run(spec).await.unwrap_err();
+    assert!(e.message().contains("file descriptor"), "{e}");
+    let mut spec = std::collections::HashMap::new();
+    spec.insert("argv", zbus::zvariant::Variant::from(7u32));
+    assert_eq!(
+        jobs.run(spec).await.unwrap_err().kind(),
+        agentkeysd::api::ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        jobs.get("run_nope").await.unwrap_err().kind(),
+        agentkeysd::api::ErrorKind::NotFound
+    );
+    let mut changes = jobs.receive_job_state_changed().await.unwrap();
+    let child = spawn_run(&d, &["run", "--", "sleep", "1000"]);
+    let job = next_running(&mut changes).await;
+    let e = jobs.signal(&job, libc::SIGKILL).await.unwrap_err();
+    assert_eq!(e.kind(), agentkeysd::api::ErrorKind::InvalidArgument);
+    if agentkeys_tests::test_user().is_some() {
+        let e = d.ctl_as(agentkeys_tests::TEST_USER, &["run", "--", "true"], None);
+        assert_eq!(e.code, 0, "another owner runs too: {}", e.stderr);
+    }
+    // The daemon kept serving through all of it.
+    jobs.cancel(&job).await.unwrap();
+    assert_eq!(finish(child).code, 137);
+    let ws = tempfile::tempdir().unwrap();
+    let out = d.ctl(&[
+        "run",
+        "--workspace",
+        ws.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo made > /workspace/f",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let meta = std::fs::metadata(ws.path().join("f")).unwrap();
+    assert_eq!(
+        meta.uid(),
+        0,
+        "a file the agent made belongs to the owner on the host"
+    );
+}
