@@ -10,7 +10,10 @@ use crate::{Daemon, EVENT_TIMEOUT};
 /// Skips (printing why; a failure in strict mode) unless this kernel can run the sandbox.
 pub fn sandbox_available() -> bool {
     use agentkeysd::sandbox::probe;
-    if !matches!(probe::user_namespaces(), probe::UserNamespaces::Available { .. }) {
+    if !matches!(
+        probe::user_namespaces(),
+        probe::UserNamespaces::Available { .. }
+    ) {
         crate::skip("user namespaces are not available");
         return false;
     }
