@@ -175,3 +175,157 @@ pub enum Report {
     /// The command was killed by this signal.
     Signaled { signal: i32 },
 }
+
+/// A spec that breaks an invariant of the runner's contract.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SpecError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl Spec {
+    /// Checks the invariants in this module's docs; the runner refuses a spec that fails.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |field: &str, problem: &str| {
+            Err(SpecError { field: field.to_owned(), problem: problem.to_owned() })
+        };
+        let id_ok = self.run_id.strip_prefix("run_").is_some_and(|r| {
+            !r.is_empty() && r.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+        if !id_ok {
+            return bad("run_id", "must be `run_` + lowercase base32");
+        }
+        if self.argv.is_empty() || self.argv.first().is_some_and(String::is_empty) {
+            return bad("argv", "the command is missing");
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return bad("argv", "holds a NUL byte");
+        }
+        let var_ok = |n: &str| {
+            !n.is_empty() && !n.contains(['=', '\0']) && !n.bytes().next().is_some_and(|c| c.is_ascii_digit())
+        };
+        for (k, v) in &self.env {
+            if !var_ok(k) || v.contains('\0') {
+                return bad("env", &format!("bad variable {k:?}"));
+            }
+        }
+        let total = self.secret_env.len() + self.secret_files.len();
+        for s in &self.secret_env {
+            if !var_ok(&s.name) {
+                return bad("secret_env", &format!("bad variable name {:?}", s.name));
+            }
+        }
+        for s in &self.secret_files {
+            let plain = !s.name.is_empty() && s.name != "." && s.name != ".." && !s.name.contains(['/', '\0']);
+            if !plain {
+                return bad("secret_files", &format!("bad file name {:?}", s.name));
+            }
+        }
+        let mut names: Vec<&str> = self.secret_files.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w.first() == w.get(1)) {
+            return bad("secret_files", "a name is listed twice");
+        }
+        for s in self.secret_env.iter().chain(&self.secret_files) {
+            if s.fd as usize >= total.max(1) {
+                return bad("secret fd", &format!("index {} is out of range", s.fd));
+            }
+        }
+        let abs = |p: &std::path::Path| p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir);
+        for (field, p) in [
+            ("workspace", self.workspace.as_ref()),
+            ("mcp_socket", self.mcp_socket.as_ref()),
+            ("bridge", self.bridge.as_ref()),
+            ("cwd", Some(&self.cwd)),
+        ] {
+            if p.is_some_and(|p| !abs(p)) {
+                return bad(field, "must be an absolute path without `..`");
+            }
+        }
+        if self.ro_paths.iter().any(|p| !abs(p)) {
+            return bad("ro_paths", "must be absolute paths without `..`");
+        }
+        let dirs = self.cgroup.v2.iter().chain(&self.cgroup.v1);
+        if dirs.clone().any(|d| !abs(&d.path)) {
+            return bad("cgroup", "paths must be absolute without `..`");
+        }
+        if self.limits.memory_bytes == 0 || self.limits.pids == 0 || self.limits.cpu_millis == 0 {
+            return bad("limits", "must be positive");
+        }
+        let host_ok = !self.hostname.is_empty()
+            && self.hostname.len() <= 64
+            && self.hostname.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+        if !host_ok {
+            return bad("hostname", "letters, digits, `-` and `.`, at most 64");
+        }
+        if self.ids.agent_uid == 0 || self.ids.agent_gid == 0 {
+            return bad("ids", "the agent may not be root");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A valid spec for tests.
+    pub(crate) fn sample_spec() -> Spec {
+        Spec {
+            run_id: "run_abc234".into(),
+            argv: vec!["/bin/true".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            secret_env: vec![SecretRef { name: "ANTHROPIC_API_KEY".into(), fd: 0 }],
+            secret_files: vec![SecretRef { name: "github".into(), fd: 1 }],
+            ids: Ids {
+                agent_uid: 61000,
+                agent_gid: 61000,
+                owner_uid: 1000,
+                owner_gid: 1000,
+                inside_uid: 1000,
+                inside_gid: 1000,
+            },
+            workspace: Some("/home/u/proj".into()),
+            cwd: "/workspace".into(),
+            mcp_socket: None,
+            bridge: None,
+            ro_paths: vec![],
+            net: Net::None,
+            limits: Limits::default(),
+            cgroup: CgroupPlan::default(),
+            tty: false,
+            landlock: Enforcement::Required,
+            hostname: "agent".into(),
+        }
+    }
+
+    #[test]
+    fn a_sample_spec_is_valid_and_round_trips() {
+        let s = sample_spec();
+        s.validate().unwrap();
+        let back: Spec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Spec)>)> = vec![
+            ("run_id", Box::new(|s| s.run_id = "../x".into())),
+            ("argv", Box::new(|s| s.argv.clear())),
+            ("secret_env", Box::new(|s| s.secret_env[0].name = "A=B".into())),
+            ("secret_files", Box::new(|s| s.secret_files[0].name = "../x".into())),
+            ("secret fd", Box::new(|s| s.secret_files[0].fd = 7)),
+            ("workspace", Box::new(|s| s.workspace = Some("rel".into()))),
+            ("limits", Box::new(|s| s.limits.pids = 0)),
+            ("hostname", Box::new(|s| s.hostname = "a b".into())),
+            ("ids", Box::new(|s| s.ids.agent_uid = 0)),
+        ];
+        for (field, tweak) in cases {
+            let mut s = sample_spec();
+            tweak(&mut s);
+            let e = s.validate().unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+}

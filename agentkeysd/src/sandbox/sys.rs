@@ -1,12 +1,15 @@
 //! The sandbox's only `unsafe`: raw calls that have no safe wrapper in `nix` or `libc`'s
-//! safe surface. Today these are the kernel-feature probes ([`super::probe`]); the runner's
-//! own steps join them when it is built.
+//! safe surface: the kernel-feature probes ([`super::probe`]), the new mount API
+//! (`open_tree`, `mount_setattr`, `move_mount`), `fork`/`clone` in the single-threaded
+//! runner, `close_range`, the loopback and terminal ioctls, signal dispositions, and the
+//! daemon's fd plumbing for spawning the runner.
 //!
 //! Every function returns `io::Result` through [`cvt`], so `-1` never leaks past the call.
 #![allow(unsafe_code)]
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `LANDLOCK_CREATE_RULESET_VERSION` (linux/landlock.h): ask for the ABI version instead of
 /// creating a ruleset. Not in `libc` 0.2.
@@ -201,6 +204,212 @@ fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
+}
+
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC [| AT_RECURSIVE])`: a
+/// detached copy of the mount at `path`, to be changed with [`mount_setattr`] and attached
+/// with [`move_mount`] — no path-based remount dance, and sources stay reachable after
+/// their path is shadowed.
+pub(super) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: `path` is NUL-terminated and outlives the call; open_tree reads only it and
+    // returns a new fd or -1.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], {set, clr, propagation, userns})`.
+pub(super) fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    set: u64,
+    clr: u64,
+    userns: Option<BorrowedFd<'_>>,
+    recursive: bool,
+) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: the kernel reads `size_of::<mount_attr>()` bytes from a live local and the
+    // empty NUL-terminated path; `fd` is borrowed for the whole call.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &raw const attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// `move_mount(fd, "", AT_FDCWD, to, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached tree.
+pub(super) fn move_mount(fd: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated and outlive the call; `fd` is borrowed for it.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// Which side of a fork this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forked {
+    Parent(libc::pid_t),
+    Child,
+}
+
+/// `fork()` in the runner, which is single-threaded (a fresh exec, no runtime threads), so
+/// the child may run ordinary Rust code.
+pub(crate) fn fork_single_threaded() -> io::Result<Forked> {
+    // SAFETY: the runner never starts a thread (no tokio, no std::thread), so no lock can be
+    // held by another thread at the time of the fork; the child continues with a full copy.
+    let pid = cvt(libc::c_long::from(unsafe { libc::fork() }))?;
+    Ok(if pid == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(pid as libc::pid_t)
+    })
+}
+
+/// A child in a new, empty user namespace, used only as a holder for an idmapping: the
+/// caller writes its maps through `/proc/<pid>/…`, opens `ns/user`, then kills and reaps it.
+/// `clone(CLONE_NEWUSER | SIGCHLD)` puts it there directly; it only ever `pause`s.
+pub(super) fn spawn_userns_holder() -> io::Result<libc::pid_t> {
+    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a copy of the
+    // address space and its own stack copy. The child only makes raw syscalls (pause,
+    // _exit) and never returns into Rust code.
+    let pid = cvt(unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) })?;
+    if pid == 0 {
+        loop {
+            // SAFETY: pause(2) takes no arguments; the parent SIGKILLs this child.
+            unsafe { libc::pause() };
+        }
+    }
+    Ok(pid as libc::pid_t)
+}
+
+/// `close_range(first, last, 0)`: closes every fd in the range.
+pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
+    // SAFETY: close_range takes integers only. The runner owns every fd it closes this way:
+    // it holds no OwnedFd in the range that it uses afterwards.
+    cvt(unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0u32) })
+        .map(drop)
+}
+
+/// Borrows an fd the runner was started with (report pipe, secret memfds) for the whole
+/// process lifetime. Whether it is open and what it is gets checked by its users.
+pub(crate) fn borrow_inherited_fd(raw: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the fd number is fixed by the runner's contract (spec.rs) and nothing in the
+    // runner closes it except close_range in step 4, after which it is never used. If it
+    // is not open, calls on it fail with EBADF, which every user handles.
+    unsafe { BorrowedFd::borrow_raw(raw) }
+}
+
+/// Takes ownership of an fd the runner was started with, after checking it is open.
+pub(crate) fn take_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
+    nix::fcntl::fcntl(borrow_inherited_fd(raw), nix::fcntl::FcntlArg::F_GETFD)?;
+    // SAFETY: F_GETFD just showed the fd is open; the runner has no other owner of it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Sets `IFF_UP` on `lo` (a new network namespace starts with loopback down).
+pub(super) fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of a live, properly sized
+    // ifreq; the socket is borrowed for the call.
+    cvt(libc::c_long::from(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) }))?;
+    // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a live ifreq holding the name and the new flags.
+    cvt(libc::c_long::from(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) }))
+        .map(drop)
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal on `fd` this session's controlling terminal.
+pub(crate) fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); `fd` is borrowed.
+    cvt(libc::c_long::from(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) }))
+        .map(drop)
+}
+
+/// Resets every catchable signal to its default action. Ignored signals survive exec, and
+/// Rust's runtime ignores SIGPIPE in the runner: the agent must start with defaults.
+pub(crate) fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMIN() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code; signal(2) with a valid number changes
+        // only this process's disposition. Invalid numbers just return SIG_ERR.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// Spawns `cmd` with `fds[i]` at fd `3 + i` in the child (the runner's spec pipe, report
+/// pipe and secret memfds). Each source is first duplicated above every target number,
+/// so a source can never be overwritten by an earlier `dup2`.
+pub(crate) fn spawn_with_fds(
+    cmd: &mut std::process::Command,
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let floor = 3 + fds.len() as RawFd;
+    let high: Vec<OwnedFd> = fds
+        .iter()
+        .map(|fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor)).map(|raw| {
+            // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        }))
+        .collect::<Result<_, _>>()?;
+    let raw: Vec<RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
+    // SAFETY: the closure runs between fork and exec in the child of a possibly
+    // multi-threaded daemon, so it only calls dup2(2), which is async-signal-safe, on fds
+    // that are open (kept alive by `high` until spawn returns); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+    let child = cmd.spawn();
+    drop(high);
+    child
 }
 
 #[cfg(test)]

@@ -1,0 +1,130 @@
+//! Daemon side of the runner: spawn `agentkeys-runner` with the spec on a pipe (fd 3), the
+//! report pipe (fd 4) and the secret memfds (fd 5…), learn `Started`, wait for the end.
+//! Blocking calls: the daemon runs them on a blocking thread.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::spec::{Report, Spec};
+use super::sys;
+
+/// How a run ended, as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command exited with this code.
+    Exited(i32),
+    /// The command (or the whole run, through the cgroup) was killed by this signal.
+    Signaled(i32),
+    /// The sandbox could not be built: the step and why.
+    SetupFailed { step: String, error: String },
+    /// The runner ended without saying how the command did.
+    RunnerDied(String),
+}
+
+/// A started runner.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    reports: BufReader<std::fs::File>,
+    started: Option<i32>,
+    early_end: Option<Report>,
+}
+
+/// Spawns the runner. `stdio` become the agent's fds 0–2; `secrets[i]` is passed at
+/// `SECRET_FD_BASE + i` (the spec's `SecretRef::fd` is that `i`).
+pub fn spawn(runner: &Path, spec: &Spec, stdio: [OwnedFd; 3], secrets: Vec<OwnedFd>) -> std::io::Result<Running> {
+    spec.validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    let (spec_rd, spec_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (rep_rd, rep_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let [i, o, e] = stdio;
+    let mut cmd = Command::new(runner);
+    cmd.stdin(Stdio::from(i))
+        .stdout(Stdio::from(o))
+        .stderr(Stdio::from(e))
+        .env_clear();
+    let mut fds = vec![spec_rd.as_fd(), rep_wr.as_fd()];
+    fds.extend(secrets.iter().map(AsFd::as_fd));
+    let child = sys::spawn_with_fds(&mut cmd, &fds)?;
+    drop(fds);
+    drop(spec_rd);
+    drop(rep_wr);
+    drop(secrets);
+    let mut w = std::fs::File::from(spec_wr);
+    // A runner that died early closes its end: the error shows in wait().
+    let _ = w.write_all(&json);
+    drop(w);
+    Ok(Running {
+        child,
+        reports: BufReader::new(std::fs::File::from(rep_rd)),
+        started: None,
+        early_end: None,
+    })
+}
+
+impl Running {
+    /// The runner's pid (host namespace).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Blocks until the sandbox is built and the command executed; returns the host pid
+    /// of the sandbox's init. An error when the run ended before that (see [`Self::wait`]).
+    pub fn started(&mut self) -> std::io::Result<i32> {
+        if let Some(pid) = self.started {
+            return Ok(pid);
+        }
+        if self.early_end.is_none() {
+            match self.next_report()? {
+                Some(Report::Started { pid }) => {
+                    self.started = Some(pid);
+                    return Ok(pid);
+                }
+                other => self.early_end = other,
+            }
+        }
+        Err(std::io::Error::other(match &self.early_end {
+            Some(Report::Failed { step, error }) => format!("the sandbox failed at {step}: {error}"),
+            _ => "the runner ended before the command started".to_owned(),
+        }))
+    }
+
+    /// Reads the reports to the end and reaps the runner.
+    pub fn wait(mut self) -> Outcome {
+        let mut last = self.early_end.take();
+        while let Ok(Some(r)) = self.next_report() {
+            last = Some(r);
+        }
+        let status = self.child.wait();
+        match last {
+            Some(Report::Exited { code }) => Outcome::Exited(code),
+            Some(Report::Signaled { signal }) => Outcome::Signaled(signal),
+            Some(Report::Failed { step, error }) => Outcome::SetupFailed { step, error },
+            _ => match status {
+                // Killed with its sandbox (cgroup kill on revoke): the run was signaled.
+                Ok(s) if s.signal().is_some() && self.started.is_some() => {
+                    Outcome::Signaled(s.signal().unwrap_or(libc::SIGKILL))
+                }
+                Ok(s) => Outcome::RunnerDied(format!("the runner ended ({s}) without a report")),
+                Err(e) => Outcome::RunnerDied(format!("waiting for the runner: {e}")),
+            },
+        }
+    }
+
+    fn next_report(&mut self) -> std::io::Result<Option<Report>> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reports.read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            if let Ok(r) = serde_json::from_str(line.trim_end()) {
+                return Ok(Some(r));
+            }
+        }
+    }
+}

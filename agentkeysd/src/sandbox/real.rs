@@ -1,0 +1,101 @@
+//! [`Syscalls`] for real: each call runs its step's function in `steps/`. Keeps what the
+//! steps hand each other: the status pipe between the runner and the init, and the secret
+//! variables between reading them (step 4) and the exec (step 9).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use seccompiler::BpfProgram;
+
+use super::plan::{Ended, Side, StepError, Syscalls};
+use super::policy::Policies;
+use super::spec::{Net, Spec};
+use super::steps::{self, rlimits::SecretVar};
+use super::sys::{self, Forked};
+
+/// The real privileged calls.
+#[derive(Debug, Default)]
+pub struct RealSyscalls {
+    /// Runner side: the read end of the init's status pipe (after `fork_init`).
+    pub status_rd: Option<OwnedFd>,
+    /// Init side: the write end.
+    pub status_wr: Option<OwnedFd>,
+    /// True in the init after `fork_init`.
+    pub in_init: bool,
+    secret_env: Vec<SecretVar>,
+}
+
+impl Syscalls for RealSyscalls {
+    fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError> {
+        steps::cgroup::join(&spec.cgroup, &spec.limits)
+    }
+
+    fn unshare_namespaces(&mut self, net: Net) -> Result<(), StepError> {
+        steps::namespaces::unshare(net)
+    }
+
+    fn fork_init(&mut self) -> Result<Side, StepError> {
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| StepError::new("pipe for the init's status", e))?;
+        match sys::fork_single_threaded().map_err(|e| StepError::new("fork the init", e))? {
+            Forked::Parent(pid) => {
+                drop(wr);
+                self.status_rd = Some(rd);
+                Ok(Side::Runner { init_pid: pid })
+            }
+            Forked::Child => {
+                drop(rd);
+                self.status_wr = Some(wr);
+                self.in_init = true;
+                // The init must not outlive the runner that reports on it.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(|e| StepError::new("PR_SET_PDEATHSIG", e))?;
+                Ok(Side::Init)
+            }
+        }
+    }
+
+    fn set_hostname(&mut self, name: &str) -> Result<(), StepError> {
+        steps::namespaces::set_hostname(name)
+    }
+
+    fn loopback_up(&mut self) -> Result<(), StepError> {
+        steps::namespaces::loopback_up()
+    }
+
+    fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
+        steps::filesystem::build(spec, &policies.fs)
+    }
+
+    fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {
+        steps::rlimits::set_rlimits()?;
+        self.secret_env = steps::rlimits::secret_env(spec)?;
+        let keep = self.status_wr.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        steps::rlimits::close_except(keep)
+    }
+
+    fn identity(&mut self, spec: &Spec) -> Result<(), StepError> {
+        steps::identity::become_agent(&spec.ids)
+    }
+
+    fn drop_capabilities(&mut self) -> Result<(), StepError> {
+        steps::caps::drop_all()
+    }
+
+    fn landlock(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
+        steps::landlock::restrict(spec, &policies.landlock)
+    }
+
+    fn seccomp(&mut self, programs: &[BpfProgram]) -> Result<(), StepError> {
+        steps::seccomp::install(programs)
+    }
+
+    fn exec(&mut self, spec: &Spec) -> Result<Ended, StepError> {
+        let env = std::mem::take(&mut self.secret_env);
+        let status = self.status_wr.as_ref();
+        steps::init::run(spec, &env, || {
+            if let Some(fd) = status {
+                super::runner::send_status(fd, &super::runner::Status::Started);
+            }
+        })
+    }
+}

@@ -1,0 +1,203 @@
+//! `agentkeys-runner`'s main: read and check the spec (fd 3), load the policies, run the
+//! plan. The runner process stays in the host's pid namespace, reports `Started` once the
+//! command was executed, relays how it ended and exits; the init (its child) runs the rest
+//! of the plan and tells the runner over a private pipe how things went.
+//!
+//! Exit codes of the runner: the command's code; 128+N when it died of signal N; 125 when
+//! the sandbox could not be built (the reason is on fd 4 and stderr).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::plan::{self, Ended, Finished, PlanError};
+use super::policy::Policies;
+use super::real::RealSyscalls;
+use super::spec::{MAX_SPEC_BYTES, REPORT_FD, Report, SPEC_FD, Spec};
+use super::sys;
+
+/// Exit code when the sandbox could not be built.
+pub const SETUP_FAILED: i32 = 125;
+
+/// What the init tells the runner, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Started,
+    Failed { step: String, error: String },
+    Ended(Ended),
+}
+
+impl Status {
+    fn encode(&self) -> String {
+        match self {
+            Status::Started => "started\n".to_owned(),
+            Status::Failed { step, error } => {
+                format!("failed {step} {}\n", error.replace('\n', " "))
+            }
+            Status::Ended(Ended::Exited(c)) => format!("exited {c}\n"),
+            Status::Ended(Ended::Signaled(s)) => format!("signaled {s}\n"),
+        }
+    }
+
+    fn decode(line: &str) -> Option<Status> {
+        let (word, rest) = line.trim_end().split_once(' ').unwrap_or((line.trim_end(), ""));
+        Some(match word {
+            "started" => Status::Started,
+            "failed" => {
+                let (step, error) = rest.split_once(' ').unwrap_or((rest, ""));
+                Status::Failed { step: step.to_owned(), error: error.to_owned() }
+            }
+            "exited" => Status::Ended(Ended::Exited(rest.parse().ok()?)),
+            "signaled" => Status::Ended(Ended::Signaled(rest.parse().ok()?)),
+            _ => return None,
+        })
+    }
+}
+
+/// Writes one status line (a single write: lines are far below PIPE_BUF).
+pub fn send_status(fd: &OwnedFd, status: &Status) {
+    let _ = std::fs::File::from(fd.try_clone().unwrap_or_else(|_| std::process::exit(SETUP_FAILED)))
+        .write_all(status.encode().as_bytes());
+}
+
+/// The runner binary's whole life; returns its exit code.
+pub fn runner_main() -> i32 {
+    let report = sys::borrow_inherited_fd(REPORT_FD);
+    let spec = match read_spec() {
+        Ok(s) => s,
+        Err(e) => return fail(report, "spec", &e),
+    };
+    let policies = match Policies::shipped() {
+        Ok(p) => p,
+        Err(e) => return fail(report, "policy", &e.to_string()),
+    };
+    let programs = match policies.seccomp.compile() {
+        Ok(p) => p,
+        Err(e) => return fail(report, "seccomp", &e.to_string()),
+    };
+    let mut real = RealSyscalls::default();
+    match plan::run(&mut real, &spec, &policies, &programs) {
+        Ok(Finished::Runner { init_pid }) => supervise(report, init_pid, real.status_rd),
+        Ok(Finished::Init(ended)) => {
+            if let Some(fd) = &real.status_wr {
+                send_status(fd, &Status::Ended(ended));
+            }
+            0
+        }
+        Err(e) if real.in_init => {
+            if let Some(fd) = &real.status_wr {
+                send_status(fd, &failed(&e));
+            }
+            SETUP_FAILED
+        }
+        Err(e) => fail(report, e.step().name(), &e.chain()),
+    }
+}
+
+fn failed(e: &PlanError) -> Status {
+    Status::Failed { step: e.step().name().to_owned(), error: e.chain() }
+}
+
+/// The runner after the fork: relays the init's status lines as reports, reaps the init.
+fn supervise(report: BorrowedFd<'_>, init_pid: i32, status: Option<OwnedFd>) -> i32 {
+    let mut ended = None;
+    let mut setup_failed = false;
+    if let Some(fd) = status {
+        for line in BufReader::new(std::fs::File::from(fd)).lines() {
+            let Ok(line) = line else { break };
+            match Status::decode(&line) {
+                Some(Status::Started) => send_report(report, &Report::Started { pid: init_pid }),
+                Some(Status::Failed { step, error }) => {
+                    eprintln!("agentkeys-runner: {step}: {error}");
+                    send_report(report, &Report::Failed { step, error });
+                    setup_failed = true;
+                }
+                Some(Status::Ended(e)) => ended = Some(e),
+                None => {}
+            }
+        }
+    }
+    let waited = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init_pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    if setup_failed {
+        return SETUP_FAILED;
+    }
+    // The init died without a word (killed through the cgroup, OOM): its own status.
+    let ended = ended.or(match waited {
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => Some(Ended::Signaled(sig as i32)),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Some(Ended::Exited(code)),
+        _ => None,
+    });
+    match ended {
+        Some(Ended::Exited(code)) => {
+            send_report(report, &Report::Exited { code });
+            code
+        }
+        Some(Ended::Signaled(signal)) => {
+            send_report(report, &Report::Signaled { signal });
+            128 + signal
+        }
+        None => fail(report, "exec", "the sandbox's init vanished without a status"),
+    }
+}
+
+fn read_spec() -> Result<Spec, String> {
+    let fd = sys::take_inherited_fd(SPEC_FD).map_err(|e| format!("fd {SPEC_FD} (the spec pipe): {e}"))?;
+    let mut buf = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_SPEC_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading the spec from fd {SPEC_FD}: {e}"))?;
+    if buf.len() > MAX_SPEC_BYTES {
+        return Err(format!("the spec is larger than {MAX_SPEC_BYTES} bytes"));
+    }
+    let spec: Spec = serde_json::from_slice(&buf).map_err(|e| format!("the spec is not valid: {e}"))?;
+    spec.validate().map_err(|e| format!("the spec is not valid: {e}"))?;
+    Ok(spec)
+}
+
+fn fail(report: BorrowedFd<'_>, step: &str, error: &str) -> i32 {
+    eprintln!("agentkeys-runner: {step}: {error}");
+    send_report(
+        report,
+        &Report::Failed { step: step.to_owned(), error: error.to_owned() },
+    );
+    SETUP_FAILED
+}
+
+/// One JSON line on the report fd; a closed or missing report pipe is ignored (the exit
+/// code still tells).
+fn send_report(report: BorrowedFd<'_>, r: &Report) {
+    if let Ok(mut line) = serde_json::to_vec(r) {
+        line.push(b'\n');
+        let _ = nix::unistd::write(report.as_fd(), &line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_round_trip() {
+        for s in [
+            Status::Started,
+            Status::Failed { step: "landlock".into(), error: "no: really\nnot".into() },
+            Status::Ended(Ended::Exited(3)),
+            Status::Ended(Ended::Signaled(9)),
+        ] {
+            let back = Status::decode(&s.encode()).unwrap();
+            match (&s, &back) {
+                (Status::Failed { step, .. }, Status::Failed { step: b, error }) => {
+                    assert_eq!(step, b);
+                    assert_eq!(error, "no: really not");
+                }
+                _ => assert_eq!(s, back),
+            }
+        }
+        assert_eq!(Status::decode("garbage"), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! Step 6: every capability set emptied (bounding and ambient too, so no exec can get one
+//! back) and `PR_SET_NO_NEW_PRIVS` (no setuid or file-capability gain; landlock and seccomp
+//! require it).
+
+use caps::CapSet;
+
+use crate::sandbox::plan::StepError;
+
+pub fn drop_all() -> Result<(), StepError> {
+    let fail = |what: &str, e: caps::errors::CapsError| StepError::new(what, std::io::Error::other(e.to_string()));
+    // Bounding first: clearing it needs CAP_SETPCAP, which the effective set still holds.
+    caps::clear(None, CapSet::Bounding).map_err(|e| fail("clear the bounding set", e))?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| fail("clear the ambient set", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| fail("clear the inheritable set", e))?;
+    caps::clear(None, CapSet::Effective).map_err(|e| fail("clear the effective set", e))?;
+    caps::clear(None, CapSet::Permitted).map_err(|e| fail("clear the permitted set", e))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| StepError::new("PR_SET_NO_NEW_PRIVS", e))
+}

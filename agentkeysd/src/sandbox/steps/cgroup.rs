@@ -1,0 +1,123 @@
+//! Step 1: create the run's cgroups, write its limits, join them — before anything else.
+//! v2 where the hierarchy carries a controller, v1 where the host binds it there.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::sandbox::plan::StepError;
+use crate::sandbox::spec::{CgroupDir, CgroupPlan, Limits};
+
+/// cpu.cfs_period_us / cpu.max period: 100 ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Creates every directory of `plan`, writes the limits of its controllers and moves this
+/// process in. An existing directory is reused (the daemon names runs uniquely).
+pub fn join(plan: &CgroupPlan, limits: &Limits) -> Result<(), StepError> {
+    let pid = std::process::id().to_string();
+    if let Some(dir) = &plan.v2 {
+        make_dir(&dir.path)?;
+        for (file, value) in v2_limits(dir, limits) {
+            write(&dir.path.join(file), &value)?;
+        }
+        write(&dir.path.join("cgroup.procs"), &pid)?;
+    }
+    for dir in &plan.v1 {
+        make_dir(&dir.path)?;
+        for (file, value) in v1_limits(dir, limits) {
+            let path = dir.path.join(file);
+            // memsw exists only with swap accounting; everything else must be there.
+            if file == "memory.memsw.limit_in_bytes" && !path.exists() {
+                continue;
+            }
+            write(&path, &value)?;
+        }
+        write(&dir.path.join("cgroup.procs"), &pid)?;
+    }
+    Ok(())
+}
+
+/// The v2 files and values for the controllers this directory limits.
+pub fn v2_limits(dir: &CgroupDir, l: &Limits) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for c in &dir.controllers {
+        match c.as_str() {
+            "memory" => {
+                out.push(("memory.max", l.memory_bytes.to_string()));
+                // No swap: a memory hog is killed, not slowed to a crawl.
+                out.push(("memory.swap.max", "0".to_owned()));
+            }
+            "pids" => out.push(("pids.max", l.pids.to_string())),
+            "cpu" => out.push(("cpu.max", format!("{} {CPU_PERIOD_US}", cpu_quota(l)))),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The v1 files and values (memsw after memory: it may not be below the memory limit).
+pub fn v1_limits(dir: &CgroupDir, l: &Limits) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for c in &dir.controllers {
+        match c.as_str() {
+            "memory" => {
+                out.push(("memory.limit_in_bytes", l.memory_bytes.to_string()));
+                out.push(("memory.memsw.limit_in_bytes", l.memory_bytes.to_string()));
+            }
+            "pids" => out.push(("pids.max", l.pids.to_string())),
+            "cpu" => {
+                out.push(("cpu.cfs_period_us", CPU_PERIOD_US.to_string()));
+                out.push(("cpu.cfs_quota_us", cpu_quota(l).to_string()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Microseconds of CPU per period: 1000 millis = one whole CPU.
+fn cpu_quota(l: &Limits) -> u64 {
+    (l.cpu_millis.saturating_mul(CPU_PERIOD_US) / 1000).max(1000)
+}
+
+fn make_dir(path: &Path) -> Result<(), StepError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StepError::new(format!("mkdir {}", path.display()), e)),
+    }
+}
+
+/// One `write` of the whole value: cgroup files take a value per write call.
+fn write(path: &Path, value: &str) -> Result<(), StepError> {
+    let fail = |e| StepError::new(format!("write {value:?} to {}", path.display()), e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(value.as_bytes()).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_map_to_files() {
+        let l = Limits {
+            memory_bytes: 1 << 30,
+            pids: 64,
+            cpu_millis: 500,
+        };
+        let dir = CgroupDir {
+            path: "/x".into(),
+            controllers: vec!["memory".into(), "pids".into(), "cpu".into()],
+        };
+        let v1 = v1_limits(&dir, &l);
+        assert!(v1.contains(&("memory.limit_in_bytes", "1073741824".into())));
+        assert!(v1.contains(&("cpu.cfs_quota_us", "50000".into())));
+        assert!(v1.contains(&("pids.max", "64".into())));
+        let v2 = v2_limits(&dir, &l);
+        assert!(v2.contains(&("cpu.max", "50000 100000".into())));
+        assert!(v2.contains(&("memory.max", "1073741824".into())));
+    }
+}

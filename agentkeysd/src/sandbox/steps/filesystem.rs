@@ -1,0 +1,339 @@
+//! Step 3: the new root. Every source (the policy's binds, the workspace, the MCP socket,
+//! the bridge, device nodes) is first cloned as a detached mount (`open_tree`), made
+//! read-only/nosuid/nodev (or idmapped, for the workspace) with `mount_setattr`, then
+//! attached in a fresh tmpfs with `move_mount`; then `pivot_root`, the old root detached,
+//! and the new root itself made read-only. Cloning first means a source is reachable even
+//! when it lies under the directory the new root is mounted on.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{Gid, Uid, chown, pivot_root};
+
+use crate::sandbox::plan::StepError;
+use crate::sandbox::policy::fs::FsPolicy;
+use crate::sandbox::spec::{
+    BRIDGE_INSIDE, MCP_SOCKET_INSIDE, SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE,
+};
+use crate::sandbox::steps::rlimits::read_secret;
+use crate::sandbox::sys;
+
+/// Where the new root is mounted before `pivot_root`. Any directory works (the mount
+/// namespace is private and every source is cloned before this is covered).
+const NEW_ROOT: &str = "/tmp";
+
+const RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
+const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
+const NODEV: u64 = libc::MOUNT_ATTR_NODEV;
+const IDMAP: u64 = libc::MOUNT_ATTR_IDMAP;
+
+/// A detached mount waiting for its place in the new root.
+struct Source {
+    tree: OwnedFd,
+    inside: PathBuf,
+    dir: bool,
+}
+
+pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
+    // No mount event of ours may leak back to the host, nor the host's into the sandbox.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| StepError::new("make / private (MS_REC|MS_PRIVATE)", e))?;
+    let sources = clone_sources(spec, policy)?;
+    let workspace = match &spec.workspace {
+        Some(ws) => Some(clone_tree(ws, false, 0)?),
+        None => None,
+    };
+    tmpfs(NEW_ROOT, "mode=0755,size=16m", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    let root = Path::new(NEW_ROOT);
+    // proc first: it is in the new pid namespace, and the idmapping helper's maps are
+    // written through it (the host's /proc shows host pids).
+    let proc_dir = mkdir(root, "/proc")?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| StepError::new("mount a new proc", e))?;
+    for s in &sources {
+        attach(root, s)?;
+    }
+    for l in &policy.symlinks {
+        std::os::unix::fs::symlink(&l.target, root.join(rel(&l.path)))
+            .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
+    }
+    build_dev(root, policy)?;
+    let tmp = mkdir(root, "/tmp")?;
+    tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    if let (Some(tree), Some(host)) = (workspace, &spec.workspace) {
+        idmap_workspace(&tree, host, spec, &proc_dir)?;
+        attach(root, &Source { tree, inside: WORKSPACE_INSIDE.into(), dir: true })?;
+    }
+    write_accounts(root, spec)?;
+    write_secret_files(root, spec)?;
+    enter(root)
+}
+
+/// Clones every read-only source while the host's tree is still visible.
+fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
+    let ro = RDONLY | NOSUID | NODEV;
+    let mut out = Vec::new();
+    for b in &policy.binds {
+        let path = Path::new(&b.path);
+        if b.optional && std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        out.push(source(path, path, true, ro)?);
+    }
+    for d in &policy.devices {
+        let host = Path::new("/dev").join(&d.name);
+        // Device nodes keep their own flags: nodev here would make them useless.
+        out.push(source(&host, &host, false, RDONLY | NOSUID)?);
+    }
+    if let Some(sock) = &spec.mcp_socket {
+        out.push(source(sock, Path::new(MCP_SOCKET_INSIDE), false, ro)?);
+    }
+    if let Some(bridge) = &spec.bridge {
+        out.push(source(bridge, Path::new(BRIDGE_INSIDE), false, RDONLY | NOSUID | NODEV)?);
+    }
+    for p in &spec.ro_paths {
+        out.push(source(p, p, true, ro)?);
+    }
+    Ok(out)
+}
+
+fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Source, StepError> {
+    let tree = clone_tree(host, recursive, attrs)?;
+    let dir = nix::sys::stat::fstat(tree.as_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(|e| StepError::new(format!("stat {}", host.display()), e))?;
+    Ok(Source { tree, inside: inside.to_owned(), dir })
+}
+
+fn clone_tree(host: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, StepError> {
+    let c = cstr(host)?;
+    let tree = sys::open_tree_clone(&c, recursive)
+        .map_err(|e| StepError::new(format!("clone the mount of {}", host.display()), e))?;
+    if attrs != 0 {
+        sys::mount_setattr(tree.as_fd(), attrs, 0, None, recursive)
+            .map_err(|e| StepError::new(format!("make {} read-only", host.display()), e))?;
+    }
+    Ok(tree)
+}
+
+/// Creates the mount point (a directory or an empty file, and their parents) and attaches.
+fn attach(root: &Path, s: &Source) -> Result<(), StepError> {
+    let target = root.join(rel(&s.inside.to_string_lossy()));
+    if let Some(parent) = target.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| StepError::new(format!("mkdir {}", parent.display()), e))?;
+    }
+    let made = if s.dir {
+        std::fs::DirBuilder::new().mode(0o755).create(&target)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&target)
+            .map(drop)
+    };
+    match made {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StepError::new(format!("create {}", target.display()), e)),
+    }
+    sys::move_mount(s.tree.as_fd(), &cstr(&target)?)
+        .map_err(|e| StepError::new(format!("attach {}", s.inside.display()), e))
+}
+
+/// The workspace through an idmapped mount: on disk the owner's ids, to the agent its own,
+/// so what the agent creates belongs to the owner. A file system that cannot idmap fails
+/// the run with its name (no fallback: a plain bind would hand the agent files it cannot
+/// write, or create files owned by the agent's uid in the owner's tree).
+fn idmap_workspace(tree: &OwnedFd, host: &Path, spec: &Spec, proc_dir: &Path) -> Result<(), StepError> {
+    let pid = sys::spawn_userns_holder()
+        .map_err(|e| StepError::new("create the workspace's idmapping namespace", e))?;
+    let result = (|| {
+        let ids = &spec.ids;
+        let dir = proc_dir.join(pid.to_string());
+        let w = |file: &str, v: String| {
+            std::fs::write(dir.join(file), &v)
+                .map_err(|e| StepError::new(format!("write {v:?} to the idmapping's {file}"), e))
+        };
+        w("uid_map", format!("{} {} 1\n", ids.owner_uid, ids.agent_uid))?;
+        w("gid_map", format!("{} {} 1\n", ids.owner_gid, ids.agent_gid))?;
+        let userns = std::fs::File::open(dir.join("ns/user"))
+            .map_err(|e| StepError::new("open the idmapping namespace", e))?;
+        sys::mount_setattr(tree.as_fd(), IDMAP | NOSUID | NODEV, 0, Some(userns.as_fd()), false)
+            .map_err(|e| {
+                let fs = fs_type(host);
+                StepError::new(
+                    format!(
+                        "idmap the workspace {} (file system {fs}): this file system cannot \
+                         be idmapped; put the workspace on ext4, xfs, btrfs or tmpfs",
+                        host.display()
+                    ),
+                    e,
+                )
+            })
+    })();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    result
+}
+
+/// A name for the file system type of `path` (for the idmap error).
+fn fs_type(path: &Path) -> String {
+    match nix::sys::statfs::statfs(path) {
+        Ok(st) => format!("{:?}", st.filesystem_type()),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// A tmpfs `/dev` with the policy's nodes, a private devpts, `/dev/shm` and the fd links.
+fn build_dev(root: &Path, policy: &FsPolicy) -> Result<(), StepError> {
+    let _ = policy;
+    let dev = root.join("dev");
+    let pts = dev.join("pts");
+    let mk = |p: &Path| {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(p)
+            .map_err(|e| StepError::new(format!("mkdir {}", p.display()), e))
+    };
+    if !pts.exists() {
+        mk(&pts)?;
+    }
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| StepError::new("mount a new devpts", e))?;
+    let shm = dev.join("shm");
+    mk(&shm)?;
+    tmpfs(&shm, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(name))
+            .map_err(|e| StepError::new(format!("symlink /dev/{name}"), e))?;
+    }
+    Ok(())
+}
+
+/// `/etc/passwd` and `/etc/group` of the sandbox: the agent and nobody, nothing of the
+/// host's accounts.
+fn write_accounts(root: &Path, spec: &Spec) -> Result<(), StepError> {
+    let etc = root.join("etc");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&etc)
+        .map_err(|e| StepError::new("mkdir /etc", e))?;
+    let ids = &spec.ids;
+    let passwd = format!(
+        "agent:x:{}:{}:AgentKeys agent:{WORKSPACE_INSIDE}:/bin/sh\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        ids.inside_uid, ids.inside_gid
+    );
+    let group = format!("agent:x:{}:\nnogroup:x:65534:\n", ids.inside_gid);
+    for (name, text) in [("passwd", passwd), ("group", group)] {
+        std::fs::write(etc.join(name), text)
+            .map_err(|e| StepError::new(format!("write /etc/{name}"), e))?;
+    }
+    Ok(())
+}
+
+/// Secret files: 0400, owned by the agent, in a 0500 directory of the agent's.
+fn write_secret_files(root: &Path, spec: &Spec) -> Result<(), StepError> {
+    if spec.secret_files.is_empty() {
+        return Ok(());
+    }
+    let dir = root.join(rel(SECRETS_DIR_INSIDE));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o500)
+        .create(&dir)
+        .map_err(|e| StepError::new(format!("mkdir {SECRETS_DIR_INSIDE}"), e))?;
+    let (uid, gid) = (Uid::from_raw(spec.ids.agent_uid), Gid::from_raw(spec.ids.agent_gid));
+    for s in &spec.secret_files {
+        let value = read_secret(s)?;
+        let path = dir.join(&s.name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| StepError::new(format!("create the secret file {:?}", s.name), e))?;
+        f.write_all(&value)
+            .map_err(|e| StepError::new(format!("write the secret file {:?}", s.name), e))?;
+        nix::unistd::fchown(&f, Some(uid), Some(gid))
+            .map_err(|e| StepError::new(format!("chown the secret file {:?}", s.name), e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o400))
+            .map_err(|e| StepError::new(format!("chmod the secret file {:?}", s.name), e))?;
+    }
+    chown(&dir, Some(uid), Some(gid)).map_err(|e| StepError::new(format!("chown {SECRETS_DIR_INSIDE}"), e))
+}
+
+/// `pivot_root` into the new root, detach the old one, make `/` and `/dev` read-only.
+fn enter(root: &Path) -> Result<(), StepError> {
+    nix::unistd::chdir(root).map_err(|e| StepError::new("chdir to the new root", e))?;
+    // pivot_root(".", "."): the old root is stacked on top of the new one and then lazily
+    // unmounted, so no directory for it is needed.
+    pivot_root(".", ".").map_err(|e| StepError::new("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| StepError::new("detach the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))?;
+    for p in ["/"] {
+        mount(
+            None::<&str>,
+            p,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| StepError::new(format!("make {p} read-only"), e))?;
+    }
+    Ok(())
+}
+
+fn tmpfs(at: impl AsRef<Path>, data: &str, flags: MsFlags) -> Result<(), StepError> {
+    let at = at.as_ref();
+    mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(data))
+        .map_err(|e| StepError::new(format!("mount a tmpfs on {}", at.display()), e))
+}
+
+fn mkdir(root: &Path, inside: &str) -> Result<PathBuf, StepError> {
+    let p = root.join(rel(inside));
+    match std::fs::DirBuilder::new().mode(0o755).create(&p) {
+        Ok(()) => Ok(p),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(p),
+        Err(e) => Err(StepError::new(format!("mkdir {inside}"), e)),
+    }
+}
+
+/// `/a/b` → `a/b`, to join under the new root.
+fn rel(inside: &str) -> &str {
+    inside.trim_start_matches('/')
+}
+
+fn cstr(p: &Path) -> Result<CString, StepError> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|e| StepError::new(format!("path {}", p.display()), std::io::Error::other(e)))
+}
