@@ -17,6 +17,7 @@
 pub mod args;
 pub mod authz;
 pub mod config;
+pub mod durable;
 pub mod errors;
 pub mod harden;
 pub mod iface;

@@ -295,7 +295,6 @@ impl Store {
     }
 
     /// The grants of agent `agent` (id or name of `owner`), by credential name.
-    #[cfg(test)]
     pub fn grants_of(&self, owner: u32, agent: &str) -> Result<Vec<GrantRecord>, StoreError> {
         let agent = super::agents::require(&self.conn, owner, agent)?;
         let mut stmt = self.conn.prepare_cached(
