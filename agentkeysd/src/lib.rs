@@ -17,6 +17,7 @@
 pub mod api;
 pub mod approvals;
 pub mod daemon;
+pub mod mcp;
 pub mod sandbox;
 pub mod store;
 pub mod vault;
