@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities,
     ServerConfig,
 };
-use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::api::names::valid_name;
 use crate::daemon::authz::{AuthzError, Caller};
@@ -109,6 +111,18 @@ impl AgentServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for AgentServer {
+    /// Arguments are checked here, before the router: missing or mistyped ones are the
+    /// JSON-RPC error -32602 (invalid params), not a tool result the model might misread.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        check_arguments(&request)?;
+        let tcc = ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
@@ -125,6 +139,22 @@ impl ServerHandler for AgentServer {
             &ProtocolVersion::LATEST_WITH_INITIALIZE,
         ))
     }
+}
+
+/// The arguments of a known tool must deserialize into its argument type.
+fn check_arguments(request: &CallToolRequestParams) -> Result<(), ErrorData> {
+    let args = Value::Object(request.arguments.clone().unwrap_or_default());
+    let checked = match request.name.as_ref() {
+        "get_credential" => serde_json::from_value::<ServiceArg>(args).map(drop),
+        "request_credential" => serde_json::from_value::<RequestArg>(args).map(drop),
+        _ => Ok(()),
+    };
+    checked.map_err(|e| {
+        ErrorData::invalid_params(
+            format!("invalid arguments for '{}': {e}", request.name),
+            None,
+        )
+    })
 }
 
 impl AgentServer {
