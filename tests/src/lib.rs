@@ -7,6 +7,7 @@
 //! (`AGENTKEYS_TEST_STRICT=1`, set by `scripts/test` and CI).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod mcp;
 pub mod pam;
 pub mod proc_mem;
 pub mod runs;

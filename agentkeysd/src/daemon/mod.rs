@@ -17,6 +17,7 @@
 pub mod args;
 pub mod authz;
 pub mod config;
+pub mod durable;
 pub mod errors;
 pub mod harden;
 pub mod iface;
@@ -210,11 +211,11 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     Ok(())
 }
 
-/// The parent cgroups of every run (see [`crate::sandbox::cgroups::RunCgroups`]).
-fn prepare_cgroups() -> Result<crate::sandbox::cgroups::RunCgroups, String> {
+/// The parent cgroups of every run (see [`crate::sandbox::run_cgroups::RunCgroups`]).
+fn prepare_cgroups() -> Result<crate::sandbox::run_cgroups::RunCgroups, String> {
     let layout = crate::sandbox::cgroups::read_layout()
         .map_err(|e| format!("reading the cgroup layout: {e}"))?;
-    crate::sandbox::cgroups::RunCgroups::prepare(&layout).map_err(|e| {
+    crate::sandbox::run_cgroups::RunCgroups::prepare(&layout).map_err(|e| {
         tracing::warn!(error = %e, "sandboxed runs are unavailable: no cgroups for them");
         e.to_string()
     })

@@ -50,6 +50,8 @@ pub struct Shared {
     /// Set when queued audit rows could not be written: reads are refused until a flush
     /// succeeds again, so no read goes unrecorded for long (fail closed).
     audit_failed: AtomicBool,
+    /// Durable reads (MCP): the WAL handle and the published "durable up to N".
+    durable: super::durable::DurableAudit,
 }
 
 /// The last reference going away is what closes the store (writing any queued audit rows)
@@ -74,6 +76,7 @@ impl Shared {
         services: ServiceTable,
         host_public: [u8; 32],
     ) -> Self {
+        let durable = super::durable::DurableAudit::new(store.wal_sync());
         let pairing = Pairing::new(
             config.approvals.open_burst,
             config.approvals.open_rate_per_minute,
@@ -93,6 +96,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             audit_queued: tokio::sync::Notify::new(),
             audit_failed: AtomicBool::new(false),
+            durable,
         }
     }
 
@@ -125,6 +129,31 @@ impl Shared {
     /// call dropped its rusqlite transaction, which rolled back, so the state is consistent.
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Shared::store`], for the flusher's blocking half.
+    pub(super) fn lock_store(&self) -> MutexGuard<'_, Store> {
+        self.store()
+    }
+
+    pub(super) fn durable(&self) -> &super::durable::DurableAudit {
+        &self.durable
+    }
+
+    /// An emitter of the daemon object's signals on its bus connection, when connected:
+    /// for calls that arrive other than over D-Bus (MCP) but must tell D-Bus listeners.
+    pub fn signal_emitter(&self) -> Option<zbus::object_server::SignalEmitter<'static>> {
+        let dbus = self
+            .dbus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        zbus::object_server::SignalEmitter::new(
+            dbus.inner().connection(),
+            crate::api::names::OBJECT_PATH,
+        )
+        .ok()
+        .map(|e| e.into_owned())
     }
 
     /// Runs `f` on the store: right here when the lock is free (the common case, and the
@@ -160,17 +189,25 @@ impl Shared {
     }
 
     /// Writes queued read rows soon after reads queue them: one transaction for every read
-    /// served within [`AUDIT_FLUSH_DELAY`]. Runs until the runtime is dropped at exit (which drops
-    /// this task and its reference to the state).
+    /// served within [`AUDIT_FLUSH_DELAY`]; at once, and fsynced, when a durable reader
+    /// waits (see [`super::durable`]). Runs until the runtime is dropped at exit (which
+    /// drops this task and its reference to the state).
     pub fn spawn_audit_flusher(self: &Arc<Self>) {
         let shared = self.clone();
         tokio::spawn(async move {
             loop {
                 shared.audit_queued.notified().await;
-                // Coalesce: every read served in the next few ms joins this transaction.
-                tokio::time::sleep(AUDIT_FLUSH_DELAY).await;
-                let result = blocking(&shared, |store| Ok(store.flush_audit()?)).await;
-                shared.note_flush(result.map(drop));
+                if !shared.durable.is_urgent() {
+                    // Coalesce: every read served in the next few ms joins this transaction,
+                    // unless a durable reader asks for the flush now.
+                    tokio::select! {
+                        () = tokio::time::sleep(AUDIT_FLUSH_DELAY) => {}
+                        () = shared.durable.urgent_requested() => {}
+                    }
+                }
+                let urgent = shared.durable.take_urgent();
+                let result = super::durable::flush(&shared, urgent).await;
+                shared.note_flush(result);
             }
         });
     }

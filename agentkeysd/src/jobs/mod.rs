@@ -13,12 +13,13 @@
 
 pub mod inject;
 mod run;
+mod sys;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::sandbox::cgroups::RunCgroups;
+use crate::sandbox::run_cgroups::RunCgroups;
 use crate::sandbox::spec::{CgroupPlan, Limits, Net};
 
 pub use run::{RunRequest, start};
@@ -114,7 +115,7 @@ impl Run {
     /// Sends `signal` to the command (through the sandbox's init, which forwards it).
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
         match lock(&self.pidfd).as_ref() {
-            Some(fd) => crate::sandbox::launch::pidfd_send_signal(fd, signal),
+            Some(fd) => sys::pidfd_send_signal(fd, signal),
             None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
         }
     }

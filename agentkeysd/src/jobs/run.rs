@@ -254,16 +254,17 @@ pub async fn start(
     };
     let pid = match started {
         Ok(pid) => pid,
-        Err(outcome) => {
+        Err(_) => {
             // The sandbox could not be built: reap the runner, then say which step failed.
-            let _ = tokio::task::spawn_blocking(move || running.wait()).await;
+            let outcome = tokio::task::spawn_blocking(move || running.wait()).await;
             if let Some((_, h)) = &mcp {
                 h.close();
             }
             cleanup_dirs(&cgroups, &plan, &run_dir);
             let (step, error) = match outcome {
-                Outcome::SetupFailed { step, error } => (step, error),
-                other => ("runner".to_owned(), format!("{other:?}")),
+                Ok(Outcome::SetupFailed { step, error }) => (step, error),
+                Ok(other) => ("runner".to_owned(), format!("{other:?}")),
+                Err(e) => ("runner".to_owned(), e.to_string()),
             };
             ending.end(&format!("failed: {step}: {error}")).await;
             return Err(DaemonError::Invalid(format!(
@@ -271,7 +272,7 @@ pub async fn start(
             )));
         }
     };
-    let pidfd = crate::sandbox::launch::pidfd_open(pid).ok();
+    let pidfd = super::sys::pidfd_open(pid).ok();
     let (done, _) = tokio::sync::watch::channel(false);
     let run = Arc::new(Run {
         id: run_id.clone(),
@@ -318,7 +319,7 @@ async fn see_to_end(
     run: Arc<Run>,
     running: launch::Running,
     ending: Ending,
-    cgroups: crate::sandbox::cgroups::RunCgroups,
+    cgroups: crate::sandbox::run_cgroups::RunCgroups,
     run_dir: PathBuf,
     timeout: Option<Duration>,
 ) {
@@ -520,7 +521,7 @@ async fn open_mcp(
 }
 
 fn cleanup_dirs(
-    cgroups: &crate::sandbox::cgroups::RunCgroups,
+    cgroups: &crate::sandbox::run_cgroups::RunCgroups,
     plan: &spec::CgroupPlan,
     run_dir: &Path,
 ) {

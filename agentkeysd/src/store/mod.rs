@@ -47,10 +47,12 @@
 //! key, which is in memory only while the owner has a session (`login.rs`); otherwise
 //! reading or storing them answers [`StoreError::Locked`].
 
+mod agent_view;
 mod agents;
 mod audit;
 mod credentials;
 mod db;
+mod durable;
 mod error;
 mod files;
 mod grants;
@@ -70,12 +72,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+pub use agent_view::AgentCredential;
 pub use agents::{AgentOptions, AgentRecord, AgentState, LinkKind};
 pub use audit::{
     AUDIT_LIST_MAX, Actor, AuditEntry, AuditRow, ChainProblem, Outcome, ProblemKind, VerifyReport,
 };
 pub use credentials::{CredentialClass, CredentialMeta, PutOptions, PutOutcome};
 pub use db::APPLICATION_ID;
+pub use durable::WalSync;
 pub use error::{ErrorKind, StoreError, utc};
 pub use grants::{AgentRead, GrantMode, GrantRecord, GrantTerms, UsageRow};
 pub use ids::{
@@ -138,6 +142,8 @@ pub struct Store {
     /// Audit records of successful reads, stamped with their time, not yet in the chain.
     /// See [`Store::flush_audit`].
     pending: Vec<Queued>,
+    /// Read rows queued since open (see [`Store::audit_queued_seq`]).
+    queued_seq: u64,
 }
 
 /// A queued read: its audit record, when it was served, and the usage counter it bumps.
@@ -225,6 +231,7 @@ impl Store {
             tail,
             sync_full: true,
             pending: Vec::new(),
+            queued_seq: 0,
         };
         if let Some(problem) = chain_problem {
             store.record_chain_break(&problem)?;
@@ -381,11 +388,13 @@ impl Store {
             ts_ms: now_ms(),
             usage,
         });
+        self.queued_seq += 1;
         if self.pending.len() >= MAX_PENDING_AUDIT
             && let Err(e) = self.flush_audit()
         {
             // This read fails and serves nothing: its "ok" row must not be written later.
             self.pending.pop();
+            self.queued_seq -= 1;
             return Err(e);
         }
         Ok(())
@@ -400,10 +409,16 @@ impl Store {
     /// (`synchronous=NORMAL`, like the rows themselves) and moves the keyed head once.
     /// Returns how many were written. On failure the queue is kept.
     pub fn flush_audit(&mut self) -> Result<usize, StoreError> {
-        if self.pending.is_empty() {
+        self.flush_audit_with(Durability::Normal)
+    }
+
+    fn flush_audit_with(&mut self, durability: Durability) -> Result<usize, StoreError> {
+        // Nothing queued, but a FULL flush still writes (the unchanged head): rows another
+        // commit took along without an fsync become durable with it.
+        if self.pending.is_empty() && durability == Durability::Normal {
             return Ok(0);
         }
-        self.set_durability(Durability::Normal)?;
+        self.set_durability(durability)?;
         let result = (|| -> Result<Tail, StoreError> {
             let tx = self
                 .conn
@@ -413,7 +428,7 @@ impl Store {
             tx.commit()?;
             Ok(tail)
         })();
-        self.after_commit(Durability::Normal);
+        self.after_commit(durability);
         self.tail = result?;
         let n = self.pending.len();
         self.pending.clear();

@@ -220,7 +220,7 @@ impl Credentials {
                         let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
                         let asked = super::approvals::confirm_release(
                             &self.shared,
-                            emitter,
+                            Some(emitter),
                             &caller,
                             sender,
                             &binding,

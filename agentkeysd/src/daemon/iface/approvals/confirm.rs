@@ -5,9 +5,13 @@ use super::*;
 /// A read under a `confirm` grant: opens a `HighValueRelease` request for the owner and
 /// waits (at most `approvals.confirm_timeout_s`) for the decision. Returns `Ok(())` when
 /// the owner approved (the request is consumed), the public refusal otherwise.
+///
+/// `emitter` announces the request on the bus (`RequestOpened`); a read that did not
+/// arrive over D-Bus (MCP) passes [`Shared::signal_emitter`], which is `None` off the bus:
+/// the request is then found by `agentkeysctl pending` all the same.
 pub async fn confirm_release(
     shared: &Arc<Shared>,
-    emitter: &SignalEmitter<'_>,
+    emitter: Option<&SignalEmitter<'_>>,
     caller: &Caller,
     connection: String,
     binding: &crate::daemon::pairing::Binding,
@@ -39,7 +43,9 @@ pub async fn confirm_release(
         (req.id, notice(req))
     };
     tracing::info!(uid = caller.uid, owner = binding.owner, agent = %binding.agent_id, credential, "confirm grant: release requested");
-    if let Err(e) = Approvals::request_opened(emitter, opened).await {
+    if let Some(emitter) = emitter
+        && let Err(e) = Approvals::request_opened(emitter, opened).await
+    {
         tracing::warn!(error = %e, "could not emit RequestOpened");
     }
     let deadline =

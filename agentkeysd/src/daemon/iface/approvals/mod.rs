@@ -43,12 +43,14 @@ mod confirm;
 mod effects;
 mod reauth;
 mod records;
+mod scope_request;
 mod wait;
 
 pub use confirm::confirm_release;
 use effects::Snapshot;
 use records::{approved_dict, notice, open_reply};
 pub use records::{pair_name, record};
+pub use scope_request::{OpenedRequest, open_scope_request};
 
 #[derive(Debug)]
 pub struct Approvals {
