@@ -9,6 +9,7 @@
 
 pub mod pam;
 pub mod proc_mem;
+pub mod sandbox;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
