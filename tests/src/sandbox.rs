@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use agentkeysd::sandbox::cgroups::read_layout;
 use agentkeysd::sandbox::launch::{self, Outcome, Running};
 use agentkeysd::sandbox::run_cgroups::RunCgroups;
-use agentkeysd::sandbox::spec::{
-    CgroupPlan, Enforcement, Ids, Limits, Net, SecretRef, Spec,
-};
+use agentkeysd::sandbox::spec::{CgroupPlan, Enforcement, Ids, Limits, Net, SecretRef, Spec};
 
 /// The owner of the workspace on the host (no login user here has this uid).
 pub const OWNER_UID: u32 = 23456;
@@ -107,19 +105,26 @@ impl Sandbox {
     /// Adds a secret variable.
     pub fn secret_env(&mut self, name: &str, value: &[u8]) -> &mut Self {
         let fd = self.push_secret(value);
-        self.spec.secret_env.push(SecretRef { name: name.into(), fd });
+        self.spec.secret_env.push(SecretRef {
+            name: name.into(),
+            fd,
+        });
         self
     }
 
     /// Adds a secret file under `/run/agentkeys/secrets/`.
     pub fn secret_file(&mut self, name: &str, value: &[u8]) -> &mut Self {
         let fd = self.push_secret(value);
-        self.spec.secret_files.push(SecretRef { name: name.into(), fd });
+        self.spec.secret_files.push(SecretRef {
+            name: name.into(),
+            fd,
+        });
         self
     }
 
     fn push_secret(&mut self, value: &[u8]) -> u32 {
-        self.secrets.push(agentkeysd::sandbox::secret_memfd(value).unwrap());
+        self.secrets
+            .push(agentkeysd::sandbox::secret_memfd(value).unwrap());
         (self.secrets.len() - 1) as u32
     }
 
@@ -144,9 +149,21 @@ impl Sandbox {
         let outcome = running.wait();
         let mut stdout = String::new();
         let mut stderr = String::new();
-        self.out.reopen().unwrap().read_to_string(&mut stdout).unwrap();
-        self.err.reopen().unwrap().read_to_string(&mut stderr).unwrap();
-        Output { outcome, stdout, stderr }
+        self.out
+            .reopen()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        self.err
+            .reopen()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        Output {
+            outcome,
+            stdout,
+            stderr,
+        }
     }
 
     /// Runs `argv` to the end.

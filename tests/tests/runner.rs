@@ -4,7 +4,9 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use agentkeys_tests::sandbox::{AGENT_UID, INSIDE_UID, OWNER_UID, Sandbox, run_in_runner, unavailable};
+use agentkeys_tests::sandbox::{
+    AGENT_UID, INSIDE_UID, OWNER_UID, Sandbox, run_in_runner, unavailable,
+};
 use agentkeysd::sandbox::launch::Outcome;
 
 macro_rules! need_kernel {
@@ -35,7 +37,12 @@ fn true_exits_zero_and_codes_and_signals_come_back() {
     let out = run_in_runner(|_| {}, &["sh", "-c", "exit 7"]);
     assert_eq!(out.outcome, Outcome::Exited(7), "{}", out.stderr);
     let out = run_in_runner(|_| {}, &["sh", "-c", "kill -TERM $$"]);
-    assert_eq!(out.outcome, Outcome::Signaled(libc::SIGTERM), "{}", out.stderr);
+    assert_eq!(
+        out.outcome,
+        Outcome::Signaled(libc::SIGTERM),
+        "{}",
+        out.stderr
+    );
     let out = run_in_runner(|_| {}, &["/no/such/command"]);
     match out.outcome {
         Outcome::SetupFailed { step, error } => {
@@ -50,17 +57,29 @@ fn true_exits_zero_and_codes_and_signals_come_back() {
 fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process() {
     need_kernel!();
     let mut sb = Sandbox::new();
-    let mut running = sb.spawn(&["sh", "-c", "sleep 1000 & sleep 1000 & id -u > /workspace/id; exec sleep 1000"]);
+    let mut running = sb.spawn(&[
+        "sh",
+        "-c",
+        "sleep 1000 & sleep 1000 & id -u > /workspace/id; exec sleep 1000",
+    ]);
     let pid = running.started().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    let uids: Vec<u32> = uid_line.split_whitespace().skip(1).map(|u| u.parse().unwrap()).collect();
+    let uids: Vec<u32> = uid_line
+        .split_whitespace()
+        .skip(1)
+        .map(|u| u.parse().unwrap())
+        .collect();
     assert_eq!(uids, [AGENT_UID; 4], "{uid_line}");
     let plan = sb.plan().clone();
     sb.cgroups.kill(&plan).unwrap();
     for dir in plan.v2.iter().chain(&plan.v1) {
         let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
-        assert!(procs.trim().is_empty(), "{} still has {procs}", dir.path.display());
+        assert!(
+            procs.trim().is_empty(),
+            "{} still has {procs}",
+            dir.path.display()
+        );
     }
     let out = sb.finish(running);
     assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL));
@@ -69,20 +88,32 @@ fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process(
         assert_eq!(id.trim(), INSIDE_UID.to_string());
     }
     let out = run_in_runner(|_| {}, &["sh", "-c", "id -u; id -g"]);
-    assert_eq!(out.stdout, format!("{INSIDE_UID}\n{INSIDE_UID}\n"), "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        format!("{INSIDE_UID}\n{INSIDE_UID}\n"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn workspace_is_writable_and_new_files_belong_to_the_owner() {
     need_kernel!();
     let mut sb = Sandbox::new();
-    let out = sb.run(&["sh", "-c", "echo hi > /workspace/f && mkdir /workspace/d && stat -c %u /workspace/f"]);
+    let out = sb.run(&[
+        "sh",
+        "-c",
+        "echo hi > /workspace/f && mkdir /workspace/d && stat -c %u /workspace/f",
+    ]);
     assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), INSIDE_UID.to_string());
     let meta = std::fs::metadata(sb.host_path("f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (OWNER_UID, OWNER_UID));
     assert_eq!(std::fs::read_to_string(sb.host_path("f")).unwrap(), "hi\n");
-    assert_eq!(std::fs::metadata(sb.host_path("d")).unwrap().uid(), OWNER_UID);
+    assert_eq!(
+        std::fs::metadata(sb.host_path("d")).unwrap().uid(),
+        OWNER_UID
+    );
 }
 
 #[test]
@@ -221,9 +252,19 @@ fn a_memory_hog_is_oom_killed_in_its_cgroup() {
     let mut sb = Sandbox::new();
     sb.spec.limits.memory_bytes = 64 << 20;
     let out = run_py(&mut sb, "b=[]\nwhile True: b.append(bytearray(8<<20))");
-    assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL), "{}", out.stderr);
+    assert_eq!(
+        out.outcome,
+        Outcome::Signaled(libc::SIGKILL),
+        "{}",
+        out.stderr
+    );
     // The v1 group recorded the OOM kill.
-    if let Some(mem) = sb.plan().v1.iter().find(|d| d.controllers.iter().any(|c| c == "memory")) {
+    if let Some(mem) = sb
+        .plan()
+        .v1
+        .iter()
+        .find(|d| d.controllers.iter().any(|c| c == "memory"))
+    {
         let ctl = std::fs::read_to_string(mem.path.join("memory.oom_control")).unwrap();
         let kills: u64 = ctl
             .lines()
@@ -278,7 +319,15 @@ fn a_setuid_binary_gains_nothing() {
         agentkeys_tests::skip("no setuid /usr/bin/su here");
         return;
     }
-    let out = run_in_runner(|_| {}, &["sh", "-c", "/usr/bin/su -c id root </dev/null; id -u"]);
-    assert!(out.stdout.ends_with(&format!("{INSIDE_UID}\n")), "{} {}", out.stdout, out.stderr);
+    let out = run_in_runner(
+        |_| {},
+        &["sh", "-c", "/usr/bin/su -c id root </dev/null; id -u"],
+    );
+    assert!(
+        out.stdout.ends_with(&format!("{INSIDE_UID}\n")),
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
     assert!(!out.stdout.contains("uid=0"), "{}", out.stdout);
 }

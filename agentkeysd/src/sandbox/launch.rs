@@ -35,7 +35,12 @@ pub struct Running {
 
 /// Spawns the runner. `stdio` become the agent's fds 0–2; `secrets[i]` is passed at
 /// `SECRET_FD_BASE + i` (the spec's `SecretRef::fd` is that `i`).
-pub fn spawn(runner: &Path, spec: &Spec, stdio: [OwnedFd; 3], secrets: Vec<OwnedFd>) -> std::io::Result<Running> {
+pub fn spawn(
+    runner: &Path,
+    spec: &Spec,
+    stdio: [OwnedFd; 3],
+    secrets: Vec<OwnedFd>,
+) -> std::io::Result<Running> {
     spec.validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
@@ -88,7 +93,9 @@ impl Running {
             }
         }
         Err(std::io::Error::other(match &self.early_end {
-            Some(Report::Failed { step, error }) => format!("the sandbox failed at {step}: {error}"),
+            Some(Report::Failed { step, error }) => {
+                format!("the sandbox failed at {step}: {error}")
+            }
             _ => "the runner ended before the command started".to_owned(),
         }))
     }

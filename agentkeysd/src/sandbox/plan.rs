@@ -228,7 +228,10 @@ mod tests {
             let failing = self.fail_at.is_some_and(|f| name.starts_with(f));
             self.calls.push(name);
             if failing {
-                return Err(StepError::refused("injected", io::ErrorKind::PermissionDenied));
+                return Err(StepError::refused(
+                    "injected",
+                    io::ErrorKind::PermissionDenied,
+                ));
             }
             Ok(())
         }
@@ -275,7 +278,11 @@ mod tests {
         }
     }
 
-    fn run_with(net: Net, side: Side, fail_at: Option<&'static str>) -> (Recorder, Result<Finished, PlanError>) {
+    fn run_with(
+        net: Net,
+        side: Side,
+        fail_at: Option<&'static str>,
+    ) -> (Recorder, Result<Finished, PlanError>) {
         let mut spec = sample_spec();
         spec.net = net;
         let policies = Policies::shipped().unwrap();

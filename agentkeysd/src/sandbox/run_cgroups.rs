@@ -57,7 +57,11 @@ impl RunCgroups {
             if controllers.is_empty() {
                 continue;
             }
-            let parent = join(&h.mount_point, &own_group(&own, Some(h)).unwrap_or_default()).join(PARENT);
+            let parent = join(
+                &h.mount_point,
+                &own_group(&own, Some(h)).unwrap_or_default(),
+            )
+            .join(PARENT);
             mkdir(&parent)?;
             v1.push((parent, controllers));
         }
@@ -67,11 +71,17 @@ impl RunCgroups {
     /// The groups of one run (not created: the runner creates them).
     pub fn plan(&self, run_id: &str) -> CgroupPlan {
         CgroupPlan {
-            v2: self.v2.as_ref().map(|(p, c)| CgroupDir { path: p.join(run_id), controllers: c.clone() }),
+            v2: self.v2.as_ref().map(|(p, c)| CgroupDir {
+                path: p.join(run_id),
+                controllers: c.clone(),
+            }),
             v1: self
                 .v1
                 .iter()
-                .map(|(p, c)| CgroupDir { path: p.join(run_id), controllers: c.clone() })
+                .map(|(p, c)| CgroupDir {
+                    path: p.join(run_id),
+                    controllers: c.clone(),
+                })
                 .collect(),
         }
     }
@@ -86,7 +96,10 @@ impl RunCgroups {
                 return wait_empty_v2(&dir.path);
             }
         }
-        let freezer = plan.v1.iter().find(|d| d.controllers.iter().any(|c| c == "freezer"));
+        let freezer = plan
+            .v1
+            .iter()
+            .find(|d| d.controllers.iter().any(|c| c == "freezer"));
         let Some(any) = freezer.or(plan.v1.first()).or(plan.v2.as_ref()) else {
             return Ok(());
         };
@@ -96,7 +109,10 @@ impl RunCgroups {
             }
             let pids = members(&any.path)?;
             for pid in &pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             if let Some(f) = freezer {
                 let _ = write(&f.path.join("freezer.state"), "THAWED");
@@ -115,7 +131,12 @@ impl RunCgroups {
             match std::fs::remove_dir(&d.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("rmdir {}: {e}", d.path.display()))),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("rmdir {}: {e}", d.path.display()),
+                    ));
+                }
             }
         }
         Ok(())
@@ -140,7 +161,10 @@ fn wait_empty_v2(dir: &Path) -> io::Result<()> {
         if text.lines().any(|l| l == "populated 0") {
             return Ok(());
         }
-        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&f), PollFlags::POLLPRI)];
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&f),
+            PollFlags::POLLPRI,
+        )];
         match poll(&mut fds, PollTimeout::from(10u8)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
@@ -172,7 +196,11 @@ fn enable_controllers(base: &Path, wanted: &[String]) -> io::Result<()> {
 }
 
 fn plus(controllers: &[String]) -> String {
-    controllers.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ")
+    controllers
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// This process's group path in `h` (v1: the line naming one of its controllers; v2: `0::`).
@@ -182,7 +210,9 @@ pub fn own_group(proc_self_cgroup: &str, h: Option<&Hierarchy>) -> Option<String
         let (id, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
         let hit = match h {
             None => id == "0" && ctrls.is_empty(),
-            Some(h) => ctrls.split(',').any(|c| h.controllers.iter().any(|x| x == c)),
+            Some(h) => ctrls
+                .split(',')
+                .any(|c| h.controllers.iter().any(|x| x == c)),
         };
         hit.then(|| path.to_owned())
     })
@@ -194,9 +224,10 @@ fn join(mount: &Path, group: &str) -> PathBuf {
 
 fn mkdir(p: &Path) -> io::Result<()> {
     match std::fs::create_dir(p) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            Err(io::Error::new(e.kind(), format!("mkdir {}: {e}", p.display())))
-        }
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io::Error::new(
+            e.kind(),
+            format!("mkdir {}: {e}", p.display()),
+        )),
         _ => Ok(()),
     }
 }
@@ -213,12 +244,27 @@ mod tests {
 
     #[test]
     fn own_groups_are_found_per_hierarchy() {
-        let text = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/x\n0::/\n";
-        let mem = Hierarchy { mount_point: "/sys/fs/cgroup/memory".into(), controllers: vec!["memory".into()], read_only: false };
-        assert_eq!(own_group(text, Some(&mem)).as_deref(), Some("/process_api/abc"));
-        let cpu = Hierarchy { mount_point: "/c".into(), controllers: vec!["cpu".into()], read_only: false };
+        let text =
+            "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/x\n0::/\n";
+        let mem = Hierarchy {
+            mount_point: "/sys/fs/cgroup/memory".into(),
+            controllers: vec!["memory".into()],
+            read_only: false,
+        };
+        assert_eq!(
+            own_group(text, Some(&mem)).as_deref(),
+            Some("/process_api/abc")
+        );
+        let cpu = Hierarchy {
+            mount_point: "/c".into(),
+            controllers: vec!["cpu".into()],
+            read_only: false,
+        };
         assert_eq!(own_group(text, Some(&cpu)).as_deref(), Some("/x"));
         assert_eq!(own_group(text, None).as_deref(), Some("/"));
-        assert_eq!(join(Path::new("/m"), "/process_api/abc"), Path::new("/m/process_api/abc"));
+        assert_eq!(
+            join(Path::new("/m"), "/process_api/abc"),
+            Path::new("/m/process_api/abc")
+        );
     }
 }

@@ -39,12 +39,18 @@ impl Status {
     }
 
     fn decode(line: &str) -> Option<Status> {
-        let (word, rest) = line.trim_end().split_once(' ').unwrap_or((line.trim_end(), ""));
+        let (word, rest) = line
+            .trim_end()
+            .split_once(' ')
+            .unwrap_or((line.trim_end(), ""));
         Some(match word {
             "started" => Status::Started,
             "failed" => {
                 let (step, error) = rest.split_once(' ').unwrap_or((rest, ""));
-                Status::Failed { step: step.to_owned(), error: error.to_owned() }
+                Status::Failed {
+                    step: step.to_owned(),
+                    error: error.to_owned(),
+                }
             }
             "exited" => Status::Ended(Ended::Exited(rest.parse().ok()?)),
             "signaled" => Status::Ended(Ended::Signaled(rest.parse().ok()?)),
@@ -55,8 +61,11 @@ impl Status {
 
 /// Writes one status line (a single write: lines are far below PIPE_BUF).
 pub fn send_status(fd: &OwnedFd, status: &Status) {
-    let _ = std::fs::File::from(fd.try_clone().unwrap_or_else(|_| std::process::exit(SETUP_FAILED)))
-        .write_all(status.encode().as_bytes());
+    let _ = std::fs::File::from(
+        fd.try_clone()
+            .unwrap_or_else(|_| std::process::exit(SETUP_FAILED)),
+    )
+    .write_all(status.encode().as_bytes());
 }
 
 /// The runner binary's whole life; returns its exit code.
@@ -94,7 +103,10 @@ pub fn runner_main() -> i32 {
 }
 
 fn failed(e: &PlanError) -> Status {
-    Status::Failed { step: e.step().name().to_owned(), error: e.chain() }
+    Status::Failed {
+        step: e.step().name().to_owned(),
+        error: e.chain(),
+    }
 }
 
 /// The runner after the fork: relays the init's status lines as reports, reaps the init.
@@ -140,12 +152,17 @@ fn supervise(report: BorrowedFd<'_>, init_pid: i32, status: Option<OwnedFd>) -> 
             send_report(report, &Report::Signaled { signal });
             128 + signal
         }
-        None => fail(report, "exec", "the sandbox's init vanished without a status"),
+        None => fail(
+            report,
+            "exec",
+            "the sandbox's init vanished without a status",
+        ),
     }
 }
 
 fn read_spec() -> Result<Spec, String> {
-    let fd = sys::take_inherited_fd(SPEC_FD).map_err(|e| format!("fd {SPEC_FD} (the spec pipe): {e}"))?;
+    let fd = sys::take_inherited_fd(SPEC_FD)
+        .map_err(|e| format!("fd {SPEC_FD} (the spec pipe): {e}"))?;
     let mut buf = Vec::new();
     std::fs::File::from(fd)
         .take(MAX_SPEC_BYTES as u64 + 1)
@@ -154,8 +171,10 @@ fn read_spec() -> Result<Spec, String> {
     if buf.len() > MAX_SPEC_BYTES {
         return Err(format!("the spec is larger than {MAX_SPEC_BYTES} bytes"));
     }
-    let spec: Spec = serde_json::from_slice(&buf).map_err(|e| format!("the spec is not valid: {e}"))?;
-    spec.validate().map_err(|e| format!("the spec is not valid: {e}"))?;
+    let spec: Spec =
+        serde_json::from_slice(&buf).map_err(|e| format!("the spec is not valid: {e}"))?;
+    spec.validate()
+        .map_err(|e| format!("the spec is not valid: {e}"))?;
     Ok(spec)
 }
 
@@ -163,7 +182,10 @@ fn fail(report: BorrowedFd<'_>, step: &str, error: &str) -> i32 {
     eprintln!("agentkeys-runner: {step}: {error}");
     send_report(
         report,
-        &Report::Failed { step: step.to_owned(), error: error.to_owned() },
+        &Report::Failed {
+            step: step.to_owned(),
+            error: error.to_owned(),
+        },
     );
     SETUP_FAILED
 }
@@ -185,7 +207,10 @@ mod tests {
     fn status_lines_round_trip() {
         for s in [
             Status::Started,
-            Status::Failed { step: "landlock".into(), error: "no: really\nnot".into() },
+            Status::Failed {
+                step: "landlock".into(),
+                error: "no: really\nnot".into(),
+            },
             Status::Ended(Ended::Exited(3)),
             Status::Ended(Ended::Signaled(9)),
         ] {

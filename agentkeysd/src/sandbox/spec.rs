@@ -188,10 +188,15 @@ impl Spec {
     /// Checks the invariants in this module's docs; the runner refuses a spec that fails.
     pub fn validate(&self) -> Result<(), SpecError> {
         let bad = |field: &str, problem: &str| {
-            Err(SpecError { field: field.to_owned(), problem: problem.to_owned() })
+            Err(SpecError {
+                field: field.to_owned(),
+                problem: problem.to_owned(),
+            })
         };
         let id_ok = self.run_id.strip_prefix("run_").is_some_and(|r| {
-            !r.is_empty() && r.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            !r.is_empty()
+                && r.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         });
         if !id_ok {
             return bad("run_id", "must be `run_` + lowercase base32");
@@ -203,7 +208,9 @@ impl Spec {
             return bad("argv", "holds a NUL byte");
         }
         let var_ok = |n: &str| {
-            !n.is_empty() && !n.contains(['=', '\0']) && !n.bytes().next().is_some_and(|c| c.is_ascii_digit())
+            !n.is_empty()
+                && !n.contains(['=', '\0'])
+                && !n.bytes().next().is_some_and(|c| c.is_ascii_digit())
         };
         for (k, v) in &self.env {
             if !var_ok(k) || v.contains('\0') {
@@ -217,7 +224,10 @@ impl Spec {
             }
         }
         for s in &self.secret_files {
-            let plain = !s.name.is_empty() && s.name != "." && s.name != ".." && !s.name.contains(['/', '\0']);
+            let plain = !s.name.is_empty()
+                && s.name != "."
+                && s.name != ".."
+                && !s.name.contains(['/', '\0']);
             if !plain {
                 return bad("secret_files", &format!("bad file name {:?}", s.name));
             }
@@ -232,7 +242,9 @@ impl Spec {
                 return bad("secret fd", &format!("index {} is out of range", s.fd));
             }
         }
-        let abs = |p: &std::path::Path| p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir);
+        let abs = |p: &std::path::Path| {
+            p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir)
+        };
         for (field, p) in [
             ("workspace", self.workspace.as_ref()),
             ("mcp_socket", self.mcp_socket.as_ref()),
@@ -255,7 +267,10 @@ impl Spec {
         }
         let host_ok = !self.hostname.is_empty()
             && self.hostname.len() <= 64
-            && self.hostname.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+            && self
+                .hostname
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
         if !host_ok {
             return bad("hostname", "letters, digits, `-` and `.`, at most 64");
         }
@@ -276,8 +291,14 @@ pub(crate) mod tests {
             run_id: "run_abc234".into(),
             argv: vec!["/bin/true".into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            secret_env: vec![SecretRef { name: "ANTHROPIC_API_KEY".into(), fd: 0 }],
-            secret_files: vec![SecretRef { name: "github".into(), fd: 1 }],
+            secret_env: vec![SecretRef {
+                name: "ANTHROPIC_API_KEY".into(),
+                fd: 0,
+            }],
+            secret_files: vec![SecretRef {
+                name: "github".into(),
+                fd: 1,
+            }],
             ids: Ids {
                 agent_uid: 61000,
                 agent_gid: 61000,
@@ -310,11 +331,18 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Spec)>)> = vec![
+        type Tweak = Box<dyn Fn(&mut Spec)>;
+        let cases: Vec<(&str, Tweak)> = vec![
             ("run_id", Box::new(|s| s.run_id = "../x".into())),
             ("argv", Box::new(|s| s.argv.clear())),
-            ("secret_env", Box::new(|s| s.secret_env[0].name = "A=B".into())),
-            ("secret_files", Box::new(|s| s.secret_files[0].name = "../x".into())),
+            (
+                "secret_env",
+                Box::new(|s| s.secret_env[0].name = "A=B".into()),
+            ),
+            (
+                "secret_files",
+                Box::new(|s| s.secret_files[0].name = "../x".into()),
+            ),
             ("secret fd", Box::new(|s| s.secret_files[0].fd = 7)),
             ("workspace", Box::new(|s| s.workspace = Some("rel".into()))),
             ("limits", Box::new(|s| s.limits.pids = 0)),

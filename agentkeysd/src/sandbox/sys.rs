@@ -217,7 +217,8 @@ pub(super) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedF
     }
     // SAFETY: `path` is NUL-terminated and outlives the call; open_tree reads only it and
     // returns a new fd or -1.
-    let fd = cvt(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    let fd =
+        cvt(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -299,7 +300,8 @@ pub(super) fn spawn_userns_holder() -> io::Result<libc::pid_t> {
     // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a copy of the
     // address space and its own stack copy. The child only makes raw syscalls (pause,
     // _exit) and never returns into Rust code.
-    let pid = cvt(unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) })?;
+    let pid =
+        cvt(unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) })?;
     if pid == 0 {
         loop {
             // SAFETY: pause(2) takes no arguments; the parent SIGKILLs this child.
@@ -313,8 +315,15 @@ pub(super) fn spawn_userns_holder() -> io::Result<libc::pid_t> {
 pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
     // SAFETY: close_range takes integers only. The runner owns every fd it closes this way:
     // it holds no OwnedFd in the range that it uses afterwards.
-    cvt(unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0u32) })
-        .map(drop)
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            last as libc::c_uint,
+            0u32,
+        )
+    })
+    .map(drop)
 }
 
 /// Borrows an fd the runner was started with (report pipe, secret memfds) for the whole
@@ -348,20 +357,26 @@ pub(super) fn loopback_up() -> io::Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of a live, properly sized
     // ifreq; the socket is borrowed for the call.
-    cvt(libc::c_long::from(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) }))?;
+    cvt(libc::c_long::from(unsafe {
+        libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req)
+    }))?;
     // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads a live ifreq holding the name and the new flags.
-    cvt(libc::c_long::from(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) }))
-        .map(drop)
+    cvt(libc::c_long::from(unsafe {
+        libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req)
+    }))
+    .map(drop)
 }
 
 /// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal on `fd` this session's controlling terminal.
 pub(crate) fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); `fd` is borrowed.
-    cvt(libc::c_long::from(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) }))
-        .map(drop)
+    cvt(libc::c_long::from(unsafe {
+        libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int)
+    }))
+    .map(drop)
 }
 
 /// Resets every catchable signal to its default action. Ignored signals survive exec, and
@@ -377,6 +392,18 @@ pub(crate) fn reset_signal_dispositions() {
     }
 }
 
+/// In the forked child: `dup2(raw[i], 3 + i)`; dup2 clears close-on-exec on the target.
+fn dup_to_targets(raw: &[RawFd]) -> io::Result<()> {
+    for (i, fd) in raw.iter().enumerate() {
+        // SAFETY: dup2 takes two integers; `fd` is open (see spawn_with_fds) and the target
+        // number is below every source, so no source is overwritten before it is used.
+        cvt(libc::c_long::from(unsafe {
+            libc::dup2(*fd, 3 + i as RawFd)
+        }))?;
+    }
+    Ok(())
+}
+
 /// Spawns `cmd` with `fds[i]` at fd `3 + i` in the child (the runner's spec pipe, report
 /// pipe and secret memfds). Each source is first duplicated above every target number,
 /// so a source can never be overwritten by an earlier `dup2`.
@@ -388,25 +415,18 @@ pub(crate) fn spawn_with_fds(
     let floor = 3 + fds.len() as RawFd;
     let high: Vec<OwnedFd> = fds
         .iter()
-        .map(|fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor)).map(|raw| {
-            // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
-            unsafe { OwnedFd::from_raw_fd(raw) }
-        }))
+        .map(|fd| {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor)).map(|raw| {
+                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+                unsafe { OwnedFd::from_raw_fd(raw) }
+            })
+        })
         .collect::<Result<_, _>>()?;
     let raw: Vec<RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
     // SAFETY: the closure runs between fork and exec in the child of a possibly
-    // multi-threaded daemon, so it only calls dup2(2), which is async-signal-safe, on fds
-    // that are open (kept alive by `high` until spawn returns); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            for (i, fd) in raw.iter().enumerate() {
-                if libc::dup2(*fd, 3 + i as RawFd) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        })
-    };
+    // multi-threaded daemon, so it only calls `dup_to_targets`, which makes dup2(2) calls
+    // (async-signal-safe) on fds kept open by `high` until spawn returns; no allocation.
+    unsafe { cmd.pre_exec(move || dup_to_targets(&raw)) };
     let child = cmd.spawn();
     drop(high);
     child

@@ -80,7 +80,10 @@ impl FsPolicy {
                 return Err(bad(&b.path, "the runner builds this path itself"));
             }
             if !(b.path == "/usr" || b.path.starts_with("/usr/") || b.path.starts_with("/etc/")) {
-                return Err(bad(&b.path, "only /usr and entries under /etc may be bound"));
+                return Err(bad(
+                    &b.path,
+                    "only /usr and entries under /etc may be bound",
+                ));
             }
             if seen.contains(&b.path.as_str()) {
                 return Err(bad(&b.path, "listed twice"));
@@ -90,7 +93,10 @@ impl FsPolicy {
         for s in &f.symlink {
             check_why(FILE, &s.path, &s.why)?;
             check_abs(FILE, &s.path)?;
-            if s.path.matches('/').count() != 1 || s.target.starts_with('/') || s.target.contains("..") {
+            if s.path.matches('/').count() != 1
+                || s.target.starts_with('/')
+                || s.target.contains("..")
+            {
                 return Err(bad(
                     &s.path,
                     "symlinks live at the top of the root and point to a relative path inside it",
@@ -105,7 +111,9 @@ impl FsPolicy {
         for d in &f.device {
             check_why(FILE, &d.name, &d.why)?;
             let plain = !d.name.is_empty()
-                && d.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+                && d.name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_');
             if !plain || devs.contains(&d.name.as_str()) {
                 return Err(bad(&d.name, "device names are plain and listed once"));
             }
@@ -127,7 +135,11 @@ mod tests {
     fn the_shipped_policy_loads() {
         let p = FsPolicy::shipped().unwrap();
         assert!(p.binds.iter().any(|b| b.path == "/usr" && !b.optional));
-        assert!(!p.binds.iter().any(|b| b.path == "/etc/passwd" || b.path == "/etc/shadow"));
+        assert!(
+            !p.binds
+                .iter()
+                .any(|b| b.path == "/etc/passwd" || b.path == "/etc/shadow")
+        );
         assert!(p.symlinks.iter().any(|s| s.path == "/lib64"));
         assert!(p.devices.iter().any(|d| d.name == "null"));
     }

@@ -118,7 +118,11 @@ impl LandlockPolicy {
             });
         }
         check_why(FILE, "scope.signal", &file.scope.why_signal)?;
-        check_why(FILE, "scope.abstract_unix_socket", &file.scope.why_abstract_unix_socket)?;
+        check_why(
+            FILE,
+            "scope.abstract_unix_socket",
+            &file.scope.why_abstract_unix_socket,
+        )?;
         check_why(FILE, "tcp", &file.tcp.why)?;
         let stance = |v: &str| match v {
             "deny" => Ok(true),
@@ -167,8 +171,14 @@ mod tests {
                     why_abstract_unix_socket = \"abc\"\n[tcp]\nnet_none = \"allow\"\n\
                     net_host = \"allow\"\nwhy = \"abc\"\n";
         for (rule, want) in [
-            ("path = \"/x\"\naccess = [\"fly\"]\nwhy = \"abc\"", "unknown access"),
-            ("path = \"x\"\naccess = [\"read\"]\nwhy = \"abc\"", "absolute"),
+            (
+                "path = \"/x\"\naccess = [\"fly\"]\nwhy = \"abc\"",
+                "unknown access",
+            ),
+            (
+                "path = \"x\"\naccess = [\"read\"]\nwhy = \"abc\"",
+                "absolute",
+            ),
             ("path = \"/x\"\naccess = []\nwhy = \"abc\"", "grant"),
             ("path = \"/x\"\naccess = [\"read\"]\nwhy = \"\"", "why"),
         ] {

@@ -196,13 +196,38 @@ fn x32_guard() -> BpfProgram {
     if cfg!(target_arch = "x86_64") {
         vec![
             // seccomp_data.nr is at offset 0.
-            sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 0 },
-            sock_filter { code: JGE_K, jt: 0, jf: 1, k: 0x4000_0000 },
-            sock_filter { code: RET_K, jt: 0, jf: 0, k: errno },
-            sock_filter { code: RET_K, jt: 0, jf: 0, k: allow },
+            sock_filter {
+                code: LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            sock_filter {
+                code: JGE_K,
+                jt: 0,
+                jf: 1,
+                k: 0x4000_0000,
+            },
+            sock_filter {
+                code: RET_K,
+                jt: 0,
+                jf: 0,
+                k: errno,
+            },
+            sock_filter {
+                code: RET_K,
+                jt: 0,
+                jf: 0,
+                k: allow,
+            },
         ]
     } else {
-        vec![sock_filter { code: RET_K, jt: 0, jf: 0, k: allow }]
+        vec![sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: allow,
+        }]
     }
 }
 
@@ -233,13 +258,55 @@ fn syscall_number(name: &str) -> Option<i64> {
         };
     }
     table!(
-        ptrace, process_vm_readv, process_vm_writev, kcmp, pidfd_getfd, keyctl, add_key,
-        request_key, bpf, perf_event_open, userfaultfd, io_uring_setup, io_uring_enter,
-        io_uring_register, mount, umount2, pivot_root, chroot, move_mount, open_tree, fsopen,
-        fsconfig, fsmount, fspick, mount_setattr, unshare, setns, clone, clone3, ioctl,
-        kexec_load, kexec_file_load, init_module, finit_module, delete_module,
-        open_by_handle_at, name_to_handle_at, swapon, swapoff, reboot, acct, quotactl,
-        settimeofday, clock_settime, clock_adjtime, adjtimex, syslog, vhangup, personality,
+        ptrace,
+        process_vm_readv,
+        process_vm_writev,
+        kcmp,
+        pidfd_getfd,
+        keyctl,
+        add_key,
+        request_key,
+        bpf,
+        perf_event_open,
+        userfaultfd,
+        io_uring_setup,
+        io_uring_enter,
+        io_uring_register,
+        mount,
+        umount2,
+        pivot_root,
+        chroot,
+        move_mount,
+        open_tree,
+        fsopen,
+        fsconfig,
+        fsmount,
+        fspick,
+        mount_setattr,
+        unshare,
+        setns,
+        clone,
+        clone3,
+        ioctl,
+        kexec_load,
+        kexec_file_load,
+        init_module,
+        finit_module,
+        delete_module,
+        open_by_handle_at,
+        name_to_handle_at,
+        swapon,
+        swapoff,
+        reboot,
+        acct,
+        quotactl,
+        settimeofday,
+        clock_settime,
+        clock_adjtime,
+        adjtimex,
+        syslog,
+        vhangup,
+        personality,
     )
 }
 
@@ -247,13 +314,13 @@ fn syscall_number(name: &str) -> Option<i64> {
 fn arch_only(name: &str) -> Option<i64> {
     #[cfg(target_arch = "x86_64")]
     {
-        return match name {
+        match name {
             "iopl" => Some(libc::SYS_iopl),
             "ioperm" => Some(libc::SYS_ioperm),
             "lookup_dcookie" => Some(libc::SYS_lookup_dcookie),
             "uselib" => Some(libc::SYS_uselib),
             _ => None,
-        };
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -280,11 +347,11 @@ mod sysnum {
         SYS_open_tree as open_tree, SYS_perf_event_open as perf_event_open,
         SYS_personality as personality, SYS_pidfd_getfd as pidfd_getfd,
         SYS_pivot_root as pivot_root, SYS_process_vm_readv as process_vm_readv,
-        SYS_process_vm_writev as process_vm_writev, SYS_ptrace as ptrace,
-        SYS_quotactl as quotactl, SYS_reboot as reboot, SYS_request_key as request_key,
-        SYS_setns as setns, SYS_settimeofday as settimeofday, SYS_swapoff as swapoff,
-        SYS_swapon as swapon, SYS_syslog as syslog, SYS_umount2 as umount2,
-        SYS_unshare as unshare, SYS_userfaultfd as userfaultfd, SYS_vhangup as vhangup,
+        SYS_process_vm_writev as process_vm_writev, SYS_ptrace as ptrace, SYS_quotactl as quotactl,
+        SYS_reboot as reboot, SYS_request_key as request_key, SYS_setns as setns,
+        SYS_settimeofday as settimeofday, SYS_swapoff as swapoff, SYS_swapon as swapon,
+        SYS_syslog as syslog, SYS_umount2 as umount2, SYS_unshare as unshare,
+        SYS_userfaultfd as userfaultfd, SYS_vhangup as vhangup,
     };
 }
 
@@ -298,7 +365,14 @@ mod tests {
         let progs = p.compile().unwrap();
         // x32 guard, EPERM, ENOSYS.
         assert_eq!(progs.len(), 3);
-        for name in ["ptrace", "keyctl", "bpf", "mount", "io_uring_setup", "userfaultfd"] {
+        for name in [
+            "ptrace",
+            "keyctl",
+            "bpf",
+            "mount",
+            "io_uring_setup",
+            "userfaultfd",
+        ] {
             assert!(p.rules.iter().any(|r| r.syscall == name), "{name}");
         }
         let clone3 = p.rules.iter().find(|r| r.syscall == "clone3").unwrap();
@@ -308,9 +382,15 @@ mod tests {
     #[test]
     fn bad_rules_are_refused() {
         let cases = [
-            ("syscall = \"nosuch\"\nerrno = \"EPERM\"\nwhy = \"because\"", "unknown syscall"),
+            (
+                "syscall = \"nosuch\"\nerrno = \"EPERM\"\nwhy = \"because\"",
+                "unknown syscall",
+            ),
             ("syscall = \"bpf\"\nerrno = \"EPERM\"\nwhy = \"\"", "why"),
-            ("syscall = \"bpf\"\nerrno = \"EIO\"\nwhy = \"because\"", "errno"),
+            (
+                "syscall = \"bpf\"\nerrno = \"EIO\"\nwhy = \"because\"",
+                "errno",
+            ),
             (
                 "syscall = \"clone\"\nerrno = \"EPERM\"\nwhy = \"because\"\nany_bit = [\"CLONE_NEWNS\"]",
                 "condition",
@@ -326,7 +406,12 @@ mod tests {
             assert!(err.contains(want), "{err} should mention {want}");
         }
         let twice = "[[rule]]\nsyscall = \"bpf\"\nerrno = \"EPERM\"\nwhy = \"because\"\n".repeat(2);
-        assert!(SeccompPolicy::parse(&twice).unwrap_err().to_string().contains("twice"));
+        assert!(
+            SeccompPolicy::parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
         assert!(SeccompPolicy::parse("[[rule]]\nsyscall = 1\n").is_err());
     }
 }

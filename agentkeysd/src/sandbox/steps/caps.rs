@@ -7,7 +7,9 @@ use caps::CapSet;
 use crate::sandbox::plan::StepError;
 
 pub fn drop_all() -> Result<(), StepError> {
-    let fail = |what: &str, e: caps::errors::CapsError| StepError::new(what, std::io::Error::other(e.to_string()));
+    let fail = |what: &str, e: caps::errors::CapsError| {
+        StepError::new(what, std::io::Error::other(e.to_string()))
+    };
     // Bounding first: clearing it needs CAP_SETPCAP, which the effective set still holds.
     caps::clear(None, CapSet::Bounding).map_err(|e| fail("clear the bounding set", e))?;
     caps::clear(None, CapSet::Ambient).map_err(|e| fail("clear the ambient set", e))?;

@@ -41,14 +41,24 @@ struct Source {
 
 pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
     // No mount event of ours may leak back to the host, nor the host's into the sandbox.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| StepError::new("make / private (MS_REC|MS_PRIVATE)", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| StepError::new("make / private (MS_REC|MS_PRIVATE)", e))?;
     let sources = clone_sources(spec, policy)?;
     let workspace = match &spec.workspace {
         Some(ws) => Some(clone_tree(ws, false, 0)?),
         None => None,
     };
-    tmpfs(NEW_ROOT, "mode=0755,size=16m", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    tmpfs(
+        NEW_ROOT,
+        "mode=0755,size=16m",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
     let root = Path::new(NEW_ROOT);
     // proc first: it is in the new pid namespace, and the idmapping helper's maps are
     // written through it (the host's /proc shows host pids).
@@ -73,7 +83,14 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
     tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     if let (Some(tree), Some(host)) = (workspace, &spec.workspace) {
         idmap_workspace(&tree, host, spec, &proc_dir)?;
-        attach(root, &Source { tree, inside: WORKSPACE_INSIDE.into(), dir: true })?;
+        attach(
+            root,
+            &Source {
+                tree,
+                inside: WORKSPACE_INSIDE.into(),
+                dir: true,
+            },
+        )?;
     }
     write_accounts(root, spec)?;
     write_secret_files(root, spec)?;
@@ -100,7 +117,12 @@ fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepErro
         out.push(source(sock, Path::new(MCP_SOCKET_INSIDE), false, ro)?);
     }
     if let Some(bridge) = &spec.bridge {
-        out.push(source(bridge, Path::new(BRIDGE_INSIDE), false, RDONLY | NOSUID | NODEV)?);
+        out.push(source(
+            bridge,
+            Path::new(BRIDGE_INSIDE),
+            false,
+            RDONLY | NOSUID | NODEV,
+        )?);
     }
     for p in &spec.ro_paths {
         out.push(source(p, p, true, ro)?);
@@ -113,7 +135,11 @@ fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Sou
     let dir = nix::sys::stat::fstat(tree.as_fd())
         .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
         .map_err(|e| StepError::new(format!("stat {}", host.display()), e))?;
-    Ok(Source { tree, inside: inside.to_owned(), dir })
+    Ok(Source {
+        tree,
+        inside: inside.to_owned(),
+        dir,
+    })
 }
 
 fn clone_tree(host: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, StepError> {
@@ -160,7 +186,12 @@ fn attach(root: &Path, s: &Source) -> Result<(), StepError> {
 /// so what the agent creates belongs to the owner. A file system that cannot idmap fails
 /// the run with its name (no fallback: a plain bind would hand the agent files it cannot
 /// write, or create files owned by the agent's uid in the owner's tree).
-fn idmap_workspace(tree: &OwnedFd, host: &Path, spec: &Spec, proc_dir: &Path) -> Result<(), StepError> {
+fn idmap_workspace(
+    tree: &OwnedFd,
+    host: &Path,
+    spec: &Spec,
+    proc_dir: &Path,
+) -> Result<(), StepError> {
     let pid = sys::spawn_userns_holder()
         .map_err(|e| StepError::new("create the workspace's idmapping namespace", e))?;
     let result = (|| {
@@ -170,24 +201,39 @@ fn idmap_workspace(tree: &OwnedFd, host: &Path, spec: &Spec, proc_dir: &Path) ->
             std::fs::write(dir.join(file), &v)
                 .map_err(|e| StepError::new(format!("write {v:?} to the idmapping's {file}"), e))
         };
-        w("uid_map", format!("{} {} 1\n", ids.owner_uid, ids.agent_uid))?;
-        w("gid_map", format!("{} {} 1\n", ids.owner_gid, ids.agent_gid))?;
+        w(
+            "uid_map",
+            format!("{} {} 1\n", ids.owner_uid, ids.agent_uid),
+        )?;
+        w(
+            "gid_map",
+            format!("{} {} 1\n", ids.owner_gid, ids.agent_gid),
+        )?;
         let userns = std::fs::File::open(dir.join("ns/user"))
             .map_err(|e| StepError::new("open the idmapping namespace", e))?;
-        sys::mount_setattr(tree.as_fd(), IDMAP | NOSUID | NODEV, 0, Some(userns.as_fd()), false)
-            .map_err(|e| {
-                let fs = fs_type(host);
-                StepError::new(
-                    format!(
-                        "idmap the workspace {} (file system {fs}): this file system cannot \
+        sys::mount_setattr(
+            tree.as_fd(),
+            IDMAP | NOSUID | NODEV,
+            0,
+            Some(userns.as_fd()),
+            false,
+        )
+        .map_err(|e| {
+            let fs = fs_type(host);
+            StepError::new(
+                format!(
+                    "idmap the workspace {} (file system {fs}): this file system cannot \
                          be idmapped; put the workspace on ext4, xfs, btrfs or tmpfs",
-                        host.display()
-                    ),
-                    e,
-                )
-            })
+                    host.display()
+                ),
+                e,
+            )
+        })
     })();
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     result
 }
@@ -278,7 +324,10 @@ fn write_secret_files(root: &Path, spec: &Spec) -> Result<(), StepError> {
         .mode(0o500)
         .create(&dir)
         .map_err(|e| StepError::new(format!("mkdir {SECRETS_DIR_INSIDE}"), e))?;
-    let (uid, gid) = (Uid::from_raw(spec.ids.agent_uid), Gid::from_raw(spec.ids.agent_gid));
+    let (uid, gid) = (
+        Uid::from_raw(spec.ids.agent_uid),
+        Gid::from_raw(spec.ids.agent_gid),
+    );
     for s in &spec.secret_files {
         let value = read_secret(s)?;
         let path = dir.join(&s.name);
@@ -295,7 +344,8 @@ fn write_secret_files(root: &Path, spec: &Spec) -> Result<(), StepError> {
         f.set_permissions(std::fs::Permissions::from_mode(0o400))
             .map_err(|e| StepError::new(format!("chmod the secret file {:?}", s.name), e))?;
     }
-    chown(&dir, Some(uid), Some(gid)).map_err(|e| StepError::new(format!("chown {SECRETS_DIR_INSIDE}"), e))
+    chown(&dir, Some(uid), Some(gid))
+        .map_err(|e| StepError::new(format!("chown {SECRETS_DIR_INSIDE}"), e))
 }
 
 /// `pivot_root` into the new root, detach the old one, make `/` and `/dev` read-only.
@@ -306,12 +356,17 @@ fn enter(root: &Path) -> Result<(), StepError> {
     pivot_root(".", ".").map_err(|e| StepError::new("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| StepError::new("detach the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))?;
-    for p in ["/"] {
+    {
+        let p = "/";
         mount(
             None::<&str>,
             p,
             None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
             None::<&str>,
         )
         .map_err(|e| StepError::new(format!("make {p} read-only"), e))?;

@@ -34,7 +34,11 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Forks and execs the command; returns when it has ended. `exec_ok` learns that the exec
 /// happened (the command's copy of a close-on-exec pipe closes).
-pub fn run(spec: &Spec, secret_env: &[SecretVar], exec_ok: impl FnOnce()) -> Result<Ended, StepError> {
+pub fn run(
+    spec: &Spec,
+    secret_env: &[SecretVar],
+    exec_ok: impl FnOnce(),
+) -> Result<Ended, StepError> {
     let argv: Vec<CString> = spec
         .argv
         .iter()
@@ -51,7 +55,10 @@ pub fn run(spec: &Spec, secret_env: &[SecretVar], exec_ok: impl FnOnce()) -> Res
     for s in secret_env {
         // Validated names and sealed values: a NUL inside a secret value is refused here.
         env.push(CString::new(s.as_slice()).map_err(|_| {
-            StepError::refused("a secret variable's value holds a NUL byte", std::io::ErrorKind::InvalidData)
+            StepError::refused(
+                "a secret variable's value holds a NUL byte",
+                std::io::ErrorKind::InvalidData,
+            )
         })?);
     }
     let path = spec
@@ -69,13 +76,14 @@ pub fn run(spec: &Spec, secret_env: &[SecretVar], exec_ok: impl FnOnce()) -> Res
         .map_err(|e| StepError::new("block signals in the init", e))?;
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| StepError::new("pipe for the exec check", e))?;
-    let child = match sys::fork_single_threaded().map_err(|e| StepError::new("fork the command", e))? {
-        Forked::Child => {
-            drop(rd);
-            command(spec, &argv, &env, path, &old, wr)
-        }
-        Forked::Parent(pid) => Pid::from_raw(pid),
-    };
+    let child =
+        match sys::fork_single_threaded().map_err(|e| StepError::new("fork the command", e))? {
+            Forked::Child => {
+                drop(rd);
+                command(spec, &argv, &env, path, &old, wr)
+            }
+            Forked::Parent(pid) => Pid::from_raw(pid),
+        };
     drop(wr);
     drop(env);
     // EOF with nothing read: the exec happened. Bytes: the child's exec error.
@@ -90,25 +98,35 @@ pub fn run(spec: &Spec, secret_env: &[SecretVar], exec_ok: impl FnOnce()) -> Res
 }
 
 /// The forked command: session, terminal, default signals, exec. Never returns.
-fn command(spec: &Spec, argv: &[CString], env: &[CString], path: &str, old: &SigSet, wr: OwnedFd) -> ! {
+fn command(
+    spec: &Spec,
+    argv: &[CString],
+    env: &[CString],
+    path: &str,
+    old: &SigSet,
+    wr: OwnedFd,
+) -> ! {
     let fail = |what: String| -> ! {
-        let _ = std::fs::File::from(wr.try_clone().unwrap_or_else(|_| std::process::exit(127))).write_all(what.as_bytes());
+        let _ = std::fs::File::from(wr.try_clone().unwrap_or_else(|_| std::process::exit(127)))
+            .write_all(what.as_bytes());
         std::process::exit(127)
     };
     if let Err(e) = nix::unistd::setsid() {
         fail(format!("setsid: {e}"));
     }
-    if spec.tty {
-        if let Err(e) = sys::set_controlling_tty(std::io::stdin().as_fd()) {
-            fail(format!("make fd 0 the controlling terminal: {e}"));
-        }
+    if spec.tty
+        && let Err(e) = sys::set_controlling_tty(std::io::stdin().as_fd())
+    {
+        fail(format!("make fd 0 the controlling terminal: {e}"));
     }
     sys::reset_signal_dispositions();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old), None);
     if let Err(e) = nix::unistd::chdir(&spec.cwd) {
         fail(format!("chdir {}: {e}", spec.cwd.display()));
     }
-    let Some(argv0) = argv.first() else { fail("empty argv".to_owned()) };
+    let Some(argv0) = argv.first() else {
+        fail("empty argv".to_owned())
+    };
     let name = argv0.as_bytes();
     let mut last = nix::errno::Errno::ENOENT;
     if name.contains(&b'/') {
@@ -116,7 +134,9 @@ fn command(spec: &Spec, argv: &[CString], env: &[CString], path: &str, old: &Sig
     } else {
         for dir in path.split(':').filter(|d| !d.is_empty()) {
             let full = Path::new(dir).join(OsStr::from_bytes(name));
-            let Ok(full) = CString::new(full.as_os_str().as_bytes()) else { continue };
+            let Ok(full) = CString::new(full.as_os_str().as_bytes()) else {
+                continue;
+            };
             let e = nix::unistd::execve(&full, argv, env).unwrap_err_or(last);
             // Like execvp: a permission error is remembered, a missing file is not.
             if e != nix::errno::Errno::ENOENT && e != nix::errno::Errno::ENOTDIR {
@@ -124,7 +144,11 @@ fn command(spec: &Spec, argv: &[CString], env: &[CString], path: &str, old: &Sig
             }
         }
     }
-    fail(format!("execute {:?}: {}", String::from_utf8_lossy(name), last.desc()))
+    fail(format!(
+        "execute {:?}: {}",
+        String::from_utf8_lossy(name),
+        last.desc()
+    ))
 }
 
 trait ErrOr {
@@ -147,7 +171,9 @@ fn reap(child: Pid, mask: &SigSet) -> Result<Ended, StepError> {
         // Reap first: the command may have ended before the signal was waited for.
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(Ended::Exited(code)),
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                    return Ok(Ended::Exited(code));
+                }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
                     return Ok(Ended::Signaled(sig as i32));
                 }

@@ -16,7 +16,9 @@ pub fn restrict(spec: &Spec, policy: &LandlockPolicy) -> Result<(), StepError> {
     let abi_num = crate::sandbox::sys::landlock_abi_version()
         .map_err(|e| StepError::new("landlock is not available on this kernel", e))?;
     let abi = ABI::from(i32::try_from(abi_num).unwrap_or(i32::MAX));
-    let fail = |what: &str, e: landlock::RulesetError| StepError::new(what, std::io::Error::other(e.to_string()));
+    let fail = |what: &str, e: landlock::RulesetError| {
+        StepError::new(what, std::io::Error::other(e.to_string()))
+    };
     let handled = AccessFs::from_all(abi);
     let mut ruleset = Ruleset::default()
         .handle_access(handled)
@@ -36,7 +38,9 @@ pub fn restrict(spec: &Spec, policy: &LandlockPolicy) -> Result<(), StepError> {
             .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
             .map_err(|e| fail("handle TCP access", e))?;
     }
-    let mut created = ruleset.create().map_err(|e| fail("create the ruleset", e))?;
+    let mut created = ruleset
+        .create()
+        .map_err(|e| fail("create the ruleset", e))?;
     for rule in &policy.paths {
         let fd = match PathFd::new(&rule.path) {
             Ok(fd) => fd,
@@ -78,8 +82,14 @@ fn rights(grants: &[Grant], abi: ABI) -> BitFlags<AccessFs> {
         out |= match g {
             Grant::Read => read,
             Grant::Execute => AccessFs::Execute.into(),
-            Grant::Write => AccessFs::from_all(abi)
-                & !(read | AccessFs::Execute | AccessFs::IoctlDev | AccessFs::MakeChar | AccessFs::MakeBlock),
+            Grant::Write => {
+                AccessFs::from_all(abi)
+                    & !(read
+                        | AccessFs::Execute
+                        | AccessFs::IoctlDev
+                        | AccessFs::MakeChar
+                        | AccessFs::MakeBlock)
+            }
             Grant::Device => AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev,
         };
     }

@@ -22,7 +22,8 @@ pub fn flags(net: Net) -> CloneFlags {
 }
 
 pub fn unshare(net: Net) -> Result<(), StepError> {
-    nix::sched::unshare(flags(net)).map_err(|e| StepError::new(format!("unshare({:?})", flags(net)), e))
+    nix::sched::unshare(flags(net))
+        .map_err(|e| StepError::new(format!("unshare({:?})", flags(net)), e))
 }
 
 pub fn set_hostname(name: &str) -> Result<(), StepError> {

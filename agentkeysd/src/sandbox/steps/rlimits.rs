@@ -15,7 +15,8 @@ pub type SecretVar = Zeroizing<Vec<u8>>;
 
 /// No core dumps: a dump of the agent would hold its keys.
 pub fn set_rlimits() -> Result<(), StepError> {
-    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| StepError::new("setrlimit(RLIMIT_CORE, 0)", e))
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| StepError::new("setrlimit(RLIMIT_CORE, 0)", e))
 }
 
 /// Reads the memfd of `secret` (sealed, bounded; see `vault::read_memfd_to_vec`).
@@ -59,4 +60,3 @@ pub fn close_except(keep: RawFd) -> Result<(), StepError> {
 fn secret_fd(secret: &SecretRef) -> RawFd {
     SECRET_FD_BASE.saturating_add(i32::try_from(secret.fd).unwrap_or(i32::MAX))
 }
-

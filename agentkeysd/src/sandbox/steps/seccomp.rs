@@ -14,8 +14,12 @@ pub fn install(programs: &[BpfProgram]) -> Result<(), StepError> {
         ));
     }
     for p in programs {
-        seccompiler::apply_filter(p)
-            .map_err(|e| StepError::new("seccomp(SET_MODE_FILTER)", std::io::Error::other(e.to_string())))?;
+        seccompiler::apply_filter(p).map_err(|e| {
+            StepError::new(
+                "seccomp(SET_MODE_FILTER)",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
     }
     Ok(())
 }
