@@ -57,11 +57,7 @@ fn true_exits_zero_and_codes_and_signals_come_back() {
 fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process() {
     need_kernel!();
     let mut sb = Sandbox::new();
-    let mut running = sb.spawn(&[
-        "sh",
-        "-c",
-        "sleep 1000 & sleep 1000 & exec sleep 1000",
-    ]);
+    let mut running = sb.spawn(&["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"]);
     let pid = running.started().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
