@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod pam;
 pub mod proc_mem;
 pub mod runs;
+pub mod sandbox;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;

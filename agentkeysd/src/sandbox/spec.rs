@@ -331,7 +331,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Spec)>)> = vec![
+        type Tweak = Box<dyn Fn(&mut Spec)>;
+        let cases: Vec<(&str, Tweak)> = vec![
             ("run_id", Box::new(|s| s.run_id = "../x".into())),
             ("argv", Box::new(|s| s.argv.clear())),
             (

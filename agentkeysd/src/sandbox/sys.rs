@@ -392,6 +392,18 @@ pub(crate) fn reset_signal_dispositions() {
     }
 }
 
+/// In the forked child: `dup2(raw[i], 3 + i)`; dup2 clears close-on-exec on the target.
+fn dup_to_targets(raw: &[RawFd]) -> io::Result<()> {
+    for (i, fd) in raw.iter().enumerate() {
+        // SAFETY: dup2 takes two integers; `fd` is open (see spawn_with_fds) and the target
+        // number is below every source, so no source is overwritten before it is used.
+        cvt(libc::c_long::from(unsafe {
+            libc::dup2(*fd, 3 + i as RawFd)
+        }))?;
+    }
+    Ok(())
+}
+
 /// Spawns `cmd` with `fds[i]` at fd `3 + i` in the child (the runner's spec pipe, report
 /// pipe and secret memfds). Each source is first duplicated above every target number,
 /// so a source can never be overwritten by an earlier `dup2`.
@@ -412,18 +424,9 @@ pub(crate) fn spawn_with_fds(
         .collect::<Result<_, _>>()?;
     let raw: Vec<RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
     // SAFETY: the closure runs between fork and exec in the child of a possibly
-    // multi-threaded daemon, so it only calls dup2(2), which is async-signal-safe, on fds
-    // that are open (kept alive by `high` until spawn returns); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            for (i, fd) in raw.iter().enumerate() {
-                if libc::dup2(*fd, 3 + i as RawFd) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        })
-    };
+    // multi-threaded daemon, so it only calls `dup_to_targets`, which makes dup2(2) calls
+    // (async-signal-safe) on fds kept open by `high` until spawn returns; no allocation.
+    unsafe { cmd.pre_exec(move || dup_to_targets(&raw)) };
     let child = cmd.spawn();
     drop(high);
     child

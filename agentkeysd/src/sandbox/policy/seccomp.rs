@@ -314,13 +314,13 @@ fn syscall_number(name: &str) -> Option<i64> {
 fn arch_only(name: &str) -> Option<i64> {
     #[cfg(target_arch = "x86_64")]
     {
-        return match name {
+        match name {
             "iopl" => Some(libc::SYS_iopl),
             "ioperm" => Some(libc::SYS_ioperm),
             "lookup_dcookie" => Some(libc::SYS_lookup_dcookie),
             "uselib" => Some(libc::SYS_uselib),
             _ => None,
-        };
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -313,8 +313,14 @@ fn write_secret_files(root: &Path, spec: &Spec) -> Result<(), StepError> {
         return Ok(());
     }
     let dir = root.join(rel(SECRETS_DIR_INSIDE));
+    if let Some(parent) = dir.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| StepError::new(format!("mkdir {}", parent.display()), e))?;
+    }
     std::fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o500)
         .create(&dir)
         .map_err(|e| StepError::new(format!("mkdir {SECRETS_DIR_INSIDE}"), e))?;
@@ -350,7 +356,8 @@ fn enter(root: &Path) -> Result<(), StepError> {
     pivot_root(".", ".").map_err(|e| StepError::new("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| StepError::new("detach the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))?;
-    for p in ["/"] {
+    {
+        let p = "/";
         mount(
             None::<&str>,
             p,

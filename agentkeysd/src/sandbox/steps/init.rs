@@ -114,10 +114,10 @@ fn command(
     if let Err(e) = nix::unistd::setsid() {
         fail(format!("setsid: {e}"));
     }
-    if spec.tty {
-        if let Err(e) = sys::set_controlling_tty(std::io::stdin().as_fd()) {
-            fail(format!("make fd 0 the controlling terminal: {e}"));
-        }
+    if spec.tty
+        && let Err(e) = sys::set_controlling_tty(std::io::stdin().as_fd())
+    {
+        fail(format!("make fd 0 the controlling terminal: {e}"));
     }
     sys::reset_signal_dispositions();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old), None);

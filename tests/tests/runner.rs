@@ -1,0 +1,325 @@
+//! Kernel tier: the real `agentkeys-runner` under the full plan (cgroups, namespaces,
+//! pivot_root, idmapped workspace, identity, caps, landlock, seccomp). No daemon: the
+//! launcher is `agentkeys_tests::sandbox`. Each test probes first and skips with a reason.
+
+use std::os::unix::fs::MetadataExt;
+
+use agentkeys_tests::sandbox::{
+    AGENT_UID, INSIDE_UID, OWNER_UID, Sandbox, run_in_runner, unavailable,
+};
+use agentkeysd::sandbox::launch::Outcome;
+
+macro_rules! need_kernel {
+    () => {
+        if let Some(why) = unavailable() {
+            agentkeys_tests::skip(&why);
+            return;
+        }
+    };
+}
+
+/// A Python one-liner run in the sandbox.
+fn py(code: &str) -> Vec<String> {
+    vec!["/usr/bin/python3".into(), "-c".into(), code.into()]
+}
+
+fn run_py(sb: &mut Sandbox, code: &str) -> agentkeys_tests::sandbox::Output {
+    let argv = py(code);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    sb.run(&argv)
+}
+
+#[test]
+fn true_exits_zero_and_codes_and_signals_come_back() {
+    need_kernel!();
+    let out = run_in_runner(|_| {}, &["/bin/true"]);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let out = run_in_runner(|_| {}, &["sh", "-c", "exit 7"]);
+    assert_eq!(out.outcome, Outcome::Exited(7), "{}", out.stderr);
+    let out = run_in_runner(|_| {}, &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(
+        out.outcome,
+        Outcome::Signaled(libc::SIGTERM),
+        "{}",
+        out.stderr
+    );
+    let out = run_in_runner(|_| {}, &["/no/such/command"]);
+    match out.outcome {
+        Outcome::SetupFailed { step, error } => {
+            assert_eq!(step, "exec");
+            assert!(error.contains("/no/such/command"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let mut running = sb.spawn(&["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"]);
+    let pid = running.started().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uids: Vec<u32> = uid_line
+        .split_whitespace()
+        .skip(1)
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert_eq!(uids, [AGENT_UID; 4], "{uid_line}");
+    let plan = sb.plan().clone();
+    sb.cgroups.kill(&plan).unwrap();
+    for dir in plan.v2.iter().chain(&plan.v1) {
+        let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.trim().is_empty(),
+            "{} still has {procs}",
+            dir.path.display()
+        );
+    }
+    let out = sb.finish(running);
+    assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL));
+    let out = run_in_runner(|_| {}, &["sh", "-c", "id -u; id -g"]);
+    assert_eq!(
+        out.stdout,
+        format!("{INSIDE_UID}\n{INSIDE_UID}\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn workspace_is_writable_and_new_files_belong_to_the_owner() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let out = sb.run(&[
+        "sh",
+        "-c",
+        "echo hi > /workspace/f && mkdir /workspace/d && stat -c %u /workspace/f",
+    ]);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), INSIDE_UID.to_string());
+    let meta = std::fs::metadata(sb.host_path("f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (OWNER_UID, OWNER_UID));
+    assert_eq!(std::fs::read_to_string(sb.host_path("f")).unwrap(), "hi\n");
+    assert_eq!(
+        std::fs::metadata(sb.host_path("d")).unwrap().uid(),
+        OWNER_UID
+    );
+}
+
+#[test]
+fn secrets_arrive_as_variable_and_0400_file_with_exact_bytes() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let key = b"sk-ant-\x01 spaced $value'\"\xc3\xa9";
+    sb.secret_env("ANTHROPIC_API_KEY", key);
+    sb.secret_file("github", b"ghp_exact\nbytes\x00zero");
+    let out = run_py(
+        &mut sb,
+        "import os,sys,stat\n\
+         v=os.environb[b'ANTHROPIC_API_KEY']\n\
+         p='/run/agentkeys/secrets/github'\n\
+         st=os.stat(p)\n\
+         sys.stdout.buffer.write(v.hex().encode()+b' '+open(p,'rb').read().hex().encode()+\
+         b' %o %d' % (stat.S_IMODE(st.st_mode), st.st_uid))",
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let want = format!(
+        "{} {} 400 {INSIDE_UID}",
+        hex(key),
+        hex(b"ghp_exact\nbytes\x00zero")
+    );
+    assert_eq!(out.stdout, want);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|c| format!("{c:02x}")).collect()
+}
+
+#[test]
+fn host_etc_and_the_owners_home_are_out_of_reach() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let out = run_py(
+        &mut sb,
+        "import os,errno\n\
+         r=[]\n\
+         for p in ['/etc/passwd','/etc/agentkeys-x','/usr/x','/x','/run/agentkeys/x']:\n\
+         \x20 try:\n\
+         \x20   open(p,'w'); r.append(p+':written')\n\
+         \x20 except OSError as e: r.append(p+':'+errno.errorcode[e.errno])\n\
+         for p in ['/root','/home','/etc/shadow']:\n\
+         \x20 r.append(p+':'+str(os.path.exists(p)))\n\
+         open('/tmp/ok','w'); open('/dev/shm/ok','w'); open('/dev/null','w').write('x')\n\
+         print(' '.join(r))",
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    for part in out.stdout.split_whitespace() {
+        let (path, result) = part.split_once(':').unwrap();
+        match path {
+            "/root" | "/home" | "/etc/shadow" => assert_eq!(result, "False", "{part}"),
+            // No secrets and no MCP socket in this run: /run/agentkeys does not even exist.
+            "/run/agentkeys/x" => assert_eq!(result, "ENOENT", "{part}"),
+            _ => assert!(result == "EROFS" || result == "EACCES", "{part}"),
+        }
+    }
+    assert!(!std::path::Path::new("/etc/agentkeys-x").exists());
+}
+
+#[test]
+fn landlock_denies_what_the_policy_does_not_grant() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    // `/` itself is not granted (only the listed trees): listing it is a landlock denial,
+    // and EACCES (not EROFS) proves it is landlock and not the read-only mount.
+    let out = run_py(
+        &mut sb,
+        "import os,errno\n\
+         try:\n os.listdir('/'); print('listed')\n\
+         except OSError as e: print(errno.errorcode[e.errno])\n\
+         try:\n os.mkdir('/proc/self/x'); print('made')\n\
+         except OSError as e: print(errno.errorcode[e.errno])",
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"EACCES"), "{}", out.stdout);
+    assert_ne!(lines.get(1), Some(&"made"));
+}
+
+#[test]
+fn net_none_has_only_loopback() {
+    need_kernel!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sb = Sandbox::new();
+    let out = run_py(
+        &mut sb,
+        &format!(
+            "import socket,errno\n\
+             s=socket.socket()\n\
+             try:\n s.connect(('127.0.0.1',{port})); print('host:connected')\n\
+             except OSError as e: print('host:'+errno.errorcode[e.errno])\n\
+             l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+             c=socket.create_connection(l.getsockname()); print('loopback:ok')\n\
+             print(sorted(n for _,n in socket.if_nameindex()))"
+        ),
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    assert!(out.stdout.contains("host:ECONNREFUSED"), "{}", out.stdout);
+    assert!(out.stdout.contains("loopback:ok"), "{}", out.stdout);
+    assert!(out.stdout.contains("['lo']"), "{}", out.stdout);
+}
+
+#[test]
+fn a_fork_bomb_stops_at_pids_max() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    sb.spec.limits.pids = 16;
+    let out = run_py(
+        &mut sb,
+        "import os,errno,time\n\
+         kids=[]\n\
+         try:\n\
+         \x20 for i in range(1000):\n\
+         \x20   pid=os.fork()\n\
+         \x20   if pid==0:\n\
+         \x20     time.sleep(100); os._exit(0)\n\
+         \x20   kids.append(pid)\n\
+         \x20 print('unbounded')\n\
+         except OSError as e: print('stopped', len(kids), errno.errorcode[e.errno])\n\
+         for k in kids: os.kill(k,9)",
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"stopped"), "{}", out.stdout);
+    assert_eq!(words.get(2), Some(&"EAGAIN"), "{}", out.stdout);
+    let n: usize = words.get(1).unwrap().parse().unwrap();
+    assert!(n < 16, "{n} children under pids.max 16");
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_in_its_cgroup() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    sb.spec.limits.memory_bytes = 64 << 20;
+    let out = run_py(&mut sb, "b=[]\nwhile True: b.append(bytearray(8<<20))");
+    assert_eq!(
+        out.outcome,
+        Outcome::Signaled(libc::SIGKILL),
+        "{}",
+        out.stderr
+    );
+    // The v1 group recorded the OOM kill.
+    if let Some(mem) = sb
+        .plan()
+        .v1
+        .iter()
+        .find(|d| d.controllers.iter().any(|c| c == "memory"))
+    {
+        let ctl = std::fs::read_to_string(mem.path.join("memory.oom_control")).unwrap();
+        let kills: u64 = ctl
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        assert!(kills >= 1, "{ctl}");
+    }
+}
+
+#[test]
+fn seccomp_denies_the_dangerous_calls_with_eperm() {
+    need_kernel!();
+    if std::env::consts::ARCH != "x86_64" {
+        agentkeys_tests::skip("the syscall numbers below are x86-64's");
+        return;
+    }
+    let mut sb = Sandbox::new();
+    let out = run_py(
+        &mut sb,
+        "import ctypes,errno\n\
+         libc=ctypes.CDLL(None,use_errno=True)\n\
+         calls={'ptrace':(101,16,1,0,0),'keyctl':(250,0,0,0,0),'add_key':(248,0,0,0,0),\
+         'bpf':(321,0,0,0,0),'unshare_newuser':(272,0x10000000,0,0,0),\
+         'mount':(165,0,0,0,0),'umount2':(166,0,0,0,0),'pivot_root':(155,0,0,0,0),\
+         'setns':(308,0,0,0,0),'io_uring_setup':(425,1,0,0,0),'userfaultfd':(323,0,0,0,0),\
+         'perf_event_open':(298,0,0,0,0),'open_by_handle_at':(304,0,0,0,0),\
+         'process_vm_readv':(310,1,0,0,0),'clone_newuser':(56,0x10000000|17,0,0,0),\
+         'clone3':(435,0,0,0,0),'ptrace_x32':(0x40000000+521,16,1,0,0)}\n\
+         for name,(nr,*a) in calls.items():\n\
+         \x20 r=libc.syscall(nr,*[ctypes.c_long(x) for x in a])\n\
+         \x20 print(name, r, errno.errorcode.get(ctypes.get_errno(),'0'))",
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let mut seen = 0;
+    for line in out.stdout.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let (name, ret, err) = (w[0], w[1], w[2]);
+        let want = match name {
+            "clone3" | "ptrace_x32" => "ENOSYS",
+            _ => "EPERM",
+        };
+        assert_eq!((ret, err), ("-1", want), "{line}");
+        seen += 1;
+    }
+    assert_eq!(seen, 17, "{}", out.stdout);
+}
+
+#[test]
+fn a_setuid_binary_gains_nothing() {
+    need_kernel!();
+    if !std::path::Path::new("/usr/bin/su").exists() {
+        agentkeys_tests::skip("no setuid /usr/bin/su here");
+        return;
+    }
+    let out = run_in_runner(
+        |_| {},
+        &["sh", "-c", "/usr/bin/su -c id root </dev/null; id -u"],
+    );
+    assert!(
+        out.stdout.ends_with(&format!("{INSIDE_UID}\n")),
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(!out.stdout.contains("uid=0"), "{}", out.stdout);
+}
