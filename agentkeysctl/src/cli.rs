@@ -6,8 +6,8 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
-    agent, approve, audit, completions, deny, doctor, grant, list, man, pair, pending, read, rm,
-    mcp, status, store, ungrant, usage, whoami,
+    agent, approve, audit, completions, deny, doctor, grant, list, man, mcp, pair, pending, read,
+    rm, status, store, ungrant, usage, whoami,
 };
 use crate::errors::EXIT_CODES_HELP;
 

@@ -87,7 +87,9 @@ async fn setup(n: usize) -> (McpFixture, Vec<ServedAgent>) {
     let fx = McpFixture::new(&[("anthropic", KEY)]);
     let mut served = Vec::new();
     for i in 0..n {
-        let agent = fx.pair(&format!("agent-{i}"), &["anthropic"], my_uid()).await;
+        let agent = fx
+            .pair(&format!("agent-{i}"), &["anthropic"], my_uid())
+            .await;
         served.push(fx.serve(agent));
     }
     (fx, served)
@@ -114,7 +116,11 @@ async fn latency(reads: usize) {
         pct(&samples, 0.9),
         pct(&samples, 0.99),
         samples.last().unwrap().as_secs_f64() * 1000.0,
-        if p50 <= TARGET_P50_MS { "met" } else { "MISSED" }
+        if p50 <= TARGET_P50_MS {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     drop(fx);
 }

@@ -59,7 +59,10 @@ async fn python_mcp_sdk_reads_a_credential_through_agentkeysctl_mcp() {
         seen["tools"],
         json!(["get_credential", "list_credentials", "request_credential"])
     );
-    assert_eq!(seen["listed"]["credentials"][0]["env"], "OPENROUTER_API_KEY");
+    assert_eq!(
+        seen["listed"]["credentials"][0]["env"],
+        "OPENROUTER_API_KEY"
+    );
     assert_eq!(seen["value"], KEY);
     assert_eq!(seen["value_is_error"], false);
     assert_eq!(seen["refused_is_error"], true);

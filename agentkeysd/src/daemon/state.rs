@@ -140,7 +140,11 @@ impl Shared {
     /// An emitter of the daemon object's signals on its bus connection, when connected:
     /// for calls that arrive other than over D-Bus (MCP) but must tell D-Bus listeners.
     pub fn signal_emitter(&self) -> Option<zbus::object_server::SignalEmitter<'static>> {
-        let dbus = self.dbus.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let dbus = self
+            .dbus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
         zbus::object_server::SignalEmitter::new(
             dbus.inner().connection(),
             crate::api::names::OBJECT_PATH,

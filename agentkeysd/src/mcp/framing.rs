@@ -110,7 +110,9 @@ fn invalid(line: &[u8]) -> OutLine {
             return error_line(
                 Value::Null,
                 PARSE_ERROR,
-                &format!("parse error: the line is not JSON ({e}); send one JSON-RPC message per line"),
+                &format!(
+                    "parse error: the line is not JSON ({e}); send one JSON-RPC message per line"
+                ),
             );
         }
     };
@@ -119,7 +121,9 @@ fn invalid(line: &[u8]) -> OutLine {
         _ => Value::Null,
     };
     let why = match &value {
-        Value::Array(_) => "JSON-RPC batches are not supported; send one message per line".to_owned(),
+        Value::Array(_) => {
+            "JSON-RPC batches are not supported; send one message per line".to_owned()
+        }
         Value::Object(o) if o.get("jsonrpc") != Some(&json!("2.0")) => {
             "invalid request: \"jsonrpc\" must be \"2.0\"".to_owned()
         }

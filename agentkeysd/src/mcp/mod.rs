@@ -125,8 +125,12 @@ async fn accept_loop(
         let Some(caller) = admit(&agent, &stream, &open) else {
             continue;
         };
-        let (shared, agent, cancel, open) =
-            (shared.clone(), agent.clone(), cancel.child_token(), open.clone());
+        let (shared, agent, cancel, open) = (
+            shared.clone(),
+            agent.clone(),
+            cancel.child_token(),
+            open.clone(),
+        );
         tasks.spawn(async move {
             connection(shared, agent, caller, stream, cancel).await;
             open.fetch_sub(1, Ordering::AcqRel);

@@ -9,11 +9,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities,
-    ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ProtocolVersion, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
@@ -30,7 +30,6 @@ use crate::store::{Actor, AgentRead, utc};
 
 use super::McpAgent;
 use super::reply::tool_error;
-
 
 /// `get_credential`'s and `request_credential`'s argument.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -104,7 +103,12 @@ impl AgentServer {
     ) -> Result<CallToolResult, ErrorData> {
         Ok(match self.request(&service, &reason).await {
             Ok(r) => r,
-            Err(e) => tool_error("mcp.request_credential", &self.agent.agent_name, &service, e),
+            Err(e) => tool_error(
+                "mcp.request_credential",
+                &self.agent.agent_name,
+                &service,
+                e,
+            ),
         })
     }
 }
@@ -214,7 +218,8 @@ impl AgentServer {
         }
         let mut confirmed = false;
         loop {
-            let (who, session, cred) = (self.actor(), self.agent.session.clone(), service.to_owned());
+            let (who, session, cred) =
+                (self.actor(), self.agent.session.clone(), service.to_owned());
             let (read, seq) = self
                 .shared
                 .with_store(move |s| {
@@ -263,7 +268,8 @@ impl AgentServer {
         )
         .await;
         if let Err(e) = asked {
-            let (who, session, cred) = (self.actor(), self.agent.session.clone(), service.to_owned());
+            let (who, session, cred) =
+                (self.actor(), self.agent.session.clone(), service.to_owned());
             let why = if matches!(e, DaemonError::Denied(_)) {
                 "confirmation denied"
             } else {
@@ -320,4 +326,3 @@ impl AgentServer {
         ]))
     }
 }
-

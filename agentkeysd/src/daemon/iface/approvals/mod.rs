@@ -47,10 +47,10 @@ mod scope_request;
 mod wait;
 
 pub use confirm::confirm_release;
-pub use scope_request::{OpenedRequest, open_scope_request};
 use effects::Snapshot;
 use records::{approved_dict, notice, open_reply};
 pub use records::{pair_name, record};
+pub use scope_request::{OpenedRequest, open_scope_request};
 
 #[derive(Debug)]
 pub struct Approvals {

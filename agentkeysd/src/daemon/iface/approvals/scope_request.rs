@@ -26,9 +26,7 @@ pub async fn open_scope_request(
     reason: &str,
 ) -> Result<OpenedRequest, DaemonError> {
     let session = binding.session.clone();
-    let agent = shared
-        .with_store(move |s| Ok(s.session(&session)?))
-        .await?;
+    let agent = shared.with_store(move |s| Ok(s.session(&session)?)).await?;
     if agent.agent.state == crate::store::AgentState::Revoked {
         return Err(DaemonError::Denied(format!(
             "agent '{}' was revoked; it cannot ask for credentials",
