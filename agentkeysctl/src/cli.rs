@@ -6,8 +6,8 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
-    agent, approve, audit, completions, deny, doctor, grant, list, man, pair, pending, read, rm,
-    run, status, store, ungrant, usage, whoami,
+    agent, approve, audit, completions, deny, doctor, grant, list, man, mcp, pair, pending, read,
+    rm, run, status, store, ungrant, usage, whoami,
 };
 use crate::errors::EXIT_CODES_HELP;
 
@@ -176,6 +176,10 @@ pub enum Command {
     /// Check this host for agentkeysd: kernel features, the daemon, installed files;
     /// each failing check prints its fix (exit 1 if any failed)
     Doctor(doctor::DoctorArgs),
+
+    /// Serve this agent's MCP tools on stdin/stdout (inside `agentkeysctl run`; for
+    /// Claude Code's .mcp.json and other MCP clients)
+    Mcp(mcp::McpArgs),
 
     /// Print a shell completion script to stdout
     Completions(completions::CompletionsArgs),

@@ -72,8 +72,10 @@ impl McpFixture {
     /// Pairs agent `name` with `scope` (each existing credential in it gets an `auto`
     /// grant) for a process running as `uid`.
     pub async fn pair(&self, name: &str, scope: &[&str], uid: u32) -> McpAgent {
-        let (name, scope): (String, Vec<String>) =
-            (name.to_owned(), scope.iter().map(|s| (*s).to_owned()).collect());
+        let (name, scope): (String, Vec<String>) = (
+            name.to_owned(),
+            scope.iter().map(|s| (*s).to_owned()).collect(),
+        );
         let paired = self
             .shared
             .with_store(move |s| {

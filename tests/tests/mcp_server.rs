@@ -45,9 +45,11 @@ fn text(r: &CallToolResult) -> String {
 }
 
 async fn get(c: &Client, service: &str) -> CallToolResult {
-    c.call_tool(args(json!({"name": "get_credential", "arguments": {"service": service}})))
-        .await
-        .unwrap()
+    c.call_tool(args(
+        json!({"name": "get_credential", "arguments": {"service": service}}),
+    ))
+    .await
+    .unwrap()
 }
 
 /// A connection spoken to line by line.
@@ -116,7 +118,10 @@ async fn rmcp_client_lists_tools_and_credentials_and_reads_the_exact_value() {
         .map(|t| t.name.into_owned())
         .collect();
     tools.sort();
-    assert_eq!(tools, ["get_credential", "list_credentials", "request_credential"]);
+    assert_eq!(
+        tools,
+        ["get_credential", "list_credentials", "request_credential"]
+    );
 
     let listed = c
         .call_tool(args(json!({"name": "list_credentials"})))
@@ -130,7 +135,10 @@ async fn rmcp_client_lists_tools_and_credentials_and_reads_the_exact_value() {
         json!([{"name": "anthropic", "env": "ANTHROPIC_API_KEY", "mode": "auto",
                 "expires": null, "expires_utc": null}])
     );
-    assert!(!listed.to_string().contains(KEY), "a listing never shows values");
+    assert!(
+        !listed.to_string().contains(KEY),
+        "a listing never shows values"
+    );
 
     let read = get(&c, "anthropic").await;
     assert_ne!(read.is_error, Some(true), "{}", text(&read));
@@ -162,7 +170,10 @@ async fn a_credential_not_granted_is_refused_with_the_fix() {
     let r = get(&c, "github").await;
     assert_eq!(r.is_error, Some(true));
     let t = text(&r);
-    assert!(t.starts_with("error: access denied — agent 'bot' may not read 'github'"), "{t}");
+    assert!(
+        t.starts_with("error: access denied — agent 'bot' may not read 'github'"),
+        "{t}"
+    );
     assert!(t.contains("fix: call request_credential"), "{t}");
     assert!(!t.contains("ghp_secret_value"));
     // Still serving after a refusal.
@@ -196,7 +207,8 @@ async fn bad_input_gets_json_rpc_errors_and_the_connection_keeps_serving() {
     let served = fx.serve(agent);
     let mut raw = Raw::connect(&served.socket).await;
     // Malformed JSON before initialize: answered, and initialize still works after it.
-    raw.send(b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ").await;
+    raw.send(b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ")
+        .await;
     let e = raw.recv().await;
     assert_eq!(e["error"]["code"], -32700, "{e}");
     assert_eq!(e["id"], Value::Null);
@@ -221,7 +233,12 @@ async fn bad_input_gets_json_rpc_errors_and_the_connection_keeps_serving() {
     raw.send(&huge).await;
     let big = raw.recv().await;
     assert_eq!(big["error"]["code"], -32600, "{big}");
-    assert!(big["error"]["message"].as_str().unwrap().contains("discarded"));
+    assert!(
+        big["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("discarded")
+    );
 
     // Valid JSON that is no JSON-RPC message.
     raw.send(br#"{"jsonrpc":"2.0","id":5}"#).await;
@@ -230,7 +247,9 @@ async fn bad_input_gets_json_rpc_errors_and_the_connection_keeps_serving() {
     assert_eq!(inv["id"], 5);
 
     // And a valid request after all of that is served.
-    let ok = raw.call(6, "get_credential", json!({"service": "anthropic"})).await;
+    let ok = raw
+        .call(6, "get_credential", json!({"service": "anthropic"}))
+        .await;
     assert_eq!(ok["id"], 6);
     assert_eq!(ok["result"]["content"][0]["text"], KEY, "{ok}");
 }
@@ -250,9 +269,14 @@ async fn older_protocol_versions_are_negotiated_and_newer_ones_fall_back() {
     ] {
         let mut raw = Raw::connect(&served.socket).await;
         let init = raw.init(asked).await;
-        assert_eq!(init["result"]["protocolVersion"], got, "asked {asked}: {init}");
+        assert_eq!(
+            init["result"]["protocolVersion"], got,
+            "asked {asked}: {init}"
+        );
         assert_eq!(init["result"]["serverInfo"]["name"], "agentkeysd");
-        let ok = raw.call(1, "get_credential", json!({"service": "anthropic"})).await;
+        let ok = raw
+            .call(1, "get_credential", json!({"service": "anthropic"}))
+            .await;
         assert_eq!(ok["result"]["content"][0]["text"], KEY, "{asked}: {ok}");
     }
 }
@@ -271,7 +295,10 @@ async fn request_credential_opens_a_scope_change_for_the_owner() {
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
     let data: Value = serde_json::from_str(r.content[1].as_text().unwrap().text.as_str()).unwrap();
     let code = data["pair_code"].as_str().unwrap().to_owned();
-    assert_eq!(data["approve_command"], format!("agentkeysctl approve {code}"));
+    assert_eq!(
+        data["approve_command"],
+        format!("agentkeysctl approve {code}")
+    );
     assert!(text(&r).contains(&format!("agentkeysctl approve {code}")));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -281,7 +308,12 @@ async fn request_credential_opens_a_scope_change_for_the_owner() {
         let reg = fx.shared.pairing.registry();
         reg.pending_for(Some(OWNER), now)
             .into_iter()
-            .map(|r| (r.pair_code.to_string(), r.details.request_type().as_str().to_owned()))
+            .map(|r| {
+                (
+                    r.pair_code.to_string(),
+                    r.details.request_type().as_str().to_owned(),
+                )
+            })
             .collect()
     };
     assert_eq!(pending, [(code, "ScopeChange".to_owned())]);
@@ -332,7 +364,11 @@ print("EOF" if got == b"" else "ANSWERED")
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "EOF");
     // The agent's own uid is still served.
     let c = client(&served.socket).await;
@@ -348,11 +384,19 @@ async fn close_drops_every_connection_and_stops_accepting() {
     a.init("2025-11-25").await;
     let mut b = UnixStream::connect(&served.socket).await.unwrap(); // not even initialized
     served.handle.close();
-    tokio::time::timeout(WAIT, served.handle.closed()).await.unwrap();
+    tokio::time::timeout(WAIT, served.handle.closed())
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(WAIT, a.rd.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(WAIT, a.rd.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0, "EOF after close");
-    let n = tokio::time::timeout(WAIT, b.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(WAIT, b.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0, "EOF after close");
     // No longer accepting: connecting fails (the listener is gone).
     assert!(UnixStream::connect(&served.socket).await.is_err());

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod grant;
 pub mod list;
 pub mod man;
+pub mod mcp;
 pub mod pair;
 pub mod pending;
 pub mod read;
@@ -78,6 +79,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
     match &cli.command {
         Command::Completions(a) => completions::run(a, out),
         Command::Man(a) => man::run(a, out),
+        Command::Mcp(a) => mcp::run(a),
         cmd => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -123,6 +125,7 @@ async fn with_daemon(g: &Global, cmd: &Command, out: &mut Out) -> Result<(), Cli
         Command::Doctor(a) => doctor::run(g, a, out).await,
         Command::Completions(a) => completions::run(a, out),
         Command::Man(a) => man::run(a, out),
+        Command::Mcp(a) => mcp::run(a),
     }
 }
 

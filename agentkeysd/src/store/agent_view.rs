@@ -45,7 +45,7 @@ impl Store {
         let metas = self.list_credentials(agent.owner_uid)?;
         let mut out = Vec::new();
         for grant in self.grants_of(agent.owner_uid, &agent.id)? {
-            if !agent.scope.iter().any(|s| *s == grant.credential)
+            if !agent.scope.contains(&grant.credential)
                 || grant.expires_at.is_some_and(|t| t <= now)
             {
                 continue;
