@@ -66,7 +66,9 @@ pub async fn next_running(changes: &mut agentkeysd::api::proxies::JobStateChange
     }
 }
 
-/// Pids of processes whose real uid is `uid` (a run's processes, seen from the host).
+/// Pids of live processes whose real uid is `uid` (a run's processes, seen from the host).
+/// Zombies are left out: they run nothing and hold no memory or files; only their exit
+/// status waits for whoever reaps them (outside the run, after its init died).
 pub fn pids_of_uid(uid: u32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -86,7 +88,11 @@ pub fn pids_of_uid(uid: u32) -> Vec<i32> {
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().next())
             .and_then(|u| u.parse::<u32>().ok());
-        if real == Some(uid) {
+        let zombie = status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|l| l.trim_start().starts_with('Z'));
+        if real == Some(uid) && !zombie {
             out.push(pid);
         }
     }

@@ -267,6 +267,12 @@ pub async fn start(
                 Err(e) => ("runner".to_owned(), e.to_string()),
             };
             ending.end(&format!("failed: {step}: {error}")).await;
+            if step == "exec" {
+                // The sandbox stood; the command is what was missing or not executable.
+                return Err(DaemonError::NotFound(format!(
+                    "cannot execute {program} in the sandbox: {error}"
+                )));
+            }
             return Err(DaemonError::Invalid(format!(
                 "the sandbox could not be built: step '{step}' failed: {error}"
             )));

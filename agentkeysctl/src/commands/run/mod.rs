@@ -169,7 +169,20 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
     spec.insert("stdout", Variant::from(Fd::from(&stdio[1])));
     spec.insert("stderr", Variant::from(Fd::from(&stdio[2])));
     spec.insert("tty", Variant::from(pty.is_some()));
-    let job = jobs.run(spec).await.map_err(|e| daemon_error(e, &op))?;
+    let job = match jobs.run(spec).await {
+        Ok(job) => job,
+        Err(e) => {
+            // As a shell says it: 127 for a command that cannot be executed.
+            let not_executable = e.kind() == agentkeysd::api::ErrorKind::NotFound
+                && e.message().starts_with("cannot execute");
+            let err = daemon_error(e, &op);
+            if not_executable && let CliError::Report(r) = &err {
+                eprintln!("{r}");
+                return Err(CliError::Status(127));
+            }
+            return Err(err);
+        }
+    };
     // The daemon (and through it the runner) holds the agent's ends now.
     drop(stdio);
     let (output, raw, master) = match pty {

@@ -51,7 +51,7 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
     .map_err(|e| StepError::new("make / private (MS_REC|MS_PRIVATE)", e))?;
     let sources = clone_sources(spec, policy)?;
     let workspace = match &spec.workspace {
-        Some(ws) => Some(clone_tree(ws, false, 0)?),
+        Some(ws) => Some(clone_workspace(ws)?),
         None => None,
     };
     tmpfs(
@@ -140,6 +140,31 @@ fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Sou
         inside: inside.to_owned(),
         dir,
     })
+}
+
+/// The workspace. The daemon passes it as `/proc/self/fd/N`: an `O_PATH` descriptor it
+/// opened and checked (owned by the run's owner). `open_tree` cannot clone a mount of
+/// another mount namespace, which that descriptor's is, so the path it resolves to is
+/// cloned in this namespace's copy of the tree, and the clone must be the very directory
+/// the descriptor pins (same device and inode): a path swapped since the check fails here.
+fn clone_workspace(ws: &Path) -> Result<OwnedFd, StepError> {
+    if !ws.starts_with("/proc/self/fd") {
+        return clone_tree(ws, false, 0);
+    }
+    let path = std::fs::read_link(ws)
+        .map_err(|e| StepError::new(format!("resolve the workspace {}", ws.display()), e))?;
+    let tree = clone_tree(&path, false, 0)?;
+    let pinned = nix::sys::stat::stat(ws)
+        .map_err(|e| StepError::new(format!("stat the workspace {}", path.display()), e))?;
+    let cloned = nix::sys::stat::fstat(tree.as_fd())
+        .map_err(|e| StepError::new(format!("stat the workspace {}", path.display()), e))?;
+    if (pinned.st_dev, pinned.st_ino) != (cloned.st_dev, cloned.st_ino) {
+        return Err(StepError::new(
+            format!("bind the workspace {}", path.display()),
+            std::io::Error::other("it is no longer the directory that was checked"),
+        ));
+    }
+    Ok(tree)
 }
 
 fn clone_tree(host: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, StepError> {
@@ -320,8 +345,9 @@ fn write_secret_files(root: &Path, spec: &Spec) -> Result<(), StepError> {
             .create(parent)
             .map_err(|e| StepError::new(format!("mkdir {}", parent.display()), e))?;
     }
+    // 0700 while the files are written (the runner has no CAP_DAC_OVERRIDE), 0500 after.
     std::fs::DirBuilder::new()
-        .mode(0o500)
+        .mode(0o700)
         .create(&dir)
         .map_err(|e| StepError::new(format!("mkdir {SECRETS_DIR_INSIDE}"), e))?;
     let (uid, gid) = (
@@ -344,6 +370,8 @@ fn write_secret_files(root: &Path, spec: &Spec) -> Result<(), StepError> {
         f.set_permissions(std::fs::Permissions::from_mode(0o400))
             .map_err(|e| StepError::new(format!("chmod the secret file {:?}", s.name), e))?;
     }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500))
+        .map_err(|e| StepError::new(format!("chmod {SECRETS_DIR_INSIDE}"), e))?;
     chown(&dir, Some(uid), Some(gid))
         .map_err(|e| StepError::new(format!("chown {SECRETS_DIR_INSIDE}"), e))
 }
