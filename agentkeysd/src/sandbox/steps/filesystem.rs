@@ -71,6 +71,10 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
         None::<&str>,
     )
     .map_err(|e| StepError::new("mount a new proc", e))?;
+    // The private /tmp before the binds, so a configured read-only path under /tmp is
+    // mounted on top of it rather than hidden beneath it.
+    let tmp = mkdir(root, "/tmp")?;
+    tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     for s in &sources {
         attach(root, s)?;
     }
@@ -79,8 +83,6 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
             .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
     }
     build_dev(root, policy)?;
-    let tmp = mkdir(root, "/tmp")?;
-    tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     if let (Some(tree), Some(host)) = (workspace, &spec.workspace) {
         idmap_workspace(&tree, host, spec, &proc_dir)?;
         attach(
