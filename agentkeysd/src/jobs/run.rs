@@ -354,6 +354,16 @@ async fn see_to_end(
         let (c, plan) = (cgroups.clone(), run.cgroup.clone());
         let _ = tokio::task::spawn_blocking(move || c.kill(&plan)).await;
     }
+    // The sandbox's init exits only once the kernel has reaped every process of its pid
+    // namespace; its pidfd turns readable then. (The runner, killed with the run, does not
+    // wait for it.) So the run counts as ended only when none of its processes is left.
+    let pidfd = lock(&run.pidfd).take();
+    if let Some(fd) = pidfd {
+        let waited = tokio::task::spawn_blocking(move || super::sys::wait_exit(&fd, 10_000)).await;
+        if !matches!(waited, Ok(Ok(true))) {
+            tracing::warn!(run = %run.id, "the sandbox's init did not exit within 10 s of the kill");
+        }
+    }
     cleanup_dirs(&cgroups, &run.cgroup, &run_dir);
     let state = match (lock(&run.kill_reason).clone(), outcome) {
         (Some(reason), _) => RunState::Killed { reason },
@@ -377,7 +387,6 @@ async fn see_to_end(
         RunState::Failed { step, error } => format!("failed: {step}: {error}"),
         RunState::Running { .. } => "running".into(),
     };
-    *lock(&run.pidfd) = None;
     *lock(&run.state) = state;
     *lock(&run.ended_at) = Some(crate::store::now_s());
     ending.end(&how).await;

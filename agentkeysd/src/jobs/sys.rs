@@ -36,3 +36,13 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Waits (at most `timeout_ms`) for the process behind `pidfd` to exit; `Ok(true)` once it
+/// has. (Safe code: `poll` through nix.)
+pub fn wait_exit(pidfd: &OwnedFd, timeout_ms: u16) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let n = poll(&mut fds, PollTimeout::from(timeout_ms)).map_err(io::Error::from)?;
+    Ok(n > 0)
+}
