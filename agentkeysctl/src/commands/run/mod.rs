@@ -169,6 +169,18 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
     spec.insert("stdout", Variant::from(Fd::from(&stdio[1])));
     spec.insert("stderr", Variant::from(Fd::from(&stdio[2])));
     spec.insert("tty", Variant::from(pty.is_some()));
+    // Before Run: a signal that arrives while the run starts is forwarded, not fatal.
+    let sig = |kind| {
+        signal(kind)
+            .map_err(|e| CliError::new(Exit::Error, "cannot watch signals").cause(e.to_string()))
+    };
+    let (mut int, mut term, mut hup, mut quit, mut winch) = (
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::quit())?,
+        sig(SignalKind::window_change())?,
+    );
     let job = match jobs.run(spec).await {
         Ok(job) => job,
         Err(e) => {
@@ -195,17 +207,6 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
         }
         None => (None, None, None),
     };
-    let sig = |kind| {
-        signal(kind)
-            .map_err(|e| CliError::new(Exit::Error, "cannot watch signals").cause(e.to_string()))
-    };
-    let (mut int, mut term, mut hup, mut quit, mut winch) = (
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::quit())?,
-        sig(SignalKind::window_change())?,
-    );
     let mut interrupts = 0;
     loop {
         tokio::select! {
