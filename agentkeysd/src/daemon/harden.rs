@@ -35,11 +35,6 @@ pub const KEEP: &[(Capability, &str)] = &[
         "the runner creates namespaces, idmapped mounts and cgroups for agents",
     ),
     (
-        Capability::CAP_NET_ADMIN,
-        "the runner brings up loopback in each agent's new network namespace (owned by the \
-         initial user namespace, so the agent itself can never reconfigure it)",
-    ),
-    (
         Capability::CAP_KILL,
         "revoking an agent kills its processes, which run as another uid",
     ),
