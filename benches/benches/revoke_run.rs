@@ -49,9 +49,19 @@ fn main() {
             d.ctl(&["grant", &name, "github"]).ok();
             let mut cmd = d.ctl_command(
                 None,
-                &["--agent", &name, "run", "--", "sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+                &[
+                    "--agent",
+                    &name,
+                    "run",
+                    "--",
+                    "sh",
+                    "-c",
+                    "sleep 1000 & sleep 1000 & wait",
+                ],
             );
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             let mut child = cmd.spawn().unwrap();
             let job = next_running(&mut changes).await;
             let info = jobs.get(&job).await.unwrap();
@@ -76,6 +86,10 @@ fn main() {
     println!(
         "revoke → every process of the run gone, {} runs: p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (target p99 ≤ {TARGET_P99_MS} ms: {})",
         samples.len(),
-        if p99 <= TARGET_P99_MS { "met" } else { "MISSED" }
+        if p99 <= TARGET_P99_MS {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 }

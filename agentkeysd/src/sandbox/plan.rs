@@ -181,9 +181,6 @@ pub fn run<S: Syscalls>(
     }
     sys.set_hostname(&spec.hostname)
         .map_err(PlanError::Namespaces)?;
-    if spec.net == Net::None {
-        sys.loopback_up().map_err(PlanError::Namespaces)?;
-    }
     // 3. Still root: mounts need it, and secret files are chowned to the agent.
     sys.build_filesystem(spec, policies)
         .map_err(PlanError::Filesystem)?;
@@ -192,6 +189,12 @@ pub fn run<S: Syscalls>(
         .map_err(PlanError::RlimitsAndFds)?;
     // 5. Leaves root for good; the user namespace gives the agent its inside ids.
     sys.identity(spec).map_err(PlanError::Identity)?;
+    // 5b. The network namespace comes from the agent's own user namespace, whose
+    //     capabilities (gone in step 6, and no new user namespace after step 8) are what
+    //     brings loopback up: the daemon needs no CAP_NET_ADMIN for it.
+    if spec.net == Net::None {
+        sys.loopback_up().map_err(PlanError::Namespaces)?;
+    }
     // 6. The capabilities the new user namespace granted go too; no_new_privs for 7 and 8.
     sys.drop_capabilities().map_err(PlanError::Capabilities)?;
     // 7. Needs no_new_privs; paths are resolved in the new root.
@@ -310,9 +313,10 @@ mod tests {
             "unshare(none)",
             "fork_init",
             "set_hostname(agent)",
-            "loopback_up",
         ];
         want.extend(AFTER_HOSTNAME.iter().filter(|s| !s.is_empty()));
+        let identity = want.iter().position(|s| *s == "identity").unwrap();
+        want.insert(identity + 1, "loopback_up");
         assert_eq!(r.calls, want);
         assert_eq!(out.unwrap(), Finished::Init(Ended::Exited(0)));
     }
