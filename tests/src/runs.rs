@@ -24,6 +24,14 @@ pub fn sandbox_available() -> bool {
     true
 }
 
+/// A `[runner]` uid range of this test process's own, so that runs of test daemons running
+/// side by side never share a uid (one daemon per host never has that problem) and a test
+/// that looks for its run's processes by uid finds only its own.
+pub fn own_uid_range() -> String {
+    let first = 0x7100_0000 + (std::process::id() % 4_000_000) * 64;
+    format!("[runner]\nuid_range = [{first}, {}]\n", first + 63)
+}
+
 /// Stores `secret` as credential `name` of root.
 pub fn store(d: &Daemon, name: &str, secret: &str) {
     d.ctl_in(&["store", name], Some(secret.as_bytes())).ok();

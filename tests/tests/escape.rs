@@ -48,7 +48,10 @@ fn python() -> Option<&'static str> {
 
 fn daemon_with(config: &str) -> Daemon {
     Daemon::start_with(DaemonOpts {
-        config: format!("[approvals]\nauthenticate = \"none\"\n{config}"),
+        config: format!(
+            "[approvals]\nauthenticate = \"none\"\n{}{config}",
+            agentkeys_tests::runs::own_uid_range()
+        ),
         ..Default::default()
     })
 }
@@ -215,10 +218,7 @@ fn a_setuid_binary_gives_no_privilege() {
     let id = dir.path().join("id");
     std::fs::copy("/usr/bin/id", &id).unwrap();
     std::fs::set_permissions(&id, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
-    let d = daemon_with(&format!(
-        "[runner]\nro_paths = [\"{}\"]\n",
-        dir.path().display()
-    ));
+    let d = daemon_with(&format!("ro_paths = [\"{}\"]\n", dir.path().display()));
     agent_with(&d, "bot", &[]);
     let out = d.ctl(&["--agent", "bot", "run", "--", id.to_str().unwrap(), "-u"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -14,7 +14,10 @@ use agentkeysd::api::proxies::JobsProxy;
 
 fn daemon() -> Daemon {
     Daemon::start_with(DaemonOpts {
-        config: "[approvals]\nauthenticate = \"none\"\n".into(),
+        config: format!(
+            "[approvals]\nauthenticate = \"none\"\n{}",
+            agentkeys_tests::runs::own_uid_range()
+        ),
         ..Default::default()
     })
 }
