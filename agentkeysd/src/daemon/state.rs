@@ -212,6 +212,18 @@ impl Shared {
         });
     }
 
+    /// Refuses a read while the audit trail cannot take rows: first tries to write the
+    /// queued ones again (the moment to find out whether the trail is writable again).
+    pub async fn require_audit(self: &Arc<Self>) -> Result<(), DaemonError> {
+        if self.audit_failed() {
+            self.flush_audit_now().await;
+            if self.audit_failed() {
+                return Err(DaemonError::AuditUnavailable);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes queued read rows now (a read while the trail was failing).
     pub async fn flush_audit_now(self: &Arc<Self>) {
         let result = self.with_store(|s| Ok(s.flush_audit().map(drop)?)).await;

@@ -174,11 +174,6 @@ impl Runs {
         all
     }
 
-    /// How many runs are alive.
-    pub fn live_count(&self) -> usize {
-        lock(&self.live).len()
-    }
-
     fn insert(&self, run: Arc<Run>) {
         lock(&self.live).insert(run.id.clone(), run);
     }

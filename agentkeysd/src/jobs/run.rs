@@ -463,6 +463,7 @@ async fn read_injections(
     let Some(session) = session else {
         return Ok(Vec::new());
     };
+    shared.require_audit().await?;
     let (owner, agent_id) = (agent.owner_uid, agent.id.clone());
     let grants = shared
         .with_store(move |s| Ok(s.grants_of(owner, &agent_id)?))

@@ -210,12 +210,7 @@ impl AgentServer {
         if !valid_name(service) {
             return Err(AuthzError::BadName(service.to_owned()).into());
         }
-        if self.shared.audit_failed() {
-            self.shared.flush_audit_now().await;
-            if self.shared.audit_failed() {
-                return Err(DaemonError::AuditUnavailable);
-            }
-        }
+        self.shared.require_audit().await?;
         let mut confirmed = false;
         loop {
             let (who, session, cred) =

@@ -166,7 +166,7 @@ impl Credentials {
         let caller = self.shared.caller(hdr).await?;
         let (owner, name) = target(&self.shared, &caller, "credential.read", name).await?;
         // A read attempt is the moment to find out whether the trail is writable again.
-        self.require_audit().await?;
+        self.shared.require_audit().await?;
         // Inline when the store is free: the read queues its audit row (the flusher writes
         // it right after), and a hop to another thread would cost more than the work.
         let (actor, name) = (actor(&caller), name.to_owned());
@@ -195,7 +195,7 @@ impl Credentials {
         if !valid_name(name) {
             return Err(AuthzError::BadName(name.to_owned()).into());
         }
-        self.require_audit().await?;
+        self.shared.require_audit().await?;
         let mut confirmed = false;
         loop {
             let (who, session, cred) = (actor(&caller), binding.session.clone(), name.to_owned());
@@ -247,16 +247,6 @@ impl Credentials {
                 }
             }
         }
-    }
-
-    async fn require_audit(&self) -> Result<(), DaemonError> {
-        if self.shared.audit_failed() {
-            self.shared.flush_audit_now().await;
-            if self.shared.audit_failed() {
-                return Err(DaemonError::AuditUnavailable);
-            }
-        }
-        Ok(())
     }
 
     async fn do_grant(
