@@ -250,10 +250,10 @@ impl AgentServer {
         }
     }
 
-    /// Asks the owner to confirm one read (a `confirm` grant); a refusal is audited.
+    /// Asks the owner to confirm one read (a `confirm` grant); a refusal is audited there.
     async fn confirm(&self, service: &str) -> Result<(), DaemonError> {
         let emitter = self.shared.signal_emitter();
-        let asked = confirm_release(
+        confirm_release(
             &self.shared,
             emitter.as_ref(),
             &self.caller,
@@ -261,21 +261,7 @@ impl AgentServer {
             &self.binding(),
             service,
         )
-        .await;
-        if let Err(e) = asked {
-            let (who, session, cred) =
-                (self.actor(), self.agent.session.clone(), service.to_owned());
-            let why = if matches!(e, DaemonError::Denied(_)) {
-                "confirmation denied"
-            } else {
-                "confirmation not given in time"
-            };
-            self.shared
-                .with_store(move |s| Ok(s.agent_read_refused(&who, &session, &cred, why)?))
-                .await?;
-            return Err(e);
-        }
-        Ok(())
+        .await
     }
 
     async fn request(&self, service: &str, reason: &str) -> Result<CallToolResult, DaemonError> {

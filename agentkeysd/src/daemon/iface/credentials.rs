@@ -218,7 +218,7 @@ impl Credentials {
                 AgentRead::NeedsConfirmation { agent_id, .. } => {
                     if !self.shared.pairing.take_release(&agent_id, name) {
                         let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
-                        let asked = super::approvals::confirm_release(
+                        super::approvals::confirm_release(
                             &self.shared,
                             Some(emitter),
                             &caller,
@@ -226,22 +226,7 @@ impl Credentials {
                             &binding,
                             name,
                         )
-                        .await;
-                        if let Err(e) = asked {
-                            let (who, session, cred) =
-                                (actor(&caller), binding.session.clone(), name.to_owned());
-                            let why = if matches!(e, DaemonError::Denied(_)) {
-                                "confirmation denied"
-                            } else {
-                                "confirmation not given in time"
-                            };
-                            self.shared
-                                .with_store(move |s| {
-                                    Ok(s.agent_read_refused(&who, &session, &cred, why)?)
-                                })
-                                .await?;
-                            return Err(e);
-                        }
+                        .await?;
                     }
                     confirmed = true;
                 }

@@ -4,12 +4,41 @@ use super::*;
 
 /// A read under a `confirm` grant: opens a `HighValueRelease` request for the owner and
 /// waits (at most `approvals.confirm_timeout_s`) for the decision. Returns `Ok(())` when
-/// the owner approved (the request is consumed), the public refusal otherwise.
+/// the owner approved (the request is consumed), the public refusal otherwise, after
+/// recording it as a denied read of the agent (audit row and usage count).
 ///
 /// `emitter` announces the request on the bus (`RequestOpened`); a read that did not
 /// arrive over D-Bus (MCP) passes [`Shared::signal_emitter`], which is `None` off the bus:
 /// the request is then found by `agentkeysctl pending` all the same.
 pub async fn confirm_release(
+    shared: &Arc<Shared>,
+    emitter: Option<&SignalEmitter<'_>>,
+    caller: &Caller,
+    connection: String,
+    binding: &crate::daemon::pairing::Binding,
+    credential: &str,
+) -> Result<(), DaemonError> {
+    let asked = ask_release(shared, emitter, caller, connection, binding, credential).await;
+    if let Err(e) = asked {
+        let why = if matches!(e, DaemonError::Denied(_)) {
+            "confirmation denied"
+        } else {
+            "confirmation not given in time"
+        };
+        let (who, session, cred) = (
+            actor(caller),
+            binding.session.clone(),
+            credential.to_owned(),
+        );
+        shared
+            .with_store(move |s| Ok(s.agent_read_refused(&who, &session, &cred, why)?))
+            .await?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn ask_release(
     shared: &Arc<Shared>,
     emitter: Option<&SignalEmitter<'_>>,
     caller: &Caller,
