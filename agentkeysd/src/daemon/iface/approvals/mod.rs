@@ -242,14 +242,7 @@ impl Approvals {
             .owner_of_new(&caller, &sender, &details, &child_pubkey)
             .await?;
         let now_s = now_u64();
-        let limited = self.shared.pairing.open_limit().check(caller.uid, now_ms());
-        if let Err(wait) = limited {
-            return Err(DaemonError::Busy(format!(
-                "too many auth requests from uid {}; try again in {} s",
-                caller.uid,
-                wait.secs()
-            )));
-        }
+        open_allowed(&self.shared, caller.uid)?;
         let new = NewRequest {
             details,
             child_pubkey,
@@ -645,4 +638,18 @@ fn open_error(e: crate::approvals::RegistryError) -> DaemonError {
         crate::approvals::RegistryError::TooMany { .. } => DaemonError::Busy(e.to_string()),
         other => DaemonError::Approval(other.to_string()),
     }
+}
+
+/// The per-uid limit on opening auth requests (from the bus or over MCP).
+pub(crate) fn open_allowed(shared: &Shared, uid: u32) -> Result<(), DaemonError> {
+    shared
+        .pairing
+        .open_limit()
+        .check(uid, now_ms())
+        .map_err(|wait| {
+            DaemonError::Busy(format!(
+                "too many auth requests from uid {uid}; try again in {} s",
+                wait.secs()
+            ))
+        })
 }

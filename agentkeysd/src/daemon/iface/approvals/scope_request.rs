@@ -46,14 +46,7 @@ pub async fn open_scope_request(
         agent_id: binding.agent_id.clone(),
         new_scope,
     });
-    let limited = shared.pairing.open_limit().check(caller.uid, now_ms());
-    if let Err(wait) = limited {
-        return Err(DaemonError::Busy(format!(
-            "too many auth requests from uid {}; try again in {} s",
-            caller.uid,
-            wait.secs()
-        )));
-    }
+    open_allowed(shared, caller.uid)?;
     let new = NewRequest {
         details,
         child_pubkey: agent.session.pubkey,
