@@ -112,6 +112,27 @@ impl Run {
         let _ = rx.wait_for(|d| *d).await;
     }
 
+    /// Closes the MCP socket (first: no request gets in while the processes are being
+    /// killed) and kills every process in the run's cgroups, returning when they are empty.
+    /// A `reason` makes the run's end a kill, if it has no reason yet (the first is the one
+    /// reported); `None` only clears up after a command that ended on its own.
+    async fn kill_processes(&self, cgroups: &RunCgroups, reason: Option<&str>) {
+        if let Some(reason) = reason {
+            lock(&self.kill_reason).get_or_insert_with(|| reason.to_owned());
+        }
+        if let Some(mcp) = lock(&self.mcp).take() {
+            mcp.close();
+        }
+        let (cgroups, plan) = (cgroups.clone(), self.cgroup.clone());
+        match tokio::task::spawn_blocking(move || cgroups.kill(&plan)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(run = %self.id, error = %e, "cannot kill the run's cgroup")
+            }
+            Err(e) => tracing::error!(run = %self.id, error = %e, "kill task failed"),
+        }
+    }
+
     /// Sends `signal` to the command (through the sandbox's init, which forwards it).
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
         match lock(&self.pidfd).as_ref() {
@@ -191,24 +212,11 @@ impl Runs {
     /// Kills every process of `run` and returns once none is left and the end is recorded.
     /// The first reason given is the one reported.
     pub async fn kill(&self, run: &Arc<Run>, reason: &str) {
-        lock(&run.kill_reason).get_or_insert_with(|| reason.to_owned());
-        // The MCP socket first: no request gets in while the processes are being killed.
-        if let Some(mcp) = lock(&run.mcp).take() {
-            mcp.close();
-        }
         if run.is_done() {
             return;
         }
         if let Ok((_, cgroups)) = self.setup() {
-            let (cgroups, plan) = (cgroups.clone(), run.cgroup.clone());
-            let killed = tokio::task::spawn_blocking(move || cgroups.kill(&plan)).await;
-            match killed {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(run = %run.id, error = %e, "cannot kill the run's cgroup")
-                }
-                Err(e) => tracing::error!(run = %run.id, error = %e, "kill task failed"),
-            }
+            run.kill_processes(cgroups, Some(reason)).await;
         }
         run.wait_done().await;
     }

@@ -73,24 +73,24 @@ pub async fn start(
     // The run session's key: only the public half is kept (nobody signs with it).
     let pubkey = run_session_key()?;
     let identity = {
-        let (owner, agent) = (req.owner, req.agent.clone());
-        let start = StartRow {
-            run_id: run_id.clone(),
-            program: program.clone(),
-            net: req.net,
-            workspace: req.workspace.as_ref().map(|(p, _)| p.display().to_string()),
-            uid_range: shared.config.runner.uid_range(),
-            ttl_s: i64::from(shared.config.approvals.session_ttl_s),
-        };
+        let (owner, agent, id, prog) = (
+            req.owner,
+            req.agent.clone(),
+            run_id.clone(),
+            program.clone(),
+        );
+        let workspace = req.workspace.as_ref().map(|(p, _)| p.display().to_string());
+        let (net, uid_range) = (req.net, shared.config.runner.uid_range());
+        let ttl_s = i64::from(shared.config.approvals.session_ttl_s);
         blocking(shared, move |s| {
             let run = RunStart {
-                run_id: &start.run_id,
-                program: &start.program,
-                net: start.net.as_str(),
-                workspace: start.workspace.as_deref(),
-                uid_range: start.uid_range.clone(),
+                run_id: &id,
+                program: &prog,
+                net: net.as_str(),
+                workspace: workspace.as_deref(),
+                uid_range,
                 pubkey,
-                ttl_s: start.ttl_s,
+                ttl_s,
             };
             Ok(s.start_run(&actor, owner, agent.as_deref(), &run, &uid_known)?)
         })
@@ -334,26 +334,15 @@ async fn see_to_end(
         Some(t) => tokio::select! {
             r = &mut wait => r,
             () = tokio::time::sleep(t) => {
-                lock(&run.kill_reason).get_or_insert_with(|| format!("timed out after {} s", t.as_secs()));
-                if let Some(m) = lock(&run.mcp).take() {
-                    m.close();
-                }
-                let (c, plan) = (cgroups.clone(), run.cgroup.clone());
-                let _ = tokio::task::spawn_blocking(move || c.kill(&plan)).await;
+                run.kill_processes(&cgroups, Some(&format!("timed out after {} s", t.as_secs()))).await;
                 wait.await
             }
         },
         None => wait.await,
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::RunnerDied(e.to_string()));
-    if let Some(m) = lock(&run.mcp).take() {
-        m.close();
-    }
     // Whatever the command left behind (daemonized children) goes with it.
-    {
-        let (c, plan) = (cgroups.clone(), run.cgroup.clone());
-        let _ = tokio::task::spawn_blocking(move || c.kill(&plan)).await;
-    }
+    run.kill_processes(&cgroups, None).await;
     // The sandbox's init exits only once the kernel has reaped every process of its pid
     // namespace; its pidfd turns readable then. (The runner, killed with the run, does not
     // wait for it.) So the run counts as ended only when none of its processes is left.
@@ -410,16 +399,6 @@ async fn emit_state(conn: &zbus::Connection, run: &Run) {
     if let Err(e) = emitted {
         tracing::warn!(run = %run.id, error = %e, "could not emit JobStateChanged");
     }
-}
-
-/// The fields of the `run.start` row, owned, for the blocking pool.
-struct StartRow {
-    run_id: String,
-    program: String,
-    net: Net,
-    workspace: Option<String>,
-    uid_range: std::ops::RangeInclusive<u32>,
-    ttl_s: i64,
 }
 
 /// Ends the run's record and session (once).
