@@ -124,7 +124,7 @@ impl Sandbox {
 
     fn push_secret(&mut self, value: &[u8]) -> u32 {
         self.secrets
-            .push(agentkeysd::sandbox::secret_memfd(value).unwrap());
+            .push(agentkeysd::vault::sealed_memfd_from_bytes(value).unwrap());
         (self.secrets.len() - 1) as u32
     }
 

@@ -72,11 +72,6 @@ pub fn spawn(
 }
 
 impl Running {
-    /// The runner's pid (host namespace).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Blocks until the sandbox is built and the command executed; returns the host pid
     /// of the sandbox's init. An error when the run ended before that (see [`Self::wait`]).
     pub fn started(&mut self) -> std::io::Result<i32> {

@@ -8,7 +8,8 @@
 //! - [`policy`]: the reviewed data files `agentkeysd/data/{seccomp,landlock,sandbox-fs}.toml`,
 //!   compiled in and validated at start.
 //! - [`launch`] (daemon side): spawn the runner, learn `Started`, wait for the outcome;
-//!   [`run_cgroups`]: parent groups, per-run plan, kill, remove; [`secret_memfd`].
+//!   [`run_cgroups`]: parent groups, per-run plan, kill, remove. Secrets reach the runner
+//!   as [`crate::vault::sealed_memfd_from_bytes`] memfds.
 //! - [`probe`] and [`cgroups`]: what the kernel offers (`agentkeysctl doctor`).
 //!
 //! Decisions where the issue was silent:
@@ -46,9 +47,3 @@ mod steps;
 mod sys;
 
 pub use runner::{SETUP_FAILED, runner_main};
-
-/// A sealed memfd holding `bytes` (1..=64 KiB), to pass a secret to the runner.
-pub fn secret_memfd(bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
-    crate::vault::sealed_memfd_from_bytes(bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
-}
