@@ -5,7 +5,7 @@
 
 use std::io;
 
-use seccompiler::BpfProgram;
+use super::policy::bpf::Program;
 
 use super::policy::Policies;
 use super::spec::{Net, Spec};
@@ -157,7 +157,7 @@ pub trait Syscalls {
     /// Drops every capability set; `PR_SET_NO_NEW_PRIVS`.
     fn drop_capabilities(&mut self) -> Result<(), StepError>;
     fn landlock(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
-    fn seccomp(&mut self, programs: &[BpfProgram]) -> Result<(), StepError>;
+    fn seccomp(&mut self, program: &Program) -> Result<(), StepError>;
     /// Forks and execs the command; stays as its init until it ends.
     fn exec(&mut self, spec: &Spec) -> Result<Ended, StepError>;
 }
@@ -168,7 +168,7 @@ pub fn run<S: Syscalls>(
     sys: &mut S,
     spec: &Spec,
     policies: &Policies,
-    seccomp: &[BpfProgram],
+    seccomp: &Program,
 ) -> Result<Finished, PlanError> {
     // 1. First, so every process created from here on is counted and killable.
     sys.join_cgroups(spec).map_err(PlanError::Cgroup)?;
@@ -272,7 +272,7 @@ mod tests {
         fn landlock(&mut self, _: &Spec, _: &Policies) -> Result<(), StepError> {
             self.call("landlock".into())
         }
-        fn seccomp(&mut self, _: &[BpfProgram]) -> Result<(), StepError> {
+        fn seccomp(&mut self, _: &Program) -> Result<(), StepError> {
             self.call("seccomp".into())
         }
         fn exec(&mut self, _: &Spec) -> Result<Ended, StepError> {
@@ -290,7 +290,7 @@ mod tests {
         spec.net = net;
         let policies = Policies::shipped().unwrap();
         let mut r = Recorder::new(side, fail_at);
-        let out = run(&mut r, &spec, &policies, &[]);
+        let out = run(&mut r, &spec, &policies, &Vec::new());
         (r, out)
     }
 

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use seccompiler::BpfProgram;
+use super::policy::bpf::Program;
 
 use super::plan::{Ended, Side, StepError, Syscalls};
 use super::policy::Policies;
@@ -85,8 +85,8 @@ impl Syscalls for RealSyscalls {
         steps::landlock::restrict(spec, &policies.landlock)
     }
 
-    fn seccomp(&mut self, programs: &[BpfProgram]) -> Result<(), StepError> {
-        steps::seccomp::install(programs)
+    fn seccomp(&mut self, program: &Program) -> Result<(), StepError> {
+        steps::seccomp::install(program)
     }
 
     fn exec(&mut self, spec: &Spec) -> Result<Ended, StepError> {

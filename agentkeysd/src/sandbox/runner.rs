@@ -79,12 +79,12 @@ pub fn runner_main() -> i32 {
         Ok(p) => p,
         Err(e) => return fail(report, "policy", &e.to_string()),
     };
-    let programs = match policies.seccomp.compile() {
+    let program = match policies.seccomp.program() {
         Ok(p) => p,
         Err(e) => return fail(report, "seccomp", &e.to_string()),
     };
     let mut real = RealSyscalls::default();
-    match plan::run(&mut real, &spec, &policies, &programs) {
+    match plan::run(&mut real, &spec, &policies, &program) {
         Ok(Finished::Runner { init_pid }) => supervise(report, init_pid, real.status_rd),
         Ok(Finished::Init(ended)) => {
             if let Some(fd) = &real.status_wr {

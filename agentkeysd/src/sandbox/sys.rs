@@ -60,6 +60,37 @@ pub(super) fn seccomp_action_available(action: u32) -> io::Result<()> {
     .map(drop)
 }
 
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog)` for the calling thread. The caller has set
+/// `PR_SET_NO_NEW_PRIVS` (without it, and without CAP_SYS_ADMIN, the kernel says EACCES).
+pub(super) fn seccomp_set_filter(program: &[super::policy::bpf::Insn]) -> io::Result<()> {
+    let mut filter: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let len = u16::try_from(filter.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `len` initialised instructions in `filter`, both alive for
+    // the whole call; the kernel copies the program and keeps no pointer into our memory.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_uint,
+            &raw const prog,
+        )
+    })
+    .map(drop)
+}
+
 /// Which step of the user-namespace probe failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum UsernsStep {

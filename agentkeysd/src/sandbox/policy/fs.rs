@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{PolicyError, check_abs, check_why};
 
 const FILE: &str = "sandbox-fs.toml";
-const SHIPPED: &str = include_str!("../../../data/sandbox-fs.toml");
+const SHIPPED: &str = include_str!(concat!(env!("OUT_DIR"), "/sandbox-fs.json"));
 
 /// Paths the runner builds itself; the policy may not bind over them.
 const RESERVED: [&str; 6] = ["/proc", "/dev", "/tmp", "/workspace", "/run", "/etc/passwd"];
@@ -57,13 +57,15 @@ pub struct FsPolicy {
 impl FsPolicy {
     /// The shipped policy.
     pub fn shipped() -> Result<Self, PolicyError> {
-        Self::parse(SHIPPED)
+        Self::check(super::decode(FILE, SHIPPED, true)?)
     }
 
-    /// Parses and checks a policy text.
+    /// Parses and checks a policy as written (TOML).
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let f: File =
-            toml::from_str(text).map_err(|source| PolicyError::Parse { file: FILE, source })?;
+        Self::check(super::decode(FILE, text, false)?)
+    }
+
+    fn check(f: File) -> Result<Self, PolicyError> {
         let bad = |rule: &str, problem: &str| PolicyError::Rule {
             file: FILE,
             rule: rule.to_owned(),

@@ -7,7 +7,7 @@ use super::{PolicyError, check_abs, check_why};
 use crate::sandbox::spec::Net;
 
 const FILE: &str = "landlock.toml";
-const SHIPPED: &str = include_str!("../../../data/landlock.toml");
+const SHIPPED: &str = include_str!(concat!(env!("OUT_DIR"), "/landlock.json"));
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,13 +77,15 @@ pub struct LandlockPolicy {
 impl LandlockPolicy {
     /// The shipped policy.
     pub fn shipped() -> Result<Self, PolicyError> {
-        Self::parse(SHIPPED)
+        Self::check(super::decode(FILE, SHIPPED, true)?)
     }
 
-    /// Parses and checks a policy text.
+    /// Parses and checks a policy as written (TOML).
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let file: File =
-            toml::from_str(text).map_err(|source| PolicyError::Parse { file: FILE, source })?;
+        Self::check(super::decode(FILE, text, false)?)
+    }
+
+    fn check(file: File) -> Result<Self, PolicyError> {
         let mut paths: Vec<PathRule> = Vec::with_capacity(file.path.len());
         for p in file.path {
             let bad = |problem: String| PolicyError::Rule {

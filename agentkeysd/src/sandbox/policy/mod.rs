@@ -1,9 +1,11 @@
 //! The runner's reviewed policies (STYLE §4): seccomp rules, landlock rules and what the
 //! new root shows of the host. They are TOML files in `agentkeysd/data/`, compiled into the
-//! runner (so a run never depends on files the agent's owner could change) and loaded and
-//! validated when the runner starts: a rule without a `why`, an unknown name, a relative
-//! path or a duplicate is an error, never silently skipped.
+//! runner (so a run never depends on files the agent's owner could change) and validated
+//! when the runner starts: a rule without a `why`, an unknown name, a relative path or a
+//! duplicate is an error, never silently skipped. `build.rs` turns the TOML into JSON, which
+//! the runner decodes in microseconds; the checks are the same for both.
 
+pub mod bpf;
 pub mod fs;
 pub mod landlock;
 pub mod seccomp;
@@ -11,11 +13,11 @@ pub mod seccomp;
 /// A policy file failed to load or validate.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("the {file} policy is not valid TOML for its schema: {source}")]
+    #[error("the {file} policy does not fit its schema: {source}")]
     Parse {
         file: &'static str,
         #[source]
-        source: toml::de::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("the {file} policy has a bad rule ({rule}): {problem}")]
     Rule {
@@ -42,6 +44,20 @@ impl Policies {
             fs: fs::FsPolicy::shipped()?,
         })
     }
+}
+
+/// Decodes a policy as written (TOML) or as embedded (the JSON `build.rs` made of it).
+fn decode<T: serde::de::DeserializeOwned>(
+    file: &'static str,
+    text: &str,
+    embedded: bool,
+) -> Result<T, PolicyError> {
+    let decoded = if embedded {
+        serde_json::from_str(text).map_err(|e| Box::new(e) as Box<_>)
+    } else {
+        toml::from_str(text).map_err(|e| Box::new(e) as Box<_>)
+    };
+    decoded.map_err(|source| PolicyError::Parse { file, source })
 }
 
 /// `why` must say something.

@@ -1,18 +1,13 @@
 //! `agentkeysd/data/seccomp.toml`: syscalls the agent may not make, each with its errno and
-//! an optional condition on one argument, compiled to BPF with `seccompiler`.
+//! an optional condition on one argument, compiled to one BPF program by [`super::bpf`].
 
-use std::collections::BTreeMap;
-
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
 use serde::Deserialize;
 
+use super::bpf::{Program, TooLarge};
 use super::{PolicyError, check_why};
 
 const FILE: &str = "seccomp.toml";
-const SHIPPED: &str = include_str!("../../../data/seccomp.toml");
+const SHIPPED: &str = include_str!(concat!(env!("OUT_DIR"), "/seccomp.json"));
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +38,7 @@ pub enum Errno {
 }
 
 impl Errno {
-    fn raw(self) -> u32 {
+    pub(super) fn raw(self) -> u32 {
         match self {
             Errno::Eperm => libc::EPERM as u32,
             Errno::Enosys => libc::ENOSYS as u32,
@@ -80,13 +75,15 @@ pub struct SeccompPolicy {
 impl SeccompPolicy {
     /// The shipped policy.
     pub fn shipped() -> Result<Self, PolicyError> {
-        Self::parse(SHIPPED)
+        Self::check(super::decode(FILE, SHIPPED, true)?)
     }
 
-    /// Parses and checks a policy text.
+    /// Parses and checks a policy as written (TOML).
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let file: File =
-            toml::from_str(text).map_err(|source| PolicyError::Parse { file: FILE, source })?;
+        Self::check(super::decode(FILE, text, false)?)
+    }
+
+    fn check(file: File) -> Result<Self, PolicyError> {
         let mut rules = Vec::with_capacity(file.rule.len());
         for r in file.rule {
             let bad = |problem: &str| PolicyError::Rule {
@@ -135,99 +132,9 @@ impl SeccompPolicy {
         Ok(SeccompPolicy { rules })
     }
 
-    /// One BPF program per errno (seccompiler gives a filter one match action), plus the
-    /// guard that refuses foreign-ABI syscall numbers; the kernel runs them all and the
-    /// strictest answer wins.
-    pub fn compile(&self) -> Result<Vec<BpfProgram>, seccompiler::BackendError> {
-        let arch = TargetArch::try_from(std::env::consts::ARCH)?;
-        let mut by_errno: BTreeMap<Errno, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
-        for r in &self.rules {
-            let chain = match &r.condition {
-                Condition::Always => Vec::new(),
-                Condition::AnyBit { arg, bits } => bits
-                    .iter()
-                    .map(|b| {
-                        SeccompRule::new(vec![SeccompCondition::new(
-                            *arg,
-                            SeccompCmpArgLen::Qword,
-                            SeccompCmpOp::MaskedEq(*b),
-                            *b,
-                        )?])
-                    })
-                    .collect::<Result<_, _>>()?,
-                Condition::Equals { arg, values } => values
-                    .iter()
-                    .map(|v| {
-                        SeccompRule::new(vec![SeccompCondition::new(
-                            *arg,
-                            SeccompCmpArgLen::Dword,
-                            SeccompCmpOp::Eq,
-                            *v,
-                        )?])
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            by_errno.entry(r.errno).or_default().insert(r.nr, chain);
-        }
-        let mut out = vec![x32_guard()];
-        for (errno, rules) in by_errno {
-            let filter = SeccompFilter::new(
-                rules,
-                SeccompAction::Allow,
-                SeccompAction::Errno(errno.raw()),
-                arch,
-            )?;
-            out.push(filter.try_into()?);
-        }
-        Ok(out)
-    }
-}
-
-/// On x86-64 the same arch token also carries the x32 ABI (syscall numbers with bit 30
-/// set), which a name-keyed filter does not see: `ptrace` through x32 would slip past. This
-/// program answers ENOSYS to any number ≥ 0x4000_0000 (elsewhere it allows everything).
-fn x32_guard() -> BpfProgram {
-    use seccompiler::sock_filter;
-    const LD_W_ABS: u16 = 0x20;
-    const JGE_K: u16 = 0x35;
-    const RET_K: u16 = 0x06;
-    let errno = 0x0005_0000 | libc::ENOSYS as u32; // SECCOMP_RET_ERRNO | ENOSYS
-    let allow = 0x7fff_0000; // SECCOMP_RET_ALLOW
-    if cfg!(target_arch = "x86_64") {
-        vec![
-            // seccomp_data.nr is at offset 0.
-            sock_filter {
-                code: LD_W_ABS,
-                jt: 0,
-                jf: 0,
-                k: 0,
-            },
-            sock_filter {
-                code: JGE_K,
-                jt: 0,
-                jf: 1,
-                k: 0x4000_0000,
-            },
-            sock_filter {
-                code: RET_K,
-                jt: 0,
-                jf: 0,
-                k: errno,
-            },
-            sock_filter {
-                code: RET_K,
-                jt: 0,
-                jf: 0,
-                k: allow,
-            },
-        ]
-    } else {
-        vec![sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: allow,
-        }]
+    /// The one BPF program that enforces this policy ([`super::bpf`]).
+    pub fn program(&self) -> Result<Program, TooLarge> {
+        super::bpf::compile(&self.rules)
     }
 }
 
@@ -362,9 +269,7 @@ mod tests {
     #[test]
     fn the_shipped_policy_compiles() {
         let p = SeccompPolicy::shipped().unwrap();
-        let progs = p.compile().unwrap();
-        // x32 guard, EPERM, ENOSYS.
-        assert_eq!(progs.len(), 3);
+        assert!(p.program().unwrap().len() > p.rules.len());
         for name in [
             "ptrace",
             "keyctl",
