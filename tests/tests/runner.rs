@@ -89,6 +89,32 @@ fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process(
 }
 
 #[test]
+fn the_run_is_in_its_cgroups_and_its_cgroup_namespace_starts_there() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let mut running = sb.spawn(&["sleep", "1000"]);
+    let init = running.started().unwrap();
+    let plan = sb.plan().clone();
+    for dir in plan.v2.iter().chain(&plan.v1) {
+        let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
+        let pids: Vec<i32> = procs.lines().map(|p| p.parse().unwrap()).collect();
+        // The runner, the sandbox's init and the command.
+        assert!(pids.contains(&init), "{}: {pids:?}", dir.path.display());
+        assert_eq!(pids.len(), 3, "{}: {pids:?}", dir.path.display());
+    }
+    sb.cgroups.kill(&plan).unwrap();
+    let out = sb.finish(running);
+    assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL));
+    // Seen from inside, every hierarchy's group is the namespace's root.
+    let out = run_in_runner(|_| {}, &["cat", "/proc/self/cgroup"]);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    assert!(out.stdout.lines().count() >= 2, "{}", out.stdout);
+    for line in out.stdout.lines() {
+        assert!(line.ends_with(":/"), "{line} (all: {})", out.stdout);
+    }
+}
+
+#[test]
 fn workspace_is_writable_and_new_files_belong_to_the_owner() {
     need_kernel!();
     let mut sb = Sandbox::new();

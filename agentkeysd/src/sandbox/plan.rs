@@ -140,9 +140,15 @@ pub enum Finished {
 /// The privileged operations of the plan, one per call, in terms of the spec. Errors say
 /// what failed; the plan wraps them in its step's variant.
 pub trait Syscalls {
-    /// Creates the run's cgroups, writes the limits, joins them.
-    fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError>;
-    /// `unshare` of mount, pid, ipc, uts, cgroup (+ net unless `net == Host`) namespaces.
+    /// Runner side: creates the run's cgroups, writes the limits, moves the init and the
+    /// runner in, then lets the init go on ([`Syscalls::enter_cgroups`]). On failure the
+    /// init is killed.
+    fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
+    /// Init side: waits for the runner's `join_cgroups`, then a cgroup namespace.
+    fn enter_cgroups(&mut self) -> Result<(), StepError>;
+    /// Runner side, before the fork: `unshare` of the pid namespace.
+    fn unshare_pid(&mut self) -> Result<(), StepError>;
+    /// Init side: `unshare` of the mount, ipc and uts namespaces.
     fn unshare_namespaces(&mut self, net: Net) -> Result<(), StepError>;
     /// Forks the sandbox's init (the first process of the new pid namespace).
     fn fork_init(&mut self) -> Result<Side, StepError>;
@@ -170,20 +176,27 @@ pub fn run<S: Syscalls>(
     policies: &Policies,
     seccomp: &Program,
 ) -> Result<Finished, PlanError> {
-    // 1. First, so every process created from here on is counted and killable.
-    sys.join_cgroups(spec).map_err(PlanError::Cgroup)?;
     // 2. As root of the initial user namespace, so these namespaces belong to it and the
-    //    agent can never reconfigure them; the fork makes the init pid 1 of the new pid ns.
-    sys.unshare_namespaces(spec.net)
-        .map_err(PlanError::Namespaces)?;
+    //    agent can never reconfigure them; the fork makes the init pid 1 of the new pid ns,
+    //    and the init makes the others for itself (the runner stays in the host's).
+    sys.unshare_pid().map_err(PlanError::Namespaces)?;
     if let Side::Runner { init_pid } = sys.fork_init().map_err(PlanError::Namespaces)? {
+        // 1. The runner makes and joins the cgroups while the init builds the file system
+        //    (two CPUs' worth of work at once); the init waits for it in 1b.
+        sys.join_cgroups(spec, init_pid)
+            .map_err(PlanError::Cgroup)?;
         return Ok(Finished::Runner { init_pid });
     }
+    sys.unshare_namespaces(spec.net)
+        .map_err(PlanError::Namespaces)?;
     sys.set_hostname(&spec.hostname)
         .map_err(PlanError::Namespaces)?;
     // 3. Still root: mounts need it, and secret files are chowned to the agent.
     sys.build_filesystem(spec, policies)
         .map_err(PlanError::Filesystem)?;
+    // 1b. Before anything of the agent's runs: the init is in the run's cgroups, so every
+    //     process of the agent is counted and killable; then its cgroup namespace.
+    sys.enter_cgroups().map_err(PlanError::Cgroup)?;
     // 4. Before the identity change, so nothing inherited survives into the agent.
     sys.rlimits_and_fds(spec)
         .map_err(PlanError::RlimitsAndFds)?;
@@ -241,8 +254,14 @@ mod tests {
     }
 
     impl Syscalls for Recorder {
-        fn join_cgroups(&mut self, _: &Spec) -> Result<(), StepError> {
-            self.call("join_cgroups".into())
+        fn join_cgroups(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
+            self.call(format!("join_cgroups({init_pid})"))
+        }
+        fn enter_cgroups(&mut self) -> Result<(), StepError> {
+            self.call("enter_cgroups".into())
+        }
+        fn unshare_pid(&mut self) -> Result<(), StepError> {
+            self.call("unshare_pid".into())
         }
         fn unshare_namespaces(&mut self, net: Net) -> Result<(), StepError> {
             self.call(format!("unshare({})", net.as_str()))
@@ -294,8 +313,9 @@ mod tests {
         (r, out)
     }
 
-    const AFTER_HOSTNAME: [&str; 8] = [
+    const AFTER_HOSTNAME: [&str; 9] = [
         "build_filesystem",
+        "enter_cgroups",
         "rlimits_and_fds",
         "identity",
         "drop_capabilities",
@@ -309,9 +329,9 @@ mod tests {
     fn net_none_runs_every_step_in_order_with_loopback() {
         let (r, out) = run_with(Net::None, Side::Init, None);
         let mut want = vec![
-            "join_cgroups",
-            "unshare(none)",
+            "unshare_pid",
             "fork_init",
+            "unshare(none)",
             "set_hostname(agent)",
         ];
         want.extend(AFTER_HOSTNAME.iter().filter(|s| !s.is_empty()));
@@ -325,9 +345,9 @@ mod tests {
     fn net_host_skips_loopback_and_keeps_the_order() {
         let (r, _) = run_with(Net::Host, Side::Init, None);
         let mut want = vec![
-            "join_cgroups",
-            "unshare(host)",
+            "unshare_pid",
             "fork_init",
+            "unshare(host)",
             "set_hostname(agent)",
         ];
         want.extend(AFTER_HOSTNAME.iter().filter(|s| !s.is_empty()));
@@ -337,15 +357,24 @@ mod tests {
     #[test]
     fn the_runner_side_stops_after_the_fork() {
         let (r, out) = run_with(Net::None, Side::Runner { init_pid: 42 }, None);
-        assert_eq!(r.calls, ["join_cgroups", "unshare(none)", "fork_init"]);
+        assert_eq!(r.calls, ["unshare_pid", "fork_init", "join_cgroups(42)"]);
         assert_eq!(out.unwrap(), Finished::Runner { init_pid: 42 });
+        // A runner that cannot place the run says so as the cgroup step.
+        let (r, out) = run_with(
+            Net::None,
+            Side::Runner { init_pid: 42 },
+            Some("join_cgroups"),
+        );
+        assert_eq!(out.unwrap_err().step(), Step::Cgroup);
+        assert_eq!(r.calls.last().map(String::as_str), Some("join_cgroups(42)"));
     }
 
     #[test]
     fn a_failing_step_stops_the_plan_with_its_own_variant() {
-        let cases: [(&str, Step); 11] = [
-            ("join_cgroups", Step::Cgroup),
-            ("unshare", Step::Namespaces),
+        let cases: [(&str, Step); 12] = [
+            ("enter_cgroups", Step::Cgroup),
+            ("unshare_pid", Step::Namespaces),
+            ("unshare(", Step::Namespaces),
             ("fork_init", Step::Namespaces),
             ("set_hostname", Step::Namespaces),
             ("loopback_up", Step::Namespaces),

@@ -19,14 +19,51 @@ pub struct RealSyscalls {
     pub status_rd: Option<OwnedFd>,
     /// Init side: the write end.
     pub status_wr: Option<OwnedFd>,
+    /// Runner side: where it tells the init that the cgroups are joined.
+    cgroups_wr: Option<OwnedFd>,
+    /// Init side: where it learns that.
+    cgroups_rd: Option<OwnedFd>,
     /// True in the init after `fork_init`.
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
 }
 
 impl Syscalls for RealSyscalls {
-    fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError> {
-        steps::cgroup::join(&spec.cgroup, &spec.limits)
+    fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
+        let ready = self.cgroups_wr.take();
+        let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        match steps::cgroup::join(&spec.cgroup, &spec.limits, &[init_pid, own]) {
+            Ok(()) => {
+                if let Some(fd) = ready {
+                    nix::unistd::write(&fd, b"1")
+                        .map_err(|e| StepError::new("tell the init the cgroups are joined", e))?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The init must not go on outside the run's cgroups: it goes, now.
+                drop(ready);
+                let pid = nix::unistd::Pid::from_raw(init_pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                self.status_rd = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn enter_cgroups(&mut self) -> Result<(), StepError> {
+        let ready = self.cgroups_rd.take().ok_or_else(|| {
+            StepError::refused(
+                "no pipe from the runner about the cgroups",
+                std::io::ErrorKind::BrokenPipe,
+            )
+        })?;
+        steps::cgroup::enter(ready)
+    }
+
+    fn unshare_pid(&mut self) -> Result<(), StepError> {
+        steps::namespaces::unshare_pid()
     }
 
     fn unshare_namespaces(&mut self, net: Net) -> Result<(), StepError> {
@@ -36,15 +73,19 @@ impl Syscalls for RealSyscalls {
     fn fork_init(&mut self) -> Result<Side, StepError> {
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| StepError::new("pipe for the init's status", e))?;
+        let (cg_rd, cg_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| StepError::new("pipe for the cgroups' readiness", e))?;
         match sys::fork_single_threaded().map_err(|e| StepError::new("fork the init", e))? {
             Forked::Parent(pid) => {
-                drop(wr);
+                drop((wr, cg_rd));
                 self.status_rd = Some(rd);
+                self.cgroups_wr = Some(cg_wr);
                 Ok(Side::Runner { init_pid: pid })
             }
             Forked::Child => {
-                drop(rd);
+                drop((rd, cg_wr));
                 self.status_wr = Some(wr);
+                self.cgroups_rd = Some(cg_rd);
                 self.in_init = true;
                 // The init must not outlive the runner that reports on it.
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)

@@ -1,5 +1,9 @@
-//! Step 1: create the run's cgroups, write its limits, join them — before anything else.
-//! v2 where the hierarchy carries a controller, v1 where the host binds it there.
+//! Step 1: create the run's cgroups, write their limits, move the runner and the sandbox's
+//! init in. The runner does it right after forking the init, while the init builds the
+//! file system (the cgroup writes — a migration waits for the kernel's threadgroup lock —
+//! cost nothing on the init's path); the init waits for it before anything of the agent's
+//! runs ([`enter`]). v2 where the hierarchy carries a controller, v1 where the host binds
+//! it there.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,16 +14,21 @@ use crate::sandbox::spec::{CgroupDir, CgroupPlan, Limits};
 /// cpu.cfs_period_us / cpu.max period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// Creates every directory of `plan`, writes the limits of its controllers and moves this
-/// process in. An existing directory is reused (the daemon names runs uniquely).
-pub fn join(plan: &CgroupPlan, limits: &Limits) -> Result<(), StepError> {
-    let pid = std::process::id().to_string();
+/// Creates every directory of `plan`, writes the limits of its controllers and moves each
+/// of `pids` in. An existing directory is reused (the daemon names runs uniquely).
+pub fn join(plan: &CgroupPlan, limits: &Limits, pids: &[i32]) -> Result<(), StepError> {
+    let procs = |dir: &Path| -> Result<(), StepError> {
+        for pid in pids {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    };
     if let Some(dir) = &plan.v2 {
         make_dir(&dir.path)?;
         for (file, value) in v2_limits(dir, limits) {
             write(&dir.path.join(file), &value)?;
         }
-        write(&dir.path.join("cgroup.procs"), &pid)?;
+        procs(&dir.path)?;
     }
     for dir in &plan.v1 {
         make_dir(&dir.path)?;
@@ -31,9 +40,28 @@ pub fn join(plan: &CgroupPlan, limits: &Limits) -> Result<(), StepError> {
             }
             write(&path, &value)?;
         }
-        write(&dir.path.join("cgroup.procs"), &pid)?;
+        procs(&dir.path)?;
     }
     Ok(())
+}
+
+/// The init's side: waits until the runner says the cgroups are joined (one byte `1` on
+/// `ready`; anything else, or EOF, means they are not), then enters a cgroup namespace,
+/// which is rooted at the run's own groups because it is made after the move.
+pub fn enter(ready: std::os::fd::OwnedFd) -> Result<(), StepError> {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    let n = std::fs::File::from(ready)
+        .read(&mut byte)
+        .map_err(|e| StepError::new("wait for the runner to join the run's cgroups", e))?;
+    if n != 1 || byte[0] != b'1' {
+        return Err(StepError::refused(
+            "the runner could not place the run in its cgroups",
+            std::io::ErrorKind::BrokenPipe,
+        ));
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| StepError::new("unshare(CLONE_NEWCGROUP)", e))
 }
 
 /// The v2 files and values for the controllers this directory limits.

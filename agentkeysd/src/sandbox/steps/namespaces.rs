@@ -9,15 +9,21 @@ use crate::sandbox::plan::StepError;
 use crate::sandbox::spec::Net;
 use crate::sandbox::sys;
 
-/// The namespaces root makes for a run: mount, pid, ipc, uts, cgroup. The network
-/// namespace of `--net none` is made later, inside the agent's user namespace
-/// ([`loopback_up`]), so that the daemon needs no CAP_NET_ADMIN; `--net host` has none.
+/// The runner's part, before the fork: a new pid namespace, whose first process (pid 1)
+/// the fork then makes the sandbox's init. The runner itself stays in all of the host's
+/// namespaces, so the init's mounts and `pivot_root` never touch the runner's view.
+pub fn unshare_pid() -> Result<(), StepError> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| StepError::new("unshare(CLONE_NEWPID)", e))
+}
+
+/// The namespaces the init makes for itself, still root of the initial user namespace:
+/// mount, ipc, uts. The cgroup namespace follows once the init is in the run's cgroups
+/// (`cgroup::enter`), so that it is rooted there. The network namespace of `--net none`
+/// is made later, inside the agent's user namespace ([`loopback_up`]), so that the daemon
+/// needs no CAP_NET_ADMIN; `--net host` has none.
 pub fn flags(_net: Net) -> CloneFlags {
-    CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWCGROUP
+    CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS
 }
 
 pub fn unshare(net: Net) -> Result<(), StepError> {
