@@ -324,22 +324,52 @@ pub(crate) fn fork_single_threaded() -> io::Result<Forked> {
 }
 
 /// A child in a new, empty user namespace, used only as a holder for an idmapping: the
-/// caller writes its maps through `/proc/<pid>/…`, opens `ns/user`, then kills and reaps it.
-/// `clone(CLONE_NEWUSER | SIGCHLD)` puts it there directly; it only ever `pause`s.
-pub(super) fn spawn_userns_holder() -> io::Result<libc::pid_t> {
-    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
-    // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a copy of the
-    // address space and its own stack copy. The child only makes raw syscalls (pause,
-    // _exit) and never returns into Rust code.
-    let pid =
-        cvt(unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) })?;
-    if pid == 0 {
+/// caller writes its maps through `/proc/<pid>/…`, opens `ns/user`, then kills and reaps it
+/// ([`UsernsHolder`]'s drop). It shares the caller's memory (`CLONE_VM`, no page tables
+/// copied: this sits on every run's start) and runs on a small stack of its own, where it
+/// only ever `pause`s.
+pub(super) fn spawn_userns_holder() -> io::Result<UsernsHolder> {
+    extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
         loop {
-            // SAFETY: pause(2) takes no arguments; the parent SIGKILLs this child.
+            // SAFETY: pause(2) takes no arguments; the parent SIGKILLs this child. It
+            // returns only after a caught signal (none is sent to it but SIGKILL).
             unsafe { libc::pause() };
         }
     }
-    Ok(pid as libc::pid_t)
+    let mut stack = vec![0u8; HOLDER_STACK].into_boxed_slice();
+    // Stacks grow down on every architecture the runner builds for; keep 16-byte alignment.
+    let top = (stack.as_mut_ptr() as usize + HOLDER_STACK) & !15;
+    let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD;
+    // SAFETY: `hold` never returns and only calls pause(2), so running it on `stack` inside
+    // our address space touches nothing of ours but that stack; the stack is owned by the
+    // returned holder and freed only after the child has been killed and reaped (drop).
+    let pid = cvt(libc::c_long::from(unsafe {
+        libc::clone(hold, top as *mut libc::c_void, flags, std::ptr::null_mut())
+    }))?;
+    Ok(UsernsHolder {
+        pid: pid as libc::pid_t,
+        _stack: stack,
+    })
+}
+
+/// Enough for `pause` and a signal frame.
+const HOLDER_STACK: usize = 16 * 1024;
+
+/// The holder child of [`spawn_userns_holder`]; dropping it kills and reaps the child
+/// before its stack is freed.
+#[derive(Debug)]
+pub(super) struct UsernsHolder {
+    pub pid: libc::pid_t,
+    _stack: Box<[u8]>,
+}
+
+impl Drop for UsernsHolder {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        // Must not return before the child is gone: it runs on `_stack`.
+        while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+    }
 }
 
 /// `close_range(first, last, 0)`: closes every fd in the range.

@@ -219,8 +219,9 @@ fn idmap_workspace(
     spec: &Spec,
     proc_dir: &Path,
 ) -> Result<(), StepError> {
-    let pid = sys::spawn_userns_holder()
+    let holder = sys::spawn_userns_holder()
         .map_err(|e| StepError::new("create the workspace's idmapping namespace", e))?;
+    let pid = holder.pid;
     let result = (|| {
         let ids = &spec.ids;
         let dir = proc_dir.join(pid.to_string());
@@ -257,11 +258,7 @@ fn idmap_workspace(
             )
         })
     })();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    drop(holder);
     result
 }
 
