@@ -238,6 +238,31 @@ fn net_none_has_only_loopback() {
 }
 
 #[test]
+fn net_host_shares_the_hosts_network_and_reaches_a_host_port() {
+    need_kernel!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let code = format!(
+        "import os,socket\n\
+         print(os.readlink('/proc/self/ns/net'))\n\
+         socket.create_connection(('127.0.0.1',{port})).close(); print('host:connected')"
+    );
+    let out = run_in_runner(
+        |spec| spec.net = agentkeysd::sandbox::spec::Net::Host,
+        &["/usr/bin/python3", "-c", &code],
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), host_ns.to_str(), "{}", out.stdout);
+    assert_eq!(lines.next(), Some("host:connected"), "{}", out.stdout);
+    // The same run under --net none is in a network namespace of its own.
+    let out = run_in_runner(|_| {}, &["readlink", "/proc/self/ns/net"]);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    assert_ne!(Some(out.stdout.trim()), host_ns.to_str());
+}
+
+#[test]
 fn a_fork_bomb_stops_at_pids_max() {
     need_kernel!();
     let mut sb = Sandbox::new();

@@ -153,12 +153,14 @@ pub trait Syscalls {
     /// Forks the sandbox's init (the first process of the new pid namespace).
     fn fork_init(&mut self) -> Result<Side, StepError>;
     fn set_hostname(&mut self, name: &str) -> Result<(), StepError>;
-    fn loopback_up(&mut self) -> Result<(), StepError>;
+    /// Init side, early: the agent's user namespace (and for `--net none` its network
+    /// namespace with `lo` up) made by a holder child while the plan goes on; maps written.
+    fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError>;
     /// The new root, its mounts and secret files, `pivot_root`.
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
     /// rlimits; reads the secret variables from their memfds; closes every other fd.
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError>;
-    /// setgroups/setresgid/setresuid to the agent, then its own user namespace.
+    /// setgroups, then into the prepared namespaces, then gid/uid `inside_*` there.
     fn identity(&mut self, spec: &Spec) -> Result<(), StepError>;
     /// Drops every capability set; `PR_SET_NO_NEW_PRIVS`.
     fn drop_capabilities(&mut self) -> Result<(), StepError>;
@@ -189,6 +191,8 @@ pub fn run<S: Syscalls>(
     }
     sys.unshare_namespaces(spec.net)
         .map_err(PlanError::Namespaces)?;
+    // 5a. Early, so that the agent's network namespace is made while the init works on.
+    sys.prepare_identity(spec).map_err(PlanError::Identity)?;
     sys.set_hostname(&spec.hostname)
         .map_err(PlanError::Namespaces)?;
     // 3. Still root: mounts need it, and secret files are chowned to the agent.
@@ -200,14 +204,11 @@ pub fn run<S: Syscalls>(
     // 4. Before the identity change, so nothing inherited survives into the agent.
     sys.rlimits_and_fds(spec)
         .map_err(PlanError::RlimitsAndFds)?;
-    // 5. Leaves root for good; the user namespace gives the agent its inside ids.
+    // 5. Leaves root for good; the user namespace gives the agent its inside ids. Its
+    //    network namespace comes from that user namespace, whose capabilities (gone in
+    //    step 6, and no new user namespace after step 8) brought loopback up: the daemon
+    //    needs no CAP_NET_ADMIN for it.
     sys.identity(spec).map_err(PlanError::Identity)?;
-    // 5b. The network namespace comes from the agent's own user namespace, whose
-    //     capabilities (gone in step 6, and no new user namespace after step 8) are what
-    //     brings loopback up: the daemon needs no CAP_NET_ADMIN for it.
-    if spec.net == Net::None {
-        sys.loopback_up().map_err(PlanError::Namespaces)?;
-    }
     // 6. The capabilities the new user namespace granted go too; no_new_privs for 7 and 8.
     sys.drop_capabilities().map_err(PlanError::Capabilities)?;
     // 7. Needs no_new_privs; paths are resolved in the new root.
@@ -273,8 +274,8 @@ mod tests {
         fn set_hostname(&mut self, name: &str) -> Result<(), StepError> {
             self.call(format!("set_hostname({name})"))
         }
-        fn loopback_up(&mut self) -> Result<(), StepError> {
-            self.call("loopback_up".into())
+        fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError> {
+            self.call(format!("prepare_identity({})", spec.net.as_str()))
         }
         fn build_filesystem(&mut self, _: &Spec, _: &Policies) -> Result<(), StepError> {
             self.call("build_filesystem".into())
@@ -326,28 +327,28 @@ mod tests {
     ];
 
     #[test]
-    fn net_none_runs_every_step_in_order_with_loopback() {
+    fn net_none_runs_every_step_in_order() {
         let (r, out) = run_with(Net::None, Side::Init, None);
         let mut want = vec![
             "unshare_pid",
             "fork_init",
             "unshare(none)",
+            "prepare_identity(none)",
             "set_hostname(agent)",
         ];
         want.extend(AFTER_HOSTNAME.iter().filter(|s| !s.is_empty()));
-        let identity = want.iter().position(|s| *s == "identity").unwrap();
-        want.insert(identity + 1, "loopback_up");
         assert_eq!(r.calls, want);
         assert_eq!(out.unwrap(), Finished::Init(Ended::Exited(0)));
     }
 
     #[test]
-    fn net_host_skips_loopback_and_keeps_the_order() {
+    fn net_host_keeps_the_order_and_says_so_to_the_identity_step() {
         let (r, _) = run_with(Net::Host, Side::Init, None);
         let mut want = vec![
             "unshare_pid",
             "fork_init",
             "unshare(host)",
+            "prepare_identity(host)",
             "set_hostname(agent)",
         ];
         want.extend(AFTER_HOSTNAME.iter().filter(|s| !s.is_empty()));
@@ -377,7 +378,7 @@ mod tests {
             ("unshare(", Step::Namespaces),
             ("fork_init", Step::Namespaces),
             ("set_hostname", Step::Namespaces),
-            ("loopback_up", Step::Namespaces),
+            ("prepare_identity", Step::Identity),
             ("build_filesystem", Step::Filesystem),
             ("rlimits_and_fds", Step::RlimitsAndFds),
             ("identity", Step::Identity),

@@ -2,7 +2,7 @@
 //! steps hand each other: the status pipe between the runner and the init, and the secret
 //! variables between reading them (step 4) and the exec (step 9).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::policy::bpf::Program;
 
@@ -26,6 +26,8 @@ pub struct RealSyscalls {
     /// True in the init after `fork_init`.
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
+    /// Init side: the agent's namespaces between `prepare_identity` and `identity`.
+    agent_ns: Option<steps::identity::AgentNs>,
 }
 
 impl Syscalls for RealSyscalls {
@@ -99,8 +101,9 @@ impl Syscalls for RealSyscalls {
         steps::namespaces::set_hostname(name)
     }
 
-    fn loopback_up(&mut self) -> Result<(), StepError> {
-        steps::namespaces::loopback_up()
+    fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError> {
+        self.agent_ns = Some(steps::identity::prepare(&spec.ids, spec.net)?);
+        Ok(())
     }
 
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
@@ -110,12 +113,19 @@ impl Syscalls for RealSyscalls {
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {
         steps::rlimits::set_rlimits()?;
         self.secret_env = steps::rlimits::secret_env(spec)?;
-        let keep = self.status_wr.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        steps::rlimits::close_except(keep)
+        let mut keep: Vec<RawFd> = self.status_wr.iter().map(AsRawFd::as_raw_fd).collect();
+        keep.extend(self.agent_ns.iter().flat_map(|ns| ns.fds()));
+        steps::rlimits::close_except(&keep)
     }
 
     fn identity(&mut self, spec: &Spec) -> Result<(), StepError> {
-        steps::identity::become_agent(&spec.ids)
+        let ns = self.agent_ns.take().ok_or_else(|| {
+            StepError::refused(
+                "the agent's namespaces were not prepared",
+                std::io::ErrorKind::NotFound,
+            )
+        })?;
+        steps::identity::become_agent(ns, &spec.ids)
     }
 
     fn drop_capabilities(&mut self) -> Result<(), StepError> {

@@ -1,13 +1,12 @@
 //! Step 2: the new namespaces, created as root of the initial user namespace so they are
 //! owned by it — the agent, later in a user namespace of its own, holds no capability over
 //! them and can never remount or reconfigure them. (The network namespace is the agent's
-//! own: see [`loopback_up`]; its capabilities are dropped right after it is made.)
+//! own: see `identity`; its capabilities are dropped right after it is joined.)
 
 use nix::sched::CloneFlags;
 
 use crate::sandbox::plan::StepError;
 use crate::sandbox::spec::Net;
-use crate::sandbox::sys;
 
 /// The runner's part, before the fork: a new pid namespace, whose first process (pid 1)
 /// the fork then makes the sandbox's init. The runner itself stays in all of the host's
@@ -20,7 +19,7 @@ pub fn unshare_pid() -> Result<(), StepError> {
 /// The namespaces the init makes for itself, still root of the initial user namespace:
 /// mount, ipc, uts. The cgroup namespace follows once the init is in the run's cgroups
 /// (`cgroup::enter`), so that it is rooted there. The network namespace of `--net none`
-/// is made later, inside the agent's user namespace ([`loopback_up`]), so that the daemon
+/// is made inside the agent's user namespace (`identity::prepare`), so that the daemon
 /// needs no CAP_NET_ADMIN; `--net host` has none.
 pub fn flags(_net: Net) -> CloneFlags {
     CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS
@@ -33,12 +32,4 @@ pub fn unshare(net: Net) -> Result<(), StepError> {
 
 pub fn set_hostname(name: &str) -> Result<(), StepError> {
     nix::unistd::sethostname(name).map_err(|e| StepError::new("sethostname", e))
-}
-
-/// `--net none`: a new network namespace, created from the agent's user namespace (whose
-/// capabilities bring its `lo` up; they are dropped right after), with loopback only.
-pub fn loopback_up() -> Result<(), StepError> {
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-        .map_err(|e| StepError::new("unshare(CLONE_NEWNET)", e))?;
-    sys::loopback_up().map_err(|e| StepError::new("bring up the loopback interface", e))
 }

@@ -48,13 +48,20 @@ pub fn secret_env(spec: &Spec) -> Result<Vec<SecretVar>, StepError> {
         .collect()
 }
 
-/// Closes every fd from 3 on except `keep`.
-pub fn close_except(keep: RawFd) -> Result<(), StepError> {
+/// Closes every fd from 3 on except those in `keep`.
+pub fn close_except(keep: &[RawFd]) -> Result<(), StepError> {
     let fail = |e| StepError::new("close inherited file descriptors", e);
-    if keep > 3 {
-        sys::close_range(3, keep - 1).map_err(fail)?;
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3;
+    for fd in keep {
+        if fd > first {
+            sys::close_range(first, fd - 1).map_err(fail)?;
+        }
+        first = fd + 1;
     }
-    sys::close_range(keep.max(2) + 1, RawFd::MAX).map_err(fail)
+    sys::close_range(first, RawFd::MAX).map_err(fail)
 }
 
 fn secret_fd(secret: &SecretRef) -> RawFd {
