@@ -1,12 +1,13 @@
-//! Step 9: the sandbox's init. It forks the command (which becomes a session leader, takes
-//! the terminal when there is one, and execs), then stays pid 1 of the pid namespace:
+//! Step 9: the sandbox's init. It starts the command (which becomes a session leader, takes
+//! the terminal when there is one, and execs; see `sys::spawn_command`), then stays pid 1
+//! of the pid namespace:
 //! forwards the usual job-control and termination signals, reaps orphans, and ends with
 //! the command's status. When it ends, the kernel kills whatever is left in the namespace.
 
 use std::ffi::{CString, OsStr};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
@@ -16,7 +17,7 @@ use nix::unistd::Pid;
 use crate::sandbox::plan::{Ended, StepError};
 use crate::sandbox::spec::Spec;
 use crate::sandbox::steps::rlimits::SecretVar;
-use crate::sandbox::sys::{self, Forked};
+use crate::sandbox::sys;
 
 /// Signals the init passes on to the command.
 const FORWARDED: [Signal; 7] = [
@@ -74,94 +75,47 @@ pub fn run(
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
         .map_err(|e| StepError::new("block signals in the init", e))?;
+    let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
+        .map_err(|e| StepError::new("cwd holds a NUL byte", std::io::Error::other(e)))?;
+    let name = argv.first().map(|a| a.as_bytes()).unwrap_or_default();
+    // Like execvp: a name with a slash is a path; otherwise each PATH directory in turn.
+    let candidates: Vec<CString> = if name.contains(&b'/') {
+        argv.first().cloned().into_iter().collect()
+    } else {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .filter_map(|dir| {
+                let full = Path::new(dir).join(OsStr::from_bytes(name));
+                CString::new(full.into_os_string().into_vec()).ok()
+            })
+            .collect()
+    };
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| StepError::new("pipe for the exec check", e))?;
-    let child =
-        match sys::fork_single_threaded().map_err(|e| StepError::new("fork the command", e))? {
-            Forked::Child => {
-                drop(rd);
-                command(spec, &argv, &env, path, &old, wr)
-            }
-            Forked::Parent(pid) => Pid::from_raw(pid),
-        };
+    let cmd = sys::Command {
+        argv: &argv,
+        env: &env,
+        candidates: &candidates,
+        cwd: &cwd,
+        tty: spec.tty,
+        mask: &old,
+        report: wr.as_raw_fd(),
+    };
+    let child = Pid::from_raw(
+        sys::spawn_command(&cmd).map_err(|e| StepError::new("start the command", e))?,
+    );
     drop(wr);
     drop(env);
-    // EOF with nothing read: the exec happened. Bytes: the child's exec error.
-    let mut msg = String::new();
-    let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+    // EOF with nothing read: the exec happened. Bytes: where and why the child failed.
+    let mut msg = Vec::new();
+    let _ = std::fs::File::from(rd).read_to_end(&mut msg);
     if !msg.is_empty() {
         let _ = waitpid(child, None);
-        return Err(StepError::refused(msg, std::io::ErrorKind::NotFound));
+        let what = sys::CommandFailure::decode(&msg).describe(spec, name);
+        return Err(StepError::refused(what, std::io::ErrorKind::NotFound));
     }
     exec_ok();
     reap(child, &mask)
-}
-
-/// The forked command: session, terminal, default signals, exec. Never returns.
-fn command(
-    spec: &Spec,
-    argv: &[CString],
-    env: &[CString],
-    path: &str,
-    old: &SigSet,
-    wr: OwnedFd,
-) -> ! {
-    let fail = |what: String| -> ! {
-        let _ = std::fs::File::from(wr.try_clone().unwrap_or_else(|_| std::process::exit(127)))
-            .write_all(what.as_bytes());
-        std::process::exit(127)
-    };
-    if let Err(e) = nix::unistd::setsid() {
-        fail(format!("setsid: {e}"));
-    }
-    if spec.tty
-        && let Err(e) = sys::set_controlling_tty(std::io::stdin().as_fd())
-    {
-        fail(format!("make fd 0 the controlling terminal: {e}"));
-    }
-    sys::reset_signal_dispositions();
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old), None);
-    if let Err(e) = nix::unistd::chdir(&spec.cwd) {
-        fail(format!("chdir {}: {e}", spec.cwd.display()));
-    }
-    let Some(argv0) = argv.first() else {
-        fail("empty argv".to_owned())
-    };
-    let name = argv0.as_bytes();
-    let mut last = nix::errno::Errno::ENOENT;
-    if name.contains(&b'/') {
-        last = nix::unistd::execve(argv0, argv, env).unwrap_err_or(last);
-    } else {
-        for dir in path.split(':').filter(|d| !d.is_empty()) {
-            let full = Path::new(dir).join(OsStr::from_bytes(name));
-            let Ok(full) = CString::new(full.as_os_str().as_bytes()) else {
-                continue;
-            };
-            let e = nix::unistd::execve(&full, argv, env).unwrap_err_or(last);
-            // Like execvp: a permission error is remembered, a missing file is not.
-            if e != nix::errno::Errno::ENOENT && e != nix::errno::Errno::ENOTDIR {
-                last = e;
-            }
-        }
-    }
-    fail(format!(
-        "execute {:?}: {}",
-        String::from_utf8_lossy(name),
-        last.desc()
-    ))
-}
-
-trait ErrOr {
-    fn unwrap_err_or(self, d: nix::errno::Errno) -> nix::errno::Errno;
-}
-
-impl ErrOr for nix::Result<std::convert::Infallible> {
-    fn unwrap_err_or(self, d: nix::errno::Errno) -> nix::errno::Errno {
-        match self {
-            Err(e) => e,
-            Ok(_) => d,
-        }
-    }
 }
 
 /// Waits for signals: forwards the listed ones, reaps on SIGCHLD, returns when the command
