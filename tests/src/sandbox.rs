@@ -144,6 +144,25 @@ impl Sandbox {
         .unwrap()
     }
 
+    /// A runner started ahead (warm start) in this sandbox's cgroups, waiting for a spec.
+    pub fn prepare_warm(&self) -> launch::Warm {
+        launch::prepare(
+            &crate::bin_dir().join("agentkeys-runner"),
+            &self.spec.cgroup,
+        )
+        .unwrap()
+    }
+
+    /// Hands `argv` to a warm runner of this sandbox (see [`Self::prepare_warm`]).
+    pub fn spawn_warm(&mut self, warm: launch::Warm, argv: &[&str]) -> std::io::Result<Running> {
+        self.spec.argv = argv.iter().map(|s| (*s).to_owned()).collect();
+        let stdin: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let out: OwnedFd = self.out.reopen().unwrap().into();
+        let err: OwnedFd = self.err.reopen().unwrap().into();
+        let secrets = std::mem::take(&mut self.secrets);
+        warm.launch(&self.spec, [stdin, out, err], secrets)
+    }
+
     /// Waits for the run and collects its output.
     pub fn finish(&mut self, running: Running) -> Output {
         let outcome = running.wait();

@@ -115,6 +115,44 @@ fn the_run_is_in_its_cgroups_and_its_cgroup_namespace_starts_there() {
 }
 
 #[test]
+fn a_warm_runner_waits_in_its_cgroups_then_runs_the_spec_it_is_given() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    sb.secret_env("ANTHROPIC_API_KEY", b"sk-warm-0123");
+    let warm = sb.prepare_warm();
+    // Before any spec, the runner alone is in every group of its plan.
+    let plan = sb.plan().clone();
+    for dir in plan.v2.iter().chain(&plan.v1) {
+        let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
+        assert_eq!(procs.lines().count(), 1, "{}: {procs}", dir.path.display());
+    }
+    let running = sb
+        .spawn_warm(
+            warm,
+            &[
+                "sh",
+                "-c",
+                "echo \"$ANTHROPIC_API_KEY\"; cat /proc/self/cgroup; id -u",
+            ],
+        )
+        .unwrap();
+    let out = sb.finish(running);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("sk-warm-0123"), "{}", out.stdout);
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest.last().copied(), Some(INSIDE_UID.to_string().as_str()));
+    for line in &rest[..rest.len() - 1] {
+        assert!(line.ends_with(":/"), "{line} (all: {})", out.stdout);
+    }
+    // A warm runner takes only a spec that names its own cgroups.
+    let other = Sandbox::new();
+    let warm = other.prepare_warm();
+    let err = sb.spawn_warm(warm, &["/bin/true"]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+}
+
+#[test]
 fn workspace_is_writable_and_new_files_belong_to_the_owner() {
     need_kernel!();
     let mut sb = Sandbox::new();

@@ -180,6 +180,7 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     shared
         .runs
         .configure(args.runtime_dir.clone(), prepare_cgroups());
+    crate::jobs::warm::warm_up(&shared);
     shared.spawn_audit_flusher();
     // Before READY=1, so that a login right after start-up finds it.
     let pam_socket = login::listen(&args.runtime_dir, &shared)?;
@@ -434,6 +435,7 @@ async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
     let timeout = Duration::from_secs(u64::from(shared.config.daemon.shutdown_timeout_s));
     // A run outliving its daemon could no longer be revoked: its processes go first.
     shared.runs.kill_all("agentkeysd stopped").await;
+    crate::jobs::warm::stop(shared);
     if !shared.drain(timeout).await {
         tracing::warn!("calls still in flight after {timeout:?}; stopping anyway");
     }

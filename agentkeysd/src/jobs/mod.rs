@@ -14,9 +14,11 @@
 pub mod inject;
 mod run;
 mod sys;
+pub mod warm;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::sandbox::run_cgroups::RunCgroups;
@@ -148,6 +150,12 @@ pub struct Runs {
     live: Mutex<HashMap<String, Arc<Run>>>,
     ended: Mutex<VecDeque<Arc<Run>>>,
     setup: OnceLock<Setup>,
+    /// The runner started ahead of the next run ([`warm`]).
+    warm: Mutex<Option<crate::sandbox::launch::Warm>>,
+    /// A warm runner is being started.
+    warming: AtomicBool,
+    /// Warm starts failed once: runs start cold from then on.
+    warm_failed: AtomicBool,
 }
 
 /// Fixed at start-up.

@@ -141,7 +141,13 @@ pub async fn start(
         }
         _ => None,
     };
-    let plan = cgroups.plan(&run_id);
+    // A runner started ahead (already in its cgroups) if there is one; the next one starts
+    // now, in the background.
+    let warm = super::warm::take(shared);
+    super::warm::warm_up(shared);
+    let plan = warm
+        .as_ref()
+        .map_or_else(|| cgroups.plan(&run_id), |w| w.plan().clone());
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut secret_env = Vec::new();
     let mut secret_files = Vec::new();
@@ -232,7 +238,10 @@ pub async fn start(
     };
     let runner = shared.config.runner.runner_path();
     let launched = tokio::task::spawn_blocking(move || {
-        let mut running = launch::spawn(&runner, &spec, req.stdio, fds)?;
+        let mut running = match warm {
+            Some(w) => w.launch(&spec, req.stdio, fds)?,
+            None => launch::spawn(&runner, &spec, req.stdio, fds)?,
+        };
         let started = running.started();
         Ok::<_, std::io::Error>((running, started))
     })

@@ -1,14 +1,15 @@
 //! Daemon side of the runner: spawn `agentkeys-runner` with the spec on a pipe (fd 3), the
 //! report pipe (fd 4) and the secret memfds (fd 5…), learn `Started`, wait for the end.
-//! Blocking calls: the daemon runs them on a blocking thread.
+//! Or start it ahead of its run ([`prepare`], a warm start; see `spec`) and hand it the
+//! spec later ([`Warm::launch`]). Blocking calls: the daemon runs them on a blocking thread.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::spec::{Report, Spec};
+use super::spec::{CgroupPlan, FRAME_PREPARE, FRAME_SPEC, Report, Spec};
 use super::sys;
 
 /// How a run ended, as the daemon sees it.
@@ -71,6 +72,128 @@ pub fn spawn(
     })
 }
 
+/// A runner started ahead of its run: in the run's cgroups already (the slow part of a
+/// start), waiting for the spec. Dropped unused, it is killed and reaped (its cgroups are
+/// the caller's to remove).
+#[derive(Debug)]
+pub struct Warm {
+    child: Option<Child>,
+    sock: OwnedFd,
+    reports: Option<BufReader<std::fs::File>>,
+    plan: CgroupPlan,
+}
+
+/// Starts a warm runner for a run that will use the cgroups of `plan`; returns once it is
+/// in them.
+pub fn prepare(runner: &Path, plan: &CgroupPlan) -> std::io::Result<Warm> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (mine, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let (rep_rd, rep_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut cmd = Command::new(runner);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_clear();
+    let child = sys::spawn_with_fds(&mut cmd, &[theirs.as_fd(), rep_wr.as_fd()])?;
+    drop((theirs, rep_wr));
+    let mut warm = Warm {
+        child: Some(child),
+        sock: mine,
+        reports: Some(BufReader::new(std::fs::File::from(rep_rd))),
+        plan: plan.clone(),
+    };
+    let json = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
+    sys::send_frame(warm.sock.as_fd(), FRAME_PREPARE, &json, &[])?;
+    let reports = warm
+        .reports
+        .as_mut()
+        .ok_or_else(|| std::io::Error::other("no report pipe"))?;
+    match read_report(reports)? {
+        Some(Report::Prepared) => Ok(warm),
+        Some(Report::Failed { step, error }) => Err(std::io::Error::other(format!(
+            "the warm runner failed at {step}: {error}"
+        ))),
+        _ => Err(std::io::Error::other(
+            "the warm runner ended before its cgroups were ready",
+        )),
+    }
+}
+
+impl Warm {
+    /// The cgroups this runner is in; the run's spec must name exactly these.
+    pub fn plan(&self) -> &CgroupPlan {
+        &self.plan
+    }
+
+    /// Whether the runner is still there to take a spec.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Hands the runner its run: the spec, the agent's stdio (fds 0–2 there) and the
+    /// secrets (`secrets[i]` at `SECRET_FD_BASE + i`), as [`spawn`] does for a cold start.
+    pub fn launch(
+        mut self,
+        spec: &Spec,
+        stdio: [OwnedFd; 3],
+        secrets: Vec<OwnedFd>,
+    ) -> std::io::Result<Running> {
+        spec.validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        if spec.cgroup != self.plan {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the spec's cgroups are not the warm runner's",
+            ));
+        }
+        let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+        let fds: Vec<BorrowedFd<'_>> = stdio.iter().chain(&secrets).map(AsFd::as_fd).collect();
+        sys::send_frame(self.sock.as_fd(), FRAME_SPEC, &json, &fds)?;
+        drop(fds);
+        let (child, reports) = match (self.child.take(), self.reports.take()) {
+            (Some(c), Some(r)) => (c, r),
+            _ => return Err(std::io::Error::other("the warm runner was already used")),
+        };
+        Ok(Running {
+            child,
+            reports,
+            started: None,
+            early_end: None,
+        })
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The next report line the runner wrote (`None` at EOF); lines that do not parse are
+/// skipped.
+fn read_report(reports: &mut BufReader<std::fs::File>) -> std::io::Result<Option<Report>> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reports.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if let Ok(r) = serde_json::from_str(line.trim_end()) {
+            return Ok(Some(r));
+        }
+    }
+}
+
 impl Running {
     /// Blocks until the sandbox is built and the command executed; returns the host pid
     /// of the sandbox's init. An error when the run ended before that (see [`Self::wait`]).
@@ -118,15 +241,6 @@ impl Running {
     }
 
     fn next_report(&mut self) -> std::io::Result<Option<Report>> {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self.reports.read_line(&mut line)? == 0 {
-                return Ok(None);
-            }
-            if let Ok(r) = serde_json::from_str(line.trim_end()) {
-                return Ok(Some(r));
-            }
-        }
+        read_report(&mut self.reports)
     }
 }

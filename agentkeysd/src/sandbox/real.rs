@@ -28,13 +28,21 @@ pub struct RealSyscalls {
     secret_env: Vec<SecretVar>,
     /// Init side: the agent's namespaces between `prepare_identity` and `identity`.
     agent_ns: Option<steps::identity::AgentNs>,
+    /// Warm start: the runner is in the run's cgroups already, so the init (its child) is
+    /// too; `join_cgroups` only writes the limits.
+    pub cgroups_joined: bool,
 }
 
 impl Syscalls for RealSyscalls {
     fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
         let ready = self.cgroups_wr.take();
         let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-        match steps::cgroup::join(&spec.cgroup, &spec.limits, &[init_pid, own]) {
+        let joined = if self.cgroups_joined {
+            steps::cgroup::write_limits(&spec.cgroup, &spec.limits)
+        } else {
+            steps::cgroup::join(&spec.cgroup, &spec.limits, &[init_pid, own])
+        };
+        match joined {
             Ok(()) => {
                 if let Some(fd) = ready {
                     nix::unistd::write(&fd, b"1")

@@ -12,7 +12,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use super::plan::{self, Ended, Finished, PlanError};
 use super::policy::Policies;
 use super::real::RealSyscalls;
-use super::spec::{MAX_SPEC_BYTES, REPORT_FD, Report, SPEC_FD, Spec};
+use super::spec::{
+    CgroupPlan, FRAME_PREPARE, FRAME_SPEC, MAX_SPEC_BYTES, REPORT_FD, Report, SECRET_FD_BASE,
+    SPEC_FD, Spec,
+};
 use super::sys;
 
 /// Exit code when the sandbox could not be built.
@@ -71,9 +74,19 @@ pub fn send_status(fd: &OwnedFd, status: &Status) {
 /// The runner binary's whole life; returns its exit code.
 pub fn runner_main() -> i32 {
     let report = sys::borrow_inherited_fd(REPORT_FD);
-    let spec = match read_spec() {
-        Ok(s) => s,
-        Err(e) => return fail(report, "spec", &e),
+    let warm = sys::is_socket(sys::borrow_inherited_fd(SPEC_FD));
+    let spec = if warm {
+        match warm_start(report) {
+            Ok(Some(s)) => s,
+            // The daemon let this warm runner go unused (shutdown): nothing to report.
+            Ok(None) => return 0,
+            Err((step, e)) => return fail(report, step, &e),
+        }
+    } else {
+        match read_spec() {
+            Ok(s) => s,
+            Err(e) => return fail(report, "spec", &e),
+        }
     };
     let policies = match Policies::shipped() {
         Ok(p) => p,
@@ -84,6 +97,7 @@ pub fn runner_main() -> i32 {
         Err(e) => return fail(report, "seccomp", &e.to_string()),
     };
     let mut real = RealSyscalls::default();
+    real.cgroups_joined = warm;
     match plan::run(&mut real, &spec, &policies, &program) {
         Ok(Finished::Runner { init_pid }) => supervise(report, init_pid, real.status_rd),
         Ok(Finished::Init(ended)) => {
@@ -158,6 +172,88 @@ fn supervise(report: BorrowedFd<'_>, init_pid: i32, status: Option<OwnedFd>) -> 
             "the sandbox's init vanished without a status",
         ),
     }
+}
+
+/// A failed start: the step to report and why.
+type StartError = (&'static str, String);
+/// A frame's JSON and the fds that came with it.
+type FrameBody = (Vec<u8>, Vec<OwnedFd>);
+
+/// Warm start (see `spec`): the cgroup plan first — create the groups, move in, report
+/// `Prepared` — then the spec with the agent's stdio and secret memfds, which are moved to
+/// fds 0–2 and 5…. `None`: the daemon closed the socket before sending a spec.
+fn warm_start(report: BorrowedFd<'_>) -> Result<Option<Spec>, StartError> {
+    let sock = sys::take_inherited_fd(SPEC_FD)
+        .map_err(|e| ("spec", format!("fd {SPEC_FD} (the spec socket): {e}")))?;
+    let frame = |want: u8| -> Result<Option<FrameBody>, StartError> {
+        match sys::recv_frame(sock.as_fd(), MAX_SPEC_BYTES) {
+            Ok(None) => Ok(None),
+            Ok(Some((kind, body, fds))) if kind == want => Ok(Some((body, fds))),
+            Ok(Some((kind, ..))) => Err(("spec", format!("unexpected frame {kind:#x}"))),
+            Err(e) => Err(("spec", format!("reading the spec socket: {e}"))),
+        }
+    };
+    let Some((body, _)) = frame(FRAME_PREPARE)? else {
+        return Ok(None);
+    };
+    let plan: CgroupPlan = serde_json::from_slice(&body)
+        .map_err(|e| ("spec", format!("the cgroup plan is not valid: {e}")))?;
+    let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    super::steps::cgroup::create(&plan)
+        .and_then(|()| super::steps::cgroup::add(&plan, &[own]))
+        .map_err(|e| ("cgroup", e.to_string() + &source_of(&e)))?;
+    send_report(report, &Report::Prepared);
+    let Some((body, fds)) = frame(FRAME_SPEC)? else {
+        return Ok(None);
+    };
+    let spec: Spec = serde_json::from_slice(&body)
+        .map_err(|e| ("spec", format!("the spec is not valid: {e}")))?;
+    spec.validate()
+        .map_err(|e| ("spec", format!("the spec is not valid: {e}")))?;
+    if spec.cgroup != plan {
+        return Err((
+            "spec",
+            "the spec's cgroups are not the prepared ones".into(),
+        ));
+    }
+    // Stdio, then the secrets, then whatever else the spec names by fd (the workspace).
+    let secrets = spec.secret_env.len() + spec.secret_files.len();
+    if fds.len() < 3 + secrets {
+        return Err((
+            "spec",
+            format!(
+                "{} fds came with the spec, at least {} expected",
+                fds.len(),
+                3 + secrets
+            ),
+        ));
+    }
+    install_fds(fds).map_err(|e| ("spec", format!("placing the spec's fds: {e}")))?;
+    Ok(Some(spec))
+}
+
+/// Puts the received fds at 0, 1, 2, 5, 6, …: first each above every target, so that no
+/// `dup2` can replace a received fd not yet placed.
+fn install_fds(fds: Vec<OwnedFd>) -> std::io::Result<()> {
+    let floor = SECRET_FD_BASE + fds.len() as i32;
+    let raised: Vec<OwnedFd> = fds
+        .iter()
+        .map(|fd| sys::dup_above(fd.as_fd(), floor))
+        .collect::<Result<_, _>>()?;
+    drop(fds);
+    for (i, fd) in raised.into_iter().enumerate() {
+        let target = if i < 3 {
+            i as i32
+        } else {
+            SECRET_FD_BASE + (i as i32 - 3)
+        };
+        sys::install_fd(fd, target)?;
+    }
+    Ok(())
+}
+
+fn source_of(e: &super::plan::StepError) -> String {
+    format!(": {}", e.source)
 }
 
 fn read_spec() -> Result<Spec, String> {

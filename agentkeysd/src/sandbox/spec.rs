@@ -2,6 +2,17 @@
 //! secrets (one sealed memfd each, from [`SECRET_FD_BASE`] on) and the agent's stdio
 //! (fds 0–2). The runner answers on [`REPORT_FD`] with [`Report`] lines (JSON, one per line).
 //!
+//! Two ways to start it:
+//! - **cold**: [`SPEC_FD`] is a pipe (or a file) holding the spec to EOF; stdio and the
+//!   secret memfds are the runner's own fds 0–2 and 5….
+//! - **warm** (the daemon keeps one runner started ahead of the next run): [`SPEC_FD`] is
+//!   a unix stream socket carrying frames (one kind byte, a little-endian `u32` length,
+//!   JSON). First [`FRAME_PREPARE`] with the run's [`CgroupPlan`]: the runner creates
+//!   those groups, moves itself in and reports [`Report::Prepared`] — the slow part of a
+//!   start (a cgroup migration waits for an RCU grace period) happens before any run asks.
+//!   Then [`FRAME_SPEC`] with the spec, the agent's stdio and the secret memfds attached
+//!   (SCM_RIGHTS, in that order), which the runner moves to fds 0–2 and 5….
+//!
 //! The spec carries no secret bytes: secret values travel only in the memfds, which the
 //! runner reads into the agent's environment or its secrets directory and closes.
 //!
@@ -29,6 +40,12 @@ pub const BRIDGE_INSIDE: &str = "/run/agentkeys/bin/agentkeysctl";
 pub const WORKSPACE_INSIDE: &str = "/workspace";
 /// Upper bound on a spec's size (the runner stops reading past it).
 pub const MAX_SPEC_BYTES: usize = 1 << 20;
+/// Warm start: the frame with the run's [`CgroupPlan`].
+pub const FRAME_PREPARE: u8 = b'P';
+/// Warm start: the frame with the [`Spec`] and its fds.
+pub const FRAME_SPEC: u8 = b'S';
+/// Most fds a spec frame may carry: stdio, the secrets and the workspace.
+pub const MAX_FRAME_FDS: usize = 64;
 
 /// One sandboxed run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +181,8 @@ pub enum Enforcement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Report {
+    /// Warm start: the run's cgroups exist and the runner is in them; it waits for the spec.
+    Prepared,
     /// The sandbox is built and the command was executed; `pid` is the agent's pid on the
     /// host (the sandbox's init).
     Started { pid: i32 },
@@ -218,6 +237,13 @@ impl Spec {
             }
         }
         let total = self.secret_env.len() + self.secret_files.len();
+        // Stdio, the secrets and the workspace travel in one frame of a warm start.
+        if total + 4 > MAX_FRAME_FDS {
+            return bad(
+                "secret_env",
+                &format!("at most {} secrets per run", MAX_FRAME_FDS - 4),
+            );
+        }
         for s in &self.secret_env {
             if !var_ok(&s.name) {
                 return bad("secret_env", &format!("bad variable name {:?}", s.name));

@@ -631,6 +631,123 @@ pub(crate) fn take_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Whether `fd` is a socket (the runner's warm start) rather than a pipe or a file.
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+/// Sends one warm-start frame (see `spec`): kind, length, body, with `fds` attached.
+pub(crate) fn send_frame(
+    sock: BorrowedFd<'_>,
+    kind: u8,
+    body: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let len = u32::try_from(body.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut head = [0u8; 5];
+    head[0] = kind;
+    head[1..].copy_from_slice(&len.to_le_bytes());
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&raw)]
+    };
+    let iov = [std::io::IoSlice::new(&head)];
+    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    if sent != head.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short frame header",
+        ));
+    }
+    let mut f = std::mem::ManuallyDrop::new(
+        // SAFETY: a File view of the borrowed socket, never dropped (ManuallyDrop), so the
+        // fd stays owned by the caller.
+        unsafe { std::fs::File::from_raw_fd(sock.as_raw_fd()) },
+    );
+    std::io::Write::write_all(&mut *f, body)
+}
+
+/// One received frame: its kind, body and attached fds. `Ok(None)` at EOF before a frame.
+pub(crate) type Frame = (u8, Vec<u8>, Vec<OwnedFd>);
+
+/// Receives one warm-start frame of at most `max_body` bytes and
+/// `super::spec::MAX_FRAME_FDS` fds (close-on-exec).
+pub(crate) fn recv_frame(sock: BorrowedFd<'_>, max_body: usize) -> io::Result<Option<Frame>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut head = [0u8; 5];
+    let mut cmsg = nix::cmsg_space!([RawFd; super::spec::MAX_FRAME_FDS]);
+    let (n, fds, truncated) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut head)];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL,
+        )?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel installed these fds in our table for this message;
+                    // nothing else owns them.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        (msg.bytes, fds, msg.flags.contains(MsgFlags::MSG_CTRUNC))
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if n != head.len() || truncated {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a malformed frame (short header or too many fds)",
+        ));
+    }
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > max_body {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes (at most {max_body})"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    let mut f = std::mem::ManuallyDrop::new(
+        // SAFETY: a File view of the borrowed socket, never dropped (ManuallyDrop), so the
+        // fd stays owned by the caller.
+        unsafe { std::fs::File::from_raw_fd(sock.as_raw_fd()) },
+    );
+    std::io::Read::read_exact(&mut *f, &mut body)?;
+    Ok(Some((head[0], body, fds)))
+}
+
+/// A close-on-exec duplicate of `fd` numbered `floor` or higher.
+pub(crate) fn dup_above(fd: BorrowedFd<'_>, floor: RawFd) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `dup2(fd, target)` then closes `fd` (unless it already is `target`): puts a received fd
+/// at the number the runner's contract gives it (stdio, secrets).
+pub(crate) fn install_fd(fd: OwnedFd, target: RawFd) -> io::Result<()> {
+    if fd.as_raw_fd() == target {
+        std::mem::forget(fd);
+        return Ok(());
+    }
+    // SAFETY: dup2 takes two integers; `fd` is open (owned here) and `target` is a number
+    // the runner's contract reserves for this fd, so whatever it held is replaced on purpose.
+    cvt(libc::c_long::from(unsafe {
+        libc::dup2(fd.as_raw_fd(), target)
+    }))?;
+    Ok(())
+}
+
 /// What the command's child needs, all prepared before it exists: it shares the init's
 /// memory (`CLONE_VM | CLONE_VFORK`) and so must not allocate.
 #[derive(Debug)]
@@ -799,6 +916,9 @@ pub(crate) fn reset_signal_dispositions() {
 }
 
 /// In the forked child: `dup2(raw[i], 3 + i)`; dup2 clears close-on-exec on the target.
+/// Then marks every higher fd close-on-exec: the daemon may hold another run's fds
+/// (received over D-Bus) without that flag, and none of them may reach this runner —
+/// a runner started ahead of its run lives long, and would keep that run's pipes open.
 fn dup_to_targets(raw: &[RawFd]) -> io::Result<()> {
     for (i, fd) in raw.iter().enumerate() {
         // SAFETY: dup2 takes two integers; `fd` is open (see spawn_with_fds) and the target
@@ -807,7 +927,18 @@ fn dup_to_targets(raw: &[RawFd]) -> io::Result<()> {
             libc::dup2(*fd, 3 + i as RawFd)
         }))?;
     }
-    Ok(())
+    let first = 3 + raw.len() as libc::c_uint;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds of this (child)
+    // process; it is async-signal-safe and allocates nothing.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    })
+    .map(drop)
 }
 
 /// Spawns `cmd` with `fds[i]` at fd `3 + i` in the child (the runner's spec pipe, report
@@ -821,12 +952,7 @@ pub(crate) fn spawn_with_fds(
     let floor = 3 + fds.len() as RawFd;
     let high: Vec<OwnedFd> = fds
         .iter()
-        .map(|fd| {
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor)).map(|raw| {
-                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
-                unsafe { OwnedFd::from_raw_fd(raw) }
-            })
-        })
+        .map(|fd| dup_above(*fd, floor))
         .collect::<Result<_, _>>()?;
     let raw: Vec<RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
     // SAFETY: the closure runs between fork and exec in the child of a possibly

@@ -17,21 +17,27 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// Creates every directory of `plan`, writes the limits of its controllers and moves each
 /// of `pids` in. An existing directory is reused (the daemon names runs uniquely).
 pub fn join(plan: &CgroupPlan, limits: &Limits, pids: &[i32]) -> Result<(), StepError> {
-    let procs = |dir: &Path| -> Result<(), StepError> {
-        for pid in pids {
-            write(&dir.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
-    };
-    if let Some(dir) = &plan.v2 {
+    create(plan)?;
+    write_limits(plan, limits)?;
+    add(plan, pids)
+}
+
+/// Creates every directory of `plan` (an existing one is reused).
+pub fn create(plan: &CgroupPlan) -> Result<(), StepError> {
+    for dir in plan.v2.iter().chain(&plan.v1) {
         make_dir(&dir.path)?;
+    }
+    Ok(())
+}
+
+/// Writes the limits of each directory's controllers.
+pub fn write_limits(plan: &CgroupPlan, limits: &Limits) -> Result<(), StepError> {
+    if let Some(dir) = &plan.v2 {
         for (file, value) in v2_limits(dir, limits) {
             write(&dir.path.join(file), &value)?;
         }
-        procs(&dir.path)?;
     }
     for dir in &plan.v1 {
-        make_dir(&dir.path)?;
         for (file, value) in v1_limits(dir, limits) {
             let path = dir.path.join(file);
             // memsw exists only with swap accounting; everything else must be there.
@@ -40,7 +46,16 @@ pub fn join(plan: &CgroupPlan, limits: &Limits, pids: &[i32]) -> Result<(), Step
             }
             write(&path, &value)?;
         }
-        procs(&dir.path)?;
+    }
+    Ok(())
+}
+
+/// Moves each of `pids` into every directory of `plan`.
+pub fn add(plan: &CgroupPlan, pids: &[i32]) -> Result<(), StepError> {
+    for dir in plan.v2.iter().chain(&plan.v1) {
+        for pid in pids {
+            write(&dir.path.join("cgroup.procs"), &pid.to_string())?;
+        }
     }
     Ok(())
 }
