@@ -16,8 +16,7 @@
 //!
 //! So one lock, one transaction and one fsync carry a whole batch; no reader contends for the
 //! store's mutex or hops to the blocking pool on its own, and other calls (D-Bus) take the
-//! store between batches. Reads that arrive while a batch works form the next one, which
-//! does its step 1 while the previous one is in step 2.
+//! store between batches. Reads that arrive while a batch works form the next one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,10 +112,6 @@ impl Shared {
 
     /// Starts the batcher (once; later calls do nothing). It runs until the runtime is
     /// dropped at exit, which drops it and its reference to the state.
-    ///
-    /// Two batches overlap: while one waits for its fsync, the next does its reads and
-    /// commits them (the fsync covers only what was committed before it began, so each
-    /// batch still waits for one of its own). One fsync at a time.
     pub(super) fn spawn_durable_reads(self: &Arc<Self>) {
         let rx = self
             .durable()
@@ -127,63 +122,35 @@ impl Shared {
         let Some(mut rx) = rx else { return };
         let shared = self.clone();
         tokio::spawn(async move {
-            let syncing = Arc::new(tokio::sync::Semaphore::new(1));
             let mut jobs = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
                 let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
                 let s = shared.clone();
                 // A panic in a batch drops its jobs: their readers get AuditUnavailable.
-                let batch =
-                    match tokio::task::spawn_blocking(move || read_and_commit(&s, batch)).await {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            tracing::error!(error = %e, "a batch of durable reads failed");
-                            continue;
-                        }
-                    };
-                let Ok(permit) = syncing.clone().acquire_owned().await else {
-                    return;
-                };
-                let s = shared.clone();
-                tokio::task::spawn_blocking(move || {
-                    sync_and_answer(&s, batch);
-                    drop(permit);
-                });
+                if let Err(e) = tokio::task::spawn_blocking(move || run_batch(&s, batch)).await {
+                    tracing::error!(error = %e, "a batch of durable reads failed");
+                }
             }
         });
     }
 }
 
-/// A batch whose reads are done: the jobs, their answers, and the commit of their rows
-/// (`None` when nothing was served, so there is nothing to make durable).
-struct Done {
-    jobs: Vec<Job>,
-    answers: Vec<Result<AgentRead, DaemonError>>,
-    committed: Option<Result<(), DaemonError>>,
-}
-
-/// The reads of a batch and the commit of their rows, under one store lock.
-fn read_and_commit(shared: &Shared, jobs: Vec<Job>) -> Done {
-    let full = shared.durable().wal.is_none();
-    let mut store = shared.lock_store();
-    let answers: Vec<Result<AgentRead, DaemonError>> =
-        jobs.iter().map(|j| read(&mut store, &j.read)).collect();
-    let served = answers
-        .iter()
-        .any(|a| matches!(a, Ok(AgentRead::Served(..))));
-    let committed = served.then(|| commit(&mut store, full));
-    Done {
-        jobs,
-        answers,
-        committed,
-    }
-}
-
-/// The fsync of a batch's commit, outside the store lock (D-Bus calls and the next batch
-/// use the store while the disk works), then its answers.
-fn sync_and_answer(shared: &Shared, done: Done) {
+/// One batch, on the blocking pool: the reads and their commit under the lock, the fsync
+/// after it, then the answers.
+fn run_batch(shared: &Shared, jobs: Vec<Job>) {
     let durable = shared.durable();
-    let durable_ok = done.committed.map(|c| {
+    let (answers, committed) = {
+        let mut store = shared.lock_store();
+        let answers: Vec<Result<AgentRead, DaemonError>> =
+            jobs.iter().map(|j| read(&mut store, &j.read)).collect();
+        let served = answers
+            .iter()
+            .any(|a| matches!(a, Ok(AgentRead::Served(..))));
+        let committed = served.then(|| commit(&mut store, durable.wal.is_none()));
+        (answers, committed)
+    };
+    // The fsync outside the lock: D-Bus calls use the store while the disk works.
+    let durable_ok = committed.map(|c| {
         let result = c.and_then(|()| match &durable.wal {
             Some(wal) => wal.sync().map_err(DaemonError::from),
             None => Ok(()),
@@ -195,7 +162,7 @@ fn sync_and_answer(shared: &Shared, done: Done) {
         shared.note_flush(result);
         ok
     });
-    for (job, answer) in done.jobs.into_iter().zip(done.answers) {
+    for (job, answer) in jobs.into_iter().zip(answers) {
         let answer = match answer {
             // Not durable: the value stays here (and is wiped when dropped).
             Ok(AgentRead::Served(..)) if durable_ok != Some(true) => {
