@@ -132,6 +132,7 @@ async fn throughput(secs: f64) {
         agents.push(Agent::connect(&s.socket).await);
     }
     let rows_before = audit_rows(&fx).await;
+    let fsyncs_before = fx.shared.audit_fsyncs();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -154,8 +155,11 @@ async fn throughput(secs: f64) {
     let reads = done.load(Ordering::Relaxed);
     let rate = reads as f64 / elapsed;
     let rows = audit_rows(&fx).await - rows_before;
+    let fsyncs = fx.shared.audit_fsyncs() - fsyncs_before;
     println!(
-        "mcp get_credential, {AGENTS} agents on their own sockets, {elapsed:.1} s: {reads} reads, {rate:.0} audited reads/s, {rows} audit rows written (target ≥ {TARGET_RATE}: {})",
+        "mcp get_credential, {AGENTS} agents on their own sockets, {elapsed:.1} s: {reads} reads, {rate:.0} audited reads/s, {rows} audit rows written, {fsyncs} fsyncs ({:.0}/s, {:.1} reads each) (target ≥ {TARGET_RATE}: {})",
+        fsyncs as f64 / elapsed,
+        reads as f64 / fsyncs.max(1) as f64,
         if rate >= TARGET_RATE { "met" } else { "MISSED" }
     );
     assert!(rows >= reads, "every read has its row");

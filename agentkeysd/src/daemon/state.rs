@@ -50,7 +50,7 @@ pub struct Shared {
     /// Set when queued audit rows could not be written: reads are refused until a flush
     /// succeeds again, so no read goes unrecorded for long (fail closed).
     audit_failed: AtomicBool,
-    /// Durable reads (MCP): the WAL handle and the published "durable up to N".
+    /// Durable reads (MCP): the batcher's queue and the WAL handle.
     durable: super::durable::DurableAudit,
 }
 
@@ -131,7 +131,7 @@ impl Shared {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`Shared::store`], for the flusher's blocking half.
+    /// [`Shared::store`], for the durable-read batcher's blocking half.
     pub(super) fn lock_store(&self) -> MutexGuard<'_, Store> {
         self.store()
     }
@@ -188,25 +188,19 @@ impl Shared {
         self.audit_failed.load(Ordering::Acquire)
     }
 
-    /// Writes queued read rows soon after reads queue them: one transaction for every read
-    /// served within [`AUDIT_FLUSH_DELAY`]; at once, and fsynced, when a durable reader
-    /// waits (see [`super::durable`]). Runs until the runtime is dropped at exit (which
-    /// drops this task and its reference to the state).
+    /// Starts the audit writers: the flusher, which writes queued read rows (D-Bus reads)
+    /// in one transaction for every read served within [`AUDIT_FLUSH_DELAY`], and the
+    /// batcher of durable reads (MCP, see [`super::durable`]). Both run until the runtime is
+    /// dropped at exit (which drops them and their references to the state).
     pub fn spawn_audit_flusher(self: &Arc<Self>) {
+        self.spawn_durable_reads();
         let shared = self.clone();
         tokio::spawn(async move {
             loop {
                 shared.audit_queued.notified().await;
-                if !shared.durable.is_urgent() {
-                    // Coalesce: every read served in the next few ms joins this transaction,
-                    // unless a durable reader asks for the flush now.
-                    tokio::select! {
-                        () = tokio::time::sleep(AUDIT_FLUSH_DELAY) => {}
-                        () = shared.durable.urgent_requested() => {}
-                    }
-                }
-                let urgent = shared.durable.take_urgent();
-                let result = super::durable::flush(&shared, urgent).await;
+                // Coalesce: every read served in the next few ms joins this transaction.
+                tokio::time::sleep(AUDIT_FLUSH_DELAY).await;
+                let result = blocking(&shared, |s| Ok(s.flush_audit().map(drop)?)).await;
                 shared.note_flush(result);
             }
         });
@@ -240,7 +234,8 @@ impl Shared {
         self.note_flush(result);
     }
 
-    fn note_flush(&self, result: Result<(), DaemonError>) {
+    /// Notes whether the audit trail took the queued rows (reads are refused while not).
+    pub(super) fn note_flush(&self, result: Result<(), DaemonError>) {
         match result {
             Ok(()) => {
                 if self.audit_failed.swap(false, Ordering::AcqRel) {

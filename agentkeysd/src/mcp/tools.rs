@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::api::names::valid_name;
 use crate::daemon::authz::{AuthzError, Caller};
+use crate::daemon::durable::DurableRead;
 use crate::daemon::errors::DaemonError;
 use crate::daemon::iface::approvals::{confirm_release, open_scope_request};
 use crate::daemon::pairing::Binding;
@@ -203,8 +204,8 @@ impl AgentServer {
         )]))
     }
 
-    /// An agent's read, as the D-Bus `Read` of an agent-bound connection does it, plus the
-    /// wait for the audit row's fsync.
+    /// An agent's read, as the D-Bus `Read` of an agent-bound connection does it, in the
+    /// next durable batch (its audit row fsynced before the value is returned).
     async fn get(&self, service: &str) -> Result<String, DaemonError> {
         let _in = self.shared.enter().await?;
         if !valid_name(service) {
@@ -213,20 +214,16 @@ impl AgentServer {
         self.shared.require_audit().await?;
         let mut confirmed = false;
         loop {
-            let (who, session, cred) =
-                (self.actor(), self.agent.session.clone(), service.to_owned());
-            let (read, seq) = self
-                .shared
-                .with_store(move |s| {
-                    let read = s.agent_read(&who, &session, &cred, confirmed)?;
-                    Ok((read, s.audit_queued_seq()))
-                })
-                .await?;
-            match read {
+            let read = DurableRead {
+                actor: self.actor(),
+                session: self.agent.session.clone(),
+                credential: service.to_owned(),
+                confirmed,
+            };
+            // Served only with its row committed and fsynced: a crash after this point
+            // cannot lose the record of a value that left.
+            match self.shared.durable_read(read).await? {
                 AgentRead::Served(_meta, secret) => {
-                    // The row first, then the secret: a crash after this point cannot lose
-                    // the record of a value that left.
-                    self.shared.audit_durable(seq).await?;
                     return match std::str::from_utf8(secret.expose_secret()) {
                         Ok(text) => Ok(text.to_owned()),
                         Err(_) => Err(DaemonError::Invalid(format!(

@@ -3,16 +3,16 @@
 //! A D-Bus read queues its audit row and the daemon commits the queue moments later
 //! (`synchronous=NORMAL`, see the module docs of [`super`]). An MCP read must not send the
 //! secret before its row is on disk. Committing each such read with `synchronous=FULL`
-//! would hold the store (one connection behind one mutex) for an fsync per read; instead:
+//! would hold the store (one connection behind one mutex) for an fsync per read; instead
+//! the daemon's batcher (`daemon::durable`):
 //!
-//! 1. a read queues its row and learns its sequence number ([`Store::audit_queued_seq`]);
-//! 2. the flusher commits the whole queue under the lock without an fsync
-//!    ([`Store::flush_audit`]) and notes the highest sequence number it contains;
-//! 3. with the lock released, it fsyncs the WAL file ([`WalSync::sync`]), which makes every
-//!    transaction committed before it durable, and publishes that number.
+//! 1. does a batch of reads, each queueing its row, and commits the whole queue under the
+//!    lock without an fsync ([`Store::flush_audit`]);
+//! 2. with the lock released, fsyncs the WAL file ([`WalSync::sync`]), which makes every
+//!    transaction committed before it durable, and only then answers the batch.
 //!
-//! Every read waiting meanwhile shares that one fsync, and reads keep being served while
-//! the disk works. Why an fsync of our own descriptor is enough: in WAL mode a commit is
+//! Every read of a batch shares that one fsync, and other calls use the store while the
+//! disk works. Why an fsync of our own descriptor is enough: in WAL mode a commit is
 //! the frames written to the `-wal` file, and `synchronous=FULL` differs from NORMAL only
 //! by an fsync of that file after them; fsync(2) flushes the file (its inode), whichever
 //! descriptor asks. Frames that a checkpoint has moved into the database were fsynced by
@@ -47,13 +47,6 @@ impl WalSync {
 }
 
 impl Store {
-    /// How many read rows have been queued since the store opened: the sequence number of
-    /// the newest. A row with number `n` is durable once a flush that ran after it was
-    /// queued has been followed by [`WalSync::sync`].
-    pub fn audit_queued_seq(&self) -> u64 {
-        self.queued_seq
-    }
-
     /// A handle that fsyncs this store's WAL file, or `None` if it cannot be opened (then
     /// callers commit durable rows with [`Store::flush_audit_full`] instead).
     pub fn wal_sync(&self) -> Option<WalSync> {

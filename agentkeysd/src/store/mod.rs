@@ -142,8 +142,6 @@ pub struct Store {
     /// Audit records of successful reads, stamped with their time, not yet in the chain.
     /// See [`Store::flush_audit`].
     pending: Vec<Queued>,
-    /// Read rows queued since open (see [`Store::audit_queued_seq`]).
-    queued_seq: u64,
 }
 
 /// A queued read: its audit record, when it was served, and the usage counter it bumps.
@@ -231,7 +229,6 @@ impl Store {
             tail,
             sync_full: true,
             pending: Vec::new(),
-            queued_seq: 0,
         };
         if let Some(problem) = chain_problem {
             store.record_chain_break(&problem)?;
@@ -388,13 +385,11 @@ impl Store {
             ts_ms: now_ms(),
             usage,
         });
-        self.queued_seq += 1;
         if self.pending.len() >= MAX_PENDING_AUDIT
             && let Err(e) = self.flush_audit()
         {
             // This read fails and serves nothing: its "ok" row must not be written later.
             self.pending.pop();
-            self.queued_seq -= 1;
             return Err(e);
         }
         Ok(())
