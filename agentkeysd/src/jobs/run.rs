@@ -142,9 +142,8 @@ pub async fn start(
         _ => None,
     };
     // A runner started ahead (already in its cgroups) if there is one; the next one starts
-    // now, in the background.
+    // in the background once this run's sandbox stands (not competing with it for CPU).
     let warm = super::warm::take(shared);
-    super::warm::warm_up(shared);
     let plan = warm
         .as_ref()
         .map_or_else(|| cgroups.plan(&run_id), |w| w.plan().clone());
@@ -246,6 +245,7 @@ pub async fn start(
         Ok::<_, std::io::Error>((running, started))
     })
     .await?;
+    super::warm::warm_up(shared);
     let (running, started) = match launched {
         Ok(r) => r,
         Err(e) => {
@@ -362,7 +362,6 @@ async fn see_to_end(
             tracing::warn!(run = %run.id, "the sandbox's init did not exit within 10 s of the kill");
         }
     }
-    cleanup_dirs(&cgroups, &run.cgroup, &run_dir);
     let state = match (lock(&run.kill_reason).clone(), outcome) {
         (Some(reason), _) => RunState::Killed { reason },
         (None, Outcome::Exited(code)) => RunState::Exited { code, signal: None },
@@ -392,6 +391,10 @@ async fn see_to_end(
     tracing::info!(run = %run.id, how, "run ended");
     run.done.send_replace(true);
     emit_state(&conn, &run).await;
+    // The run's groups are empty; removing them waits for the kernel (an RCU grace period
+    // per hierarchy, ~10 ms here), so it happens after the end is told, off its path.
+    let plan = run.cgroup.clone();
+    let _ = tokio::task::spawn_blocking(move || cleanup_dirs(&cgroups, &plan, &run_dir)).await;
 }
 
 async fn emit_state(conn: &zbus::Connection, run: &Run) {

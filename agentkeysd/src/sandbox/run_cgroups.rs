@@ -92,6 +92,12 @@ impl RunCgroups {
         if let Some(dir) = &plan.v2 {
             let kill = dir.path.join("cgroup.kill");
             if kill.exists() {
+                // Nothing left (the usual end of a run): no kill. Writing cgroup.kill waits
+                // for an RCU grace period (~10 ms here) even on an empty group, and nothing
+                // can enter an empty run group again (only its dead runner moved in).
+                if populated_v2(&dir.path)? == Some(false) {
+                    return Ok(());
+                }
                 write(&kill, "1")?;
                 return wait_empty_v2(&dir.path);
             }
@@ -103,6 +109,9 @@ impl RunCgroups {
         let Some(any) = freezer.or(plan.v1.first()).or(plan.v2.as_ref()) else {
             return Ok(());
         };
+        if members(&any.path)?.is_empty() {
+            return Ok(());
+        }
         loop {
             if let Some(f) = freezer {
                 let _ = write(&f.path.join("freezer.state"), "FROZEN");
@@ -140,6 +149,15 @@ impl RunCgroups {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the group (with its descendants) holds a process; `None` when it is gone.
+fn populated_v2(dir: &Path) -> io::Result<Option<bool>> {
+    match std::fs::read_to_string(dir.join("cgroup.events")) {
+        Ok(t) => Ok(Some(!t.lines().any(|l| l == "populated 0"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
