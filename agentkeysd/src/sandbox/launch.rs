@@ -42,9 +42,7 @@ pub fn spawn(
     stdio: [OwnedFd; 3],
     secrets: Vec<OwnedFd>,
 ) -> std::io::Result<Running> {
-    spec.validate()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    let json = checked_json(spec)?;
     let (spec_rd, spec_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (rep_rd, rep_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let [i, o, e] = stdio;
@@ -145,15 +143,13 @@ impl Warm {
         stdio: [OwnedFd; 3],
         secrets: Vec<OwnedFd>,
     ) -> std::io::Result<Running> {
-        spec.validate()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let json = checked_json(spec)?;
         if spec.cgroup != self.plan {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the spec's cgroups are not the warm runner's",
             ));
         }
-        let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
         let fds: Vec<BorrowedFd<'_>> = stdio.iter().chain(&secrets).map(AsFd::as_fd).collect();
         sys::send_frame(self.sock.as_fd(), FRAME_SPEC, &json, &fds)?;
         drop(fds);
@@ -177,6 +173,13 @@ impl Drop for Warm {
             let _ = child.wait();
         }
     }
+}
+
+/// The spec as the runner reads it, once it passed the checks the runner makes too.
+fn checked_json(spec: &Spec) -> std::io::Result<Vec<u8>> {
+    spec.validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    serde_json::to_vec(spec).map_err(std::io::Error::other)
 }
 
 /// The next report line the runner wrote (`None` at EOF); lines that do not parse are
