@@ -1,0 +1,286 @@
+//! Short-lived helper children of the sandbox's init that share its memory (`CLONE_VM`, so
+//! no page tables are copied on the start's path): the idmapping's user-namespace holder and
+//! the agent's namespace holder, with the raw (errno-free) syscalls they are limited to.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::cvt;
+
+/// A child in a new, empty user namespace, used only as a holder for an idmapping: the
+/// caller writes its maps through `/proc/<pid>/…`, opens `ns/user`, then kills and reaps it
+/// ([`UsernsHolder`]'s drop). It shares the caller's memory (`CLONE_VM`, no page tables
+/// copied: this sits on every run's start) and runs on a small stack of its own, where it
+/// only ever `pause`s.
+pub(crate) fn spawn_userns_holder() -> io::Result<UsernsHolder> {
+    extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
+        loop {
+            // SAFETY: pause(2) takes no arguments; the parent SIGKILLs this child. It
+            // returns only after a caught signal (none is sent to it but SIGKILL).
+            unsafe { libc::pause() };
+        }
+    }
+    let mut stack = vec![0u8; HOLDER_STACK].into_boxed_slice();
+    // Stacks grow down on every architecture the runner builds for; keep 16-byte alignment.
+    let top = (stack.as_mut_ptr() as usize + HOLDER_STACK) & !15;
+    let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD;
+    // SAFETY: `hold` never returns and only calls pause(2), so running it on `stack` inside
+    // our address space touches nothing of ours but that stack; the stack is owned by the
+    // returned holder and freed only after the child has been killed and reaped (drop).
+    let pid = cvt(libc::c_long::from(unsafe {
+        libc::clone(hold, top as *mut libc::c_void, flags, std::ptr::null_mut())
+    }))?;
+    Ok(UsernsHolder {
+        pid: pid as libc::pid_t,
+        _stack: stack,
+    })
+}
+
+/// A syscall that leaves `errno` alone. A `CLONE_VM` child shares the parent's memory and
+/// thread pointer, so libc's wrappers would write their `errno` into the parent's, which
+/// may be reading its own at that moment. Returns the kernel's value (`-errno` on error).
+///
+/// # Safety
+/// As for the syscall `nr` with these arguments.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_syscall(nr: libc::c_long, args: [usize; 4]) -> isize {
+    let ret: isize;
+    // SAFETY: the x86-64 syscall convention: number in rax, arguments in rdi, rsi, rdx,
+    // r10; the kernel clobbers rcx and r11 and returns in rax. What the call does is the
+    // caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn raw_syscall(nr: libc::c_long, args: [usize; 4]) -> isize {
+    let ret: isize;
+    // SAFETY: the arm64 syscall convention: number in x8, arguments in x0-x3, result in
+    // x0. What the call does is the caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") args[0] as isize => ret,
+            in("x1") args[1],
+            in("x2") args[2],
+            in("x3") args[3],
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// What the agent-namespace holder is told (read-only while it runs).
+#[derive(Debug)]
+struct AgentNsArgs {
+    /// Make a network namespace and bring its `lo` up (`--net none`).
+    new_net: bool,
+    /// Where it writes its result: 0, or the negative errno of the call that failed.
+    ready: RawFd,
+}
+
+/// The holder's whole life, on its own stack in the init's memory: in its new user
+/// namespace (made by the clone, with every capability there) it makes the agent's
+/// network namespace and brings `lo` up, says how that went, and waits to be killed.
+/// Raw syscalls only (see [`raw_syscall`]); it touches nothing but its stack and `arg`.
+extern "C" fn hold_agent_ns(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `AgentNsArgs` of spawn_agent_ns_holder, owned by the holder
+    // handle, which outlives this child (its drop kills and reaps it first).
+    let args = unsafe { &*(arg as *const AgentNsArgs) };
+    let mut result: i32 = 0;
+    if args.new_net {
+        result = loopback_in_new_netns();
+    }
+    // SAFETY: write(2) of 4 bytes from a live local to a pipe fd this child owns a copy of.
+    unsafe {
+        raw_syscall(
+            libc::SYS_write,
+            [args.ready as usize, (&raw const result) as usize, 4, 0],
+        )
+    };
+    loop {
+        // SAFETY: pause(2) takes no arguments; the init SIGKILLs this child.
+        unsafe { raw_syscall(libc::SYS_pause, [0; 4]) };
+    }
+}
+
+/// unshare(CLONE_NEWNET), then `lo` up through SIOCGIFFLAGS/SIOCSIFFLAGS; 0 or -errno.
+fn loopback_in_new_netns() -> i32 {
+    // SAFETY: unshare takes a flag word and changes only this task's namespaces.
+    let r = unsafe { raw_syscall(libc::SYS_unshare, [libc::CLONE_NEWNET as usize, 0, 0, 0]) };
+    if r < 0 {
+        return r as i32;
+    }
+    let (domain, kind) = (
+        libc::AF_INET as usize,
+        (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as usize,
+    );
+    // SAFETY: socket takes three integers and returns a new fd of this task's table.
+    let sock = unsafe { raw_syscall(libc::SYS_socket, [domain, kind, 0, 0]) };
+    if sock < 0 {
+        return sock as i32;
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    let (get, set) = (libc::SIOCGIFFLAGS as usize, libc::SIOCSIFFLAGS as usize);
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of a live, properly sized
+    // ifreq on this stack.
+    let mut r = unsafe {
+        raw_syscall(
+            libc::SYS_ioctl,
+            [sock as usize, get, (&raw mut req) as usize, 0],
+        )
+    };
+    if r >= 0 {
+        // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        // SAFETY: SIOCSIFFLAGS reads the live ifreq holding the name and the new flags.
+        r = unsafe {
+            raw_syscall(
+                libc::SYS_ioctl,
+                [sock as usize, set, (&raw const req) as usize, 0],
+            )
+        };
+    }
+    // SAFETY: closes the socket this function opened.
+    unsafe { raw_syscall(libc::SYS_close, [sock as usize, 0, 0, 0]) };
+    if r < 0 { r as i32 } else { 0 }
+}
+
+/// The agent's user namespace, made early by a holder child so that its network
+/// namespace is built on the other CPU while the init builds the file system. The init
+/// writes the holder's maps right away (through the host's `/proc`, still there), and
+/// later joins both namespaces with `setns` on the holder's pidfd ([`Self::join`]).
+#[derive(Debug)]
+pub(crate) struct AgentNsHolder {
+    /// Killed and reaped first when this is dropped (field order), before `_args`.
+    _holder: UsernsHolder,
+    pidfd: OwnedFd,
+    ready: OwnedFd,
+    new_net: bool,
+    _args: Box<AgentNsArgs>,
+}
+
+/// Clones the holder (`CLONE_VM | CLONE_NEWUSER | CLONE_PIDFD`: no page tables copied, a
+/// user namespace owned by root of the initial one). `new_net`: it also makes a network
+/// namespace in it with `lo` up.
+pub(crate) fn spawn_agent_ns_holder(new_net: bool) -> io::Result<AgentNsHolder> {
+    let (ready_rd, ready_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let args = Box::new(AgentNsArgs {
+        new_net,
+        ready: ready_wr.as_raw_fd(),
+    });
+    let mut stack = vec![0u8; HOLDER_STACK].into_boxed_slice();
+    let top = (stack.as_mut_ptr() as usize + HOLDER_STACK) & !15;
+    let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_PIDFD | libc::SIGCHLD;
+    let arg = (&raw const *args) as *mut libc::c_void;
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: `hold_agent_ns` makes raw syscalls only, on `stack`, reading `args`; both are
+    // owned by the returned holder, whose drop kills and reaps the child before freeing
+    // them. Without CLONE_FILES the child has its own copy of the fd table (ready_wr).
+    // CLONE_PIDFD stores the new pidfd through the `parent_tid` pointer, a live local.
+    let pid = cvt(libc::c_long::from(unsafe {
+        libc::clone(
+            hold_agent_ns,
+            top as *mut libc::c_void,
+            flags,
+            arg,
+            &raw mut pidfd,
+        )
+    }))?;
+    let holder = UsernsHolder {
+        pid: pid as libc::pid_t,
+        _stack: stack,
+    };
+    drop(ready_wr);
+    // SAFETY: the kernel stored a new pidfd, owned by nobody else, before clone returned.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(AgentNsHolder {
+        _holder: holder,
+        pidfd,
+        ready: ready_rd,
+        new_net,
+        _args: args,
+    })
+}
+
+impl AgentNsHolder {
+    /// The holder's pid as the host's `/proc` names it (the init's own pid namespace
+    /// numbers it differently): the `Pid:` of its pidfd's fdinfo, which the kernel gives
+    /// in the pid namespace of the proc instance read.
+    pub fn host_pid(&self) -> io::Result<u32> {
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.pidfd.as_raw_fd()))?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| io::Error::other("the holder's pidfd shows no pid"))
+    }
+
+    /// The fds that must stay open until [`Self::join`].
+    pub fn fds(&self) -> [RawFd; 2] {
+        [self.pidfd.as_raw_fd(), self.ready.as_raw_fd()]
+    }
+
+    /// Waits for the holder's result, then `setns` into its user namespace (and network
+    /// namespace, if it made one) in one call; the holder is killed and reaped after.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = [0u8; 4];
+        let n = nix::unistd::read(&self.ready, &mut result)?;
+        if n != 4 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the namespace holder ended without a word",
+            ));
+        }
+        let code = i32::from_ne_bytes(result);
+        if code < 0 {
+            return Err(io::Error::from_raw_os_error(-code));
+        }
+        let mut flags = nix::sched::CloneFlags::CLONE_NEWUSER;
+        if self.new_net {
+            flags |= nix::sched::CloneFlags::CLONE_NEWNET;
+        }
+        nix::sched::setns(&self.pidfd, flags)?;
+        Ok(())
+    }
+}
+
+/// Enough for `pause` and a signal frame.
+const HOLDER_STACK: usize = 16 * 1024;
+
+/// The holder child of [`spawn_userns_holder`]; dropping it kills and reaps the child
+/// before its stack is freed.
+#[derive(Debug)]
+pub(crate) struct UsernsHolder {
+    pub pid: libc::pid_t,
+    _stack: Box<[u8]>,
+}
+
+impl Drop for UsernsHolder {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        // Must not return before the child is gone: it runs on `_stack`.
+        while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+    }
+}
