@@ -201,7 +201,7 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<Spec>, StartError> {
     let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     super::steps::cgroup::create(&plan)
         .and_then(|()| super::steps::cgroup::add(&plan, &[own]))
-        .map_err(|e| ("cgroup", e.to_string() + &source_of(&e)))?;
+        .map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))?;
     send_report(report, &Report::Prepared);
     let Some((body, fds)) = frame(FRAME_SPEC)? else {
         return Ok(None);
@@ -250,10 +250,6 @@ fn install_fds(fds: Vec<OwnedFd>) -> std::io::Result<()> {
         sys::install_fd(fd, target)?;
     }
     Ok(())
-}
-
-fn source_of(e: &super::plan::StepError) -> String {
-    format!(": {}", e.source)
 }
 
 fn read_spec() -> Result<Spec, String> {

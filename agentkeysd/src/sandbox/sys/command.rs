@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::cvt;
+use super::{ChildStack, cvt};
 
 /// memory (`CLONE_VM | CLONE_VFORK`) and so must not allocate.
 #[derive(Debug)]
@@ -65,25 +65,14 @@ impl CommandFailure {
 /// until the child has exec'd or failed. The child: new session, the terminal, default
 /// signal dispositions, the given mask, cwd, execve of each candidate.
 pub(crate) fn spawn_command(cmd: &Command<'_>) -> io::Result<libc::pid_t> {
-    let argv: Vec<*const libc::c_char> = cmd
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp: Vec<*const libc::c_char> = cmd
-        .env
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let (argv, envp) = (nul_terminated(cmd.argv), nul_terminated(cmd.env));
     let child = CommandChild {
         cmd,
         argv: &argv,
         envp: &envp,
     };
-    let mut stack = vec![0u8; COMMAND_STACK].into_boxed_slice();
-    let top = (stack.as_mut_ptr() as usize + COMMAND_STACK) & !15;
+    let mut stack = ChildStack::new(COMMAND_STACK);
+    let top = stack.top();
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     // SAFETY: with CLONE_VFORK this thread sleeps until the child execs or exits, so the
     // child is the only one running in this memory; `run_command` reads `child` (alive on
@@ -93,13 +82,22 @@ pub(crate) fn spawn_command(cmd: &Command<'_>) -> io::Result<libc::pid_t> {
     let pid = cvt(libc::c_long::from(unsafe {
         libc::clone(
             run_command,
-            top as *mut libc::c_void,
+            top,
             flags,
             (&raw const child) as *mut libc::c_void,
         )
     }))?;
     drop(stack);
     Ok(pid as libc::pid_t)
+}
+
+/// `execve`'s form of a list of strings: their pointers, then a null.
+fn nul_terminated(items: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
+    items
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
 }
 
 /// Enough for the child's few calls and a signal frame.

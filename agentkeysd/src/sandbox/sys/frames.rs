@@ -39,12 +39,7 @@ pub(crate) fn send_frame(
             "short frame header",
         ));
     }
-    let mut f = std::mem::ManuallyDrop::new(
-        // SAFETY: a File view of the borrowed socket, never dropped (ManuallyDrop), so the
-        // fd stays owned by the caller.
-        unsafe { std::fs::File::from_raw_fd(sock.as_raw_fd()) },
-    );
-    std::io::Write::write_all(&mut *f, body)
+    std::io::Write::write_all(&mut std::fs::File::from(sock.try_clone_to_owned()?), body)
 }
 
 /// One received frame: its kind, body and attached fds. `Ok(None)` at EOF before a frame.
@@ -93,12 +88,10 @@ pub(crate) fn recv_frame(sock: BorrowedFd<'_>, max_body: usize) -> io::Result<Op
         ));
     }
     let mut body = vec![0u8; len];
-    let mut f = std::mem::ManuallyDrop::new(
-        // SAFETY: a File view of the borrowed socket, never dropped (ManuallyDrop), so the
-        // fd stays owned by the caller.
-        unsafe { std::fs::File::from_raw_fd(sock.as_raw_fd()) },
-    );
-    std::io::Read::read_exact(&mut *f, &mut body)?;
+    std::io::Read::read_exact(
+        &mut std::fs::File::from(sock.try_clone_to_owned()?),
+        &mut body,
+    )?;
     Ok(Some((head[0], body, fds)))
 }
 

@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::cvt;
+use super::{ChildStack, cvt};
 
 /// A child in a new, empty user namespace, used only as a holder for an idmapping: the
 /// caller writes its maps through `/proc/<pid>/…`, opens `ns/user`, then kills and reaps it
@@ -21,15 +21,14 @@ pub(crate) fn spawn_userns_holder() -> io::Result<UsernsHolder> {
             unsafe { libc::pause() };
         }
     }
-    let mut stack = vec![0u8; HOLDER_STACK].into_boxed_slice();
-    // Stacks grow down on every architecture the runner builds for; keep 16-byte alignment.
-    let top = (stack.as_mut_ptr() as usize + HOLDER_STACK) & !15;
+    let mut stack = ChildStack::new(HOLDER_STACK);
+    let top = stack.top();
     let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD;
     // SAFETY: `hold` never returns and only calls pause(2), so running it on `stack` inside
     // our address space touches nothing of ours but that stack; the stack is owned by the
     // returned holder and freed only after the child has been killed and reaped (drop).
     let pid = cvt(libc::c_long::from(unsafe {
-        libc::clone(hold, top as *mut libc::c_void, flags, std::ptr::null_mut())
+        libc::clone(hold, top, flags, std::ptr::null_mut())
     }))?;
     Ok(UsernsHolder {
         pid: pid as libc::pid_t,
@@ -188,8 +187,8 @@ pub(crate) fn spawn_agent_ns_holder(new_net: bool) -> io::Result<AgentNsHolder> 
         new_net,
         ready: ready_wr.as_raw_fd(),
     });
-    let mut stack = vec![0u8; HOLDER_STACK].into_boxed_slice();
-    let top = (stack.as_mut_ptr() as usize + HOLDER_STACK) & !15;
+    let mut stack = ChildStack::new(HOLDER_STACK);
+    let top = stack.top();
     let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_PIDFD | libc::SIGCHLD;
     let arg = (&raw const *args) as *mut libc::c_void;
     let mut pidfd: libc::c_int = -1;
@@ -198,13 +197,7 @@ pub(crate) fn spawn_agent_ns_holder(new_net: bool) -> io::Result<AgentNsHolder> 
     // them. Without CLONE_FILES the child has its own copy of the fd table (ready_wr).
     // CLONE_PIDFD stores the new pidfd through the `parent_tid` pointer, a live local.
     let pid = cvt(libc::c_long::from(unsafe {
-        libc::clone(
-            hold_agent_ns,
-            top as *mut libc::c_void,
-            flags,
-            arg,
-            &raw mut pidfd,
-        )
+        libc::clone(hold_agent_ns, top, flags, arg, &raw mut pidfd)
     }))?;
     let holder = UsernsHolder {
         pid: pid as libc::pid_t,
@@ -273,7 +266,7 @@ const HOLDER_STACK: usize = 16 * 1024;
 #[derive(Debug)]
 pub(crate) struct UsernsHolder {
     pub pid: libc::pid_t,
-    _stack: Box<[u8]>,
+    _stack: ChildStack,
 }
 
 impl Drop for UsernsHolder {

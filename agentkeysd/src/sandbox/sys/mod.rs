@@ -18,6 +18,24 @@ pub(crate) use holders::{AgentNsHolder, spawn_agent_ns_holder, spawn_userns_hold
 
 use std::ffi::CStr;
 use std::io;
+
+/// A stack of its own for a `CLONE_VM` child (the helper holders, the command's vfork).
+/// Whoever clones on it keeps it until the child has exec'd or been reaped.
+#[derive(Debug)]
+pub(crate) struct ChildStack(Box<[u8]>);
+
+impl ChildStack {
+    pub(crate) fn new(size: usize) -> ChildStack {
+        ChildStack(vec![0u8; size].into_boxed_slice())
+    }
+
+    /// The top, 16-byte aligned, for `clone`'s stack argument: stacks grow down on every
+    /// architecture the runner builds for.
+    pub(crate) fn top(&mut self) -> *mut libc::c_void {
+        let end = self.0.as_mut_ptr() as usize + self.0.len();
+        (end & !15) as *mut libc::c_void
+    }
+}
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `LANDLOCK_CREATE_RULESET_VERSION` (linux/landlock.h): ask for the ABI version instead of
