@@ -8,7 +8,8 @@
 //!   configured policy allows the fallback) and leave the process only as a sealed memfd.
 //! - [`vault`] and [`store`] know nothing of D-Bus; [`daemon`] wires them to the bus and
 //!   authorizes every call from the bus's view of the caller, never from arguments.
-//! - `unsafe` lives only in `sys.rs` modules, each block with a `// SAFETY:` comment.
+//! - `unsafe` lives only in `sys` modules (`sys.rs`, or `sys/` in the sandbox), each block
+//!   with a `// SAFETY:` comment.
 //!
 //! Non-goals: defending against root that loads kernel code; talking to anything but the
 //! local system (there is no network server here).

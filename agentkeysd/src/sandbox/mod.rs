@@ -32,7 +32,7 @@
 //!   work for local test servers, and the empty network namespace already is the boundary.
 //!
 //! Invariants: probes change nothing about the calling process; `unsafe` lives only in
-//! `sys.rs`. Nothing here knows D-Bus.
+//! `sys/`. Nothing here knows D-Bus.
 
 pub mod cgroups;
 pub mod launch;
