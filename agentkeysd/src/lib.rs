@@ -1,7 +1,8 @@
 //! `agentkeysd`: the AgentKeys system daemon, as a library.
 //!
-//! The binaries (`agentkeysd`, later `agentkeys-runner`) are thin wrappers over this crate;
-//! `agentkeysctl` uses only [`api`].
+//! The binary `agentkeysd` is a thin wrapper over this crate; `agentkeysctl` uses [`api`]
+//! and, for `doctor`, the sandbox's probes. The sandbox and its runner (`agentkeys-runner`)
+//! are the crate `agentkeys-sandbox`, re-exported here as [`sandbox`].
 //!
 //! Invariants:
 //! - Secret bytes live in [`vault`] memory (`memfd_secret` pages, or mlocked pages when the
@@ -20,6 +21,6 @@ pub mod approvals;
 pub mod daemon;
 pub mod jobs;
 pub mod mcp;
-pub mod sandbox;
+pub use agentkeys_sandbox as sandbox;
 pub mod store;
 pub mod vault;

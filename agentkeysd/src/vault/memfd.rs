@@ -15,12 +15,11 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use zeroize::Zeroizing;
 
 use super::bounce::BounceBuffer;
-use super::{MAX_SECRET_LEN, MemfdError, SecretBuf, Vault, sys};
+use agentkeys_sandbox::sealed::{
+    self, REQUIRED_SEALS, SealedError, read_exact_at_start, sealed_len,
+};
 
-/// Seals an incoming memfd must carry: its contents and size are then fixed for good.
-const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_WRITE
-    .union(SealFlag::F_SEAL_SHRINK)
-    .union(SealFlag::F_SEAL_GROW);
+use super::{MAX_SECRET_LEN, MemfdError, SecretBuf, Vault, sys};
 
 /// Seals we put on outgoing memfds: the required ones, and no more seals can change.
 const OUTGOING_SEALS: SealFlag = REQUIRED_SEALS.union(SealFlag::F_SEAL_SEAL);
@@ -62,10 +61,7 @@ pub fn sealed_memfd_from_bytes(bytes: &[u8]) -> Result<OwnedFd, MemfdError> {
 /// Client side of Read: checks `fd` is a sealed memfd of at most [`MAX_SECRET_LEN`] bytes
 /// and reads all of it.
 pub fn read_memfd_to_vec(fd: BorrowedFd<'_>) -> Result<Zeroizing<Vec<u8>>, MemfdError> {
-    let len = sealed_len(fd)?;
-    let mut out = Zeroizing::new(vec![0u8; len]);
-    read_exact_at_start(fd, out.as_mut_slice())?;
-    Ok(out)
+    Ok(sealed::read_to_vec(fd)?)
 }
 
 /// Does this kernel have `memfd_secret(2)`? (Creates one and closes it.)
@@ -78,54 +74,22 @@ pub fn probe_memfd_secret() -> std::io::Result<()> {
     sys::memfd_secret().map(drop)
 }
 
-/// Size of `fd` after checking it is a memfd carrying [`REQUIRED_SEALS`] and is at most
-/// [`MAX_SECRET_LEN`] bytes.
-fn sealed_len(fd: BorrowedFd<'_>) -> Result<usize, MemfdError> {
-    // First, before anything that could block: EINVAL here means "not a memfd".
-    let seals = match fcntl(fd, FcntlArg::F_GET_SEALS) {
-        Ok(bits) => SealFlag::from_bits_truncate(bits),
-        Err(Errno::EINVAL) => return Err(MemfdError::NotAMemfd),
-        Err(e) => return Err(MemfdError::GetSeals(e.into())),
-    };
-    let missing = REQUIRED_SEALS.difference(seals);
-    if !missing.is_empty() {
-        return Err(MemfdError::NotSealed { missing });
-    }
-    let stat = nix::sys::stat::fstat(fd).map_err(|e| MemfdError::Stat(e.into()))?;
-    // Sealed against shrink and grow, so this size can no longer change.
-    let size = u64::try_from(stat.st_size).map_err(|_| MemfdError::Stat(invalid_size()))?;
-    match usize::try_from(size) {
-        Ok(len) if len <= MAX_SECRET_LEN => Ok(len),
-        _ => Err(MemfdError::TooLarge {
-            len: size,
-            max: MAX_SECRET_LEN,
-        }),
-    }
+/// Outcome of asking for `memfd_secret(2)` (`agentkeysctl doctor`).
+#[derive(Debug)]
+pub enum MemfdSecret {
+    /// A secretmem fd was created (and closed).
+    Available,
+    /// The call failed: `ENOSYS` (not built in, or before 6.5 not enabled with
+    /// `secretmem.enable=1`), `EPERM` (a seccomp filter), …
+    Unavailable(io::Error),
 }
 
-fn invalid_size() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "negative file size")
-}
-
-/// Fills `buf` from offset 0 of `fd` with `pread` (no file-position side effects).
-fn read_exact_at_start(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), MemfdError> {
-    let expected = buf.len();
-    let mut done = 0;
-    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
-        let offset = libc::off_t::try_from(done).map_err(|_| MemfdError::Read(invalid_size()))?;
-        match nix::sys::uio::pread(fd, rest, offset) {
-            Ok(0) => {
-                return Err(MemfdError::ShortRead {
-                    expected,
-                    got: done,
-                });
-            }
-            Ok(n) => done += n,
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(MemfdError::Read(e.into())),
-        }
+/// Asks the kernel for a `memfd_secret` fd and closes it.
+pub fn memfd_secret() -> MemfdSecret {
+    match probe_memfd_secret() {
+        Ok(()) => MemfdSecret::Available,
+        Err(e) => MemfdSecret::Unavailable(e),
     }
-    Ok(())
 }
 
 fn check_outgoing_len(len: usize) -> Result<(), MemfdError> {
@@ -133,10 +97,10 @@ fn check_outgoing_len(len: usize) -> Result<(), MemfdError> {
         return Err(MemfdError::Empty);
     }
     if len > MAX_SECRET_LEN {
-        return Err(MemfdError::TooLarge {
+        return Err(MemfdError::Sealed(SealedError::TooLarge {
             len: len as u64,
             max: MAX_SECRET_LEN,
-        });
+        }));
     }
     Ok(())
 }
@@ -218,7 +182,10 @@ mod tests {
         // Nothing is ever written: a read would block forever.
         let (rx, _tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let err = read_sealed_memfd(&vault(), rx.as_fd()).unwrap_err();
-        assert!(matches!(err, MemfdError::NotAMemfd), "{err:?}");
+        assert!(
+            matches!(err, MemfdError::Sealed(SealedError::NotAMemfd)),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("not a memfd"), "{err}");
     }
 
@@ -229,7 +196,10 @@ mod tests {
         std::io::Write::write_all(&mut &file, b"data").unwrap();
         let err = read_sealed_memfd(&vault(), file.as_fd()).unwrap_err();
         assert!(
-            matches!(err, MemfdError::NotAMemfd | MemfdError::NotSealed { .. }),
+            matches!(
+                err,
+                MemfdError::Sealed(SealedError::NotAMemfd | SealedError::NotSealed { .. })
+            ),
             "{err:?}"
         );
     }
@@ -239,13 +209,13 @@ mod tests {
         let fd = memfd_with(b"x", None, SealFlag::empty());
         let err = read_sealed_memfd(&vault(), fd.as_fd()).unwrap_err();
         assert!(
-            matches!(err, MemfdError::NotSealed { missing } if missing == REQUIRED_SEALS),
+            matches!(err, MemfdError::Sealed(SealedError::NotSealed { missing }) if missing == REQUIRED_SEALS),
             "{err:?}"
         );
         let fd = memfd_with(b"x", None, SealFlag::F_SEAL_WRITE);
         let err = read_sealed_memfd(&vault(), fd.as_fd()).unwrap_err();
         assert!(
-            matches!(err, MemfdError::NotSealed { missing }
+            matches!(err, MemfdError::Sealed(SealedError::NotSealed { missing })
                 if missing == SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
             "{err:?}"
         );
@@ -267,7 +237,7 @@ mod tests {
         let fd = memfd_with(b"", Some(MAX_SECRET_LEN + 1), REQUIRED_SEALS);
         let err = read_sealed_memfd(&vault(), fd.as_fd()).unwrap_err();
         assert!(
-            matches!(err, MemfdError::TooLarge { len, max }
+            matches!(err, MemfdError::Sealed(SealedError::TooLarge { len, max })
                 if len == MAX_SECRET_LEN as u64 + 1 && max == MAX_SECRET_LEN),
             "{err:?}"
         );
@@ -311,7 +281,7 @@ mod tests {
         let big = vec![0u8; MAX_SECRET_LEN + 1];
         assert!(matches!(
             sealed_memfd_from_bytes(&big),
-            Err(MemfdError::TooLarge { .. })
+            Err(MemfdError::Sealed(SealedError::TooLarge { .. }))
         ));
     }
 
@@ -320,12 +290,12 @@ mod tests {
         let fd = memfd_with(b"abc", None, SealFlag::F_SEAL_GROW);
         assert!(matches!(
             read_memfd_to_vec(fd.as_fd()),
-            Err(MemfdError::NotSealed { .. })
+            Err(MemfdError::Sealed(SealedError::NotSealed { .. }))
         ));
         let fd = memfd_with(b"", Some(MAX_SECRET_LEN + 1), REQUIRED_SEALS);
         assert!(matches!(
             read_memfd_to_vec(fd.as_fd()),
-            Err(MemfdError::TooLarge { .. })
+            Err(MemfdError::Sealed(SealedError::TooLarge { .. }))
         ));
     }
 

@@ -47,16 +47,17 @@ use std::io;
 use std::sync::Arc;
 
 pub use memfd::{
-    memfd_secret_available, probe_memfd_secret, read_memfd_to_vec, read_sealed_memfd,
-    sealed_memfd_from_bytes, sealed_memfd_from_secret,
+    MemfdSecret, memfd_secret, memfd_secret_available, probe_memfd_secret, read_memfd_to_vec,
+    read_sealed_memfd, sealed_memfd_from_bytes, sealed_memfd_from_secret,
 };
 pub use scrub::scrubbed;
 pub use secret::SecretBuf;
 
 use arena::Arena;
 
-/// Largest secret a client may store.
-pub const MAX_SECRET_LEN: usize = 64 * 1024;
+/// Largest secret a client may store (shared with the runner, which reads secrets the same
+/// way).
+pub use agentkeys_sandbox::sealed::MAX_SECRET_LEN;
 
 /// Largest slot [`Vault::alloc`] hands out: a maximal secret plus room for an AEAD tag and
 /// nonce, so ciphertext can be decrypted in place.
@@ -182,47 +183,12 @@ pub enum VaultError {
 /// What went wrong while moving a secret through a memfd; each variant names the step.
 #[derive(Debug, thiserror::Error)]
 pub enum MemfdError {
-    /// The fd is not a memfd (`F_GET_SEALS` gives `EINVAL`: a pipe, socket, regular file…).
-    #[error("the file descriptor is not a memfd; secrets must be passed as a sealed memfd")]
-    NotAMemfd,
-    /// `F_GET_SEALS` failed for another reason.
-    #[error("could not read the seals of the memfd")]
-    GetSeals(#[source] io::Error),
-    /// The memfd lacks seals that make its contents immutable.
-    #[error(
-        "the memfd is not sealed (missing {}); seal it with \
-         F_SEAL_WRITE|F_SEAL_SHRINK|F_SEAL_GROW before sending",
-        seal_names(*missing)
-    )]
-    NotSealed {
-        /// The required seals that are absent.
-        missing: nix::fcntl::SealFlag,
-    },
+    /// The incoming memfd failed a check, or could not be read.
+    #[error(transparent)]
+    Sealed(#[from] agentkeys_sandbox::sealed::SealedError),
     /// The memfd holds no bytes.
     #[error("the secret is empty")]
     Empty,
-    /// The memfd is larger than [`MAX_SECRET_LEN`].
-    #[error("the secret is {len} bytes; the limit is {max} bytes")]
-    TooLarge {
-        /// Size of the memfd.
-        len: u64,
-        /// The limit.
-        max: usize,
-    },
-    /// `fstat` failed.
-    #[error("could not stat the memfd")]
-    Stat(#[source] io::Error),
-    /// `pread` failed.
-    #[error("could not read the memfd")]
-    Read(#[source] io::Error),
-    /// The memfd ended before its `fstat` size.
-    #[error("the memfd ended after {got} of {expected} bytes")]
-    ShortRead {
-        /// Size from `fstat`.
-        expected: usize,
-        /// Bytes read before end of file.
-        got: usize,
-    },
     /// No vault slot for the incoming secret.
     #[error("no secret memory for the incoming secret")]
     Vault(#[source] VaultError),
@@ -238,15 +204,6 @@ pub enum MemfdError {
     /// `F_ADD_SEALS` failed.
     #[error("could not seal the memfd")]
     Seal(#[source] io::Error),
-}
-
-/// `F_SEAL_WRITE, F_SEAL_GROW` for error texts.
-fn seal_names(seals: nix::fcntl::SealFlag) -> String {
-    seals
-        .iter_names()
-        .map(|(name, _)| name)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Counters for `status` and tests.
@@ -356,19 +313,6 @@ mod tests {
     fn kind_names_match_status_output() {
         assert_eq!(SecretMemoryKind::MemfdSecret.as_str(), "memfd_secret");
         assert_eq!(SecretMemoryKind::Mlock.as_str(), "mlock");
-    }
-
-    #[test]
-    fn not_sealed_error_names_the_missing_seals() {
-        use nix::fcntl::SealFlag;
-        let e = MemfdError::NotSealed {
-            missing: SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_GROW,
-        };
-        let text = e.to_string();
-        assert!(
-            text.contains("missing F_SEAL_GROW, F_SEAL_WRITE)"),
-            "{text}"
-        );
     }
 
     #[test]

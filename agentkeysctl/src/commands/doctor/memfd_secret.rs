@@ -3,14 +3,14 @@
 //! Missing is a warning, not a failure: with the default `secret_memory = "prefer"` the
 //! daemon falls back to mlocked memory and says so in `agentkeysctl status`.
 
-use agentkeysd::sandbox::probe::{self, MemfdSecret};
+use agentkeysd::vault::{MemfdSecret, memfd_secret};
 
 use super::Finding;
 
 const CHECK: &str = "memfd_secret";
 
 pub fn check() -> Finding {
-    match probe::memfd_secret() {
+    match memfd_secret() {
         MemfdSecret::Available => Finding::ok(
             CHECK,
             "available: secrets live in pages no other process, not even root, can read",

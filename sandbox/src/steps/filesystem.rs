@@ -15,13 +15,11 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chown, pivot_root};
 
-use crate::sandbox::plan::StepError;
-use crate::sandbox::policy::fs::FsPolicy;
-use crate::sandbox::spec::{
-    BRIDGE_INSIDE, MCP_SOCKET_INSIDE, SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE,
-};
-use crate::sandbox::steps::rlimits::read_secret;
-use crate::sandbox::sys;
+use crate::plan::StepError;
+use crate::policy::fs::FsPolicy;
+use crate::spec::{BRIDGE_INSIDE, MCP_SOCKET_INSIDE, SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
+use crate::steps::rlimits::read_secret;
+use crate::sys;
 
 /// Where the new root is mounted before `pivot_root`. Any directory works (the mount
 /// namespace is private and every source is cloned before this is covered).

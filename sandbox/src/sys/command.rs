@@ -48,7 +48,7 @@ impl CommandFailure {
     }
 
     /// The sentence the exec step reports.
-    pub fn describe(&self, spec: &crate::sandbox::spec::Spec, name: &[u8]) -> String {
+    pub fn describe(&self, spec: &crate::spec::Spec, name: &[u8]) -> String {
         let e = nix::errno::Errno::from_raw(self.errno);
         match self.at {
             Self::SETSID => format!("setsid: {e}"),

@@ -8,8 +8,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::sandbox::plan::StepError;
-use crate::sandbox::spec::{CgroupDir, CgroupPlan, Limits};
+use crate::plan::StepError;
+use crate::spec::{CgroupDir, CgroupPlan, Limits};
 
 /// cpu.cfs_period_us / cpu.max period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;

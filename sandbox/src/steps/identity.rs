@@ -15,9 +15,9 @@ use std::os::fd::RawFd;
 
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 
-use crate::sandbox::plan::StepError;
-use crate::sandbox::spec::{Ids, Net};
-use crate::sandbox::sys::{self, AgentNsHolder};
+use crate::plan::StepError;
+use crate::spec::{Ids, Net};
+use crate::sys::{self, AgentNsHolder};
 
 /// The agent's namespaces, made and mapped, waiting to be joined.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::os::fd::RawFd;
 use nix::sys::resource::{Resource, setrlimit};
 use zeroize::Zeroizing;
 
-use crate::sandbox::plan::StepError;
-use crate::sandbox::spec::{SECRET_FD_BASE, SecretRef, Spec};
-use crate::sandbox::sys;
+use crate::plan::StepError;
+use crate::spec::{SECRET_FD_BASE, SecretRef, Spec};
+use crate::sys;
 
 /// `NAME=value` of one secret variable, wiped when dropped.
 pub type SecretVar = Zeroizing<Vec<u8>>;
@@ -19,13 +19,13 @@ pub fn set_rlimits() -> Result<(), StepError> {
         .map_err(|e| StepError::new("setrlimit(RLIMIT_CORE, 0)", e))
 }
 
-/// Reads the memfd of `secret` (sealed, bounded; see `vault::read_memfd_to_vec`).
+/// Reads the memfd of `secret` (sealed, bounded: [`crate::sealed`]).
 pub fn read_secret(secret: &SecretRef) -> Result<Zeroizing<Vec<u8>>, StepError> {
     let raw = secret_fd(secret);
     // Open since the runner started (the daemon put it at this number); `close_except`
     // runs only after every read. A number that is not a sealed memfd is refused.
     let fd = sys::borrow_inherited_fd(raw);
-    crate::vault::read_memfd_to_vec(fd).map_err(|e| {
+    crate::sealed::read_to_vec(fd).map_err(|e| {
         StepError::new(
             format!("read the secret {:?} from fd {raw}", secret.name),
             std::io::Error::other(e.to_string()),

@@ -13,9 +13,9 @@ fn main() {
     if std::env::args_os().len() > 1 {
         eprintln!(
             "usage: agentkeys-runner 3<SPEC 4>REPORT [5<SECRET…]\n\
-             (started by agentkeysd; the spec format is agentkeysd::sandbox::spec)"
+             (started by agentkeysd; the spec format is agentkeys_sandbox::spec)"
         );
         std::process::exit(2);
     }
-    std::process::exit(agentkeysd::sandbox::runner_main());
+    std::process::exit(agentkeys_sandbox::runner_main());
 }

@@ -4,7 +4,7 @@
 
 use caps::CapSet;
 
-use crate::sandbox::plan::StepError;
+use crate::plan::StepError;
 
 pub fn drop_all() -> Result<(), StepError> {
     let fail = |what: &str, e: caps::errors::CapsError| {

@@ -46,11 +46,11 @@ pub(crate) fn send_frame(
 pub(crate) type Frame = (u8, Vec<u8>, Vec<OwnedFd>);
 
 /// Receives one warm-start frame of at most `max_body` bytes and
-/// `crate::sandbox::spec::MAX_FRAME_FDS` fds (close-on-exec).
+/// `crate::spec::MAX_FRAME_FDS` fds (close-on-exec).
 pub(crate) fn recv_frame(sock: BorrowedFd<'_>, max_body: usize) -> io::Result<Option<Frame>> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut head = [0u8; 5];
-    let mut cmsg = nix::cmsg_space!([RawFd; crate::sandbox::spec::MAX_FRAME_FDS]);
+    let mut cmsg = nix::cmsg_space!([RawFd; crate::spec::MAX_FRAME_FDS]);
     let (n, fds, truncated) = {
         let mut iov = [std::io::IoSliceMut::new(&mut head)];
         let msg = recvmsg::<()>(

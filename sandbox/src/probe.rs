@@ -1,5 +1,5 @@
 //! What this kernel offers the sandbox, asked for real: each probe makes the call the
-//! runner (or the vault) will make and reports what happened, as a typed answer that says
+//! runner will make and reports what happened, as a typed answer that says
 //! why a feature is missing — never a bare `bool`. `agentkeysctl doctor` turns these into
 //! findings; the daemon reports some of them in its `Features` property.
 //!
@@ -11,24 +11,6 @@ use std::io;
 
 use super::cgroups::{self, CgroupLayout};
 use super::sys::{self, UsernsStep};
-
-/// Outcome of asking for `memfd_secret(2)`.
-#[derive(Debug)]
-pub enum MemfdSecret {
-    /// A secretmem fd was created (and closed).
-    Available,
-    /// The call failed: `ENOSYS` (not built in, or before 6.5 not enabled with
-    /// `secretmem.enable=1`), `EPERM` (a seccomp filter), …
-    Unavailable(io::Error),
-}
-
-/// Asks the kernel for a `memfd_secret` fd and closes it.
-pub fn memfd_secret() -> MemfdSecret {
-    match crate::vault::probe_memfd_secret() {
-        Ok(()) => MemfdSecret::Available,
-        Err(e) => MemfdSecret::Unavailable(e),
-    }
-}
 
 /// The Landlock ABI this kernel offers.
 #[derive(Debug)]

@@ -14,10 +14,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::sandbox::plan::{Ended, StepError};
-use crate::sandbox::spec::Spec;
-use crate::sandbox::steps::rlimits::SecretVar;
-use crate::sandbox::sys;
+use crate::plan::{Ended, StepError};
+use crate::spec::Spec;
+use crate::steps::rlimits::SecretVar;
+use crate::sys;
 
 /// Signals the init passes on to the command.
 const FORWARDED: [Signal; 7] = [

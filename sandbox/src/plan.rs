@@ -223,7 +223,7 @@ pub fn run<S: Syscalls>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::spec::tests::sample_spec;
+    use crate::spec::tests::sample_spec;
 
     /// Records each call; fails the call named `fail_at`; forks as `side`.
     struct Recorder {

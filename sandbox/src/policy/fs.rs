@@ -1,4 +1,4 @@
-//! `agentkeysd/data/sandbox-fs.toml`: what the new root shows of the host — read-only binds,
+//! `sandbox/data/sandbox-fs.toml`: what the new root shows of the host — read-only binds,
 //! the merged-/usr symlinks and the device nodes of the minimal `/dev`.
 
 use serde::Deserialize;

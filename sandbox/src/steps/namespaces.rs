@@ -5,8 +5,8 @@
 
 use nix::sched::CloneFlags;
 
-use crate::sandbox::plan::StepError;
-use crate::sandbox::spec::Net;
+use crate::plan::StepError;
+use crate::spec::Net;
 
 /// The runner's part, before the fork: a new pid namespace, whose first process (pid 1)
 /// the fork then makes the sandbox's init. The runner itself stays in all of the host's

@@ -2,14 +2,19 @@
 //! namespaces, file system, rlimits and fds, identity, capabilities, landlock, seccomp,
 //! exec), performed by `agentkeys-runner`, never by the daemon on itself.
 //!
+//! A crate of its own (the daemon re-exports it as `agentkeysd::sandbox`), so that the
+//! runner links only what it uses — no libpam, SQLite, D-Bus or async runtime — and can be
+//! linked statically (`scripts/build-runner`): a static runner starts and forks its init
+//! without the dynamic loader's work, which issue 4 measures against bwrap.
+//!
 //! - [`spec`]: the runner's contract (spec on fd 3, report on fd 4, secrets on fd 5…).
 //! - [`plan`]: the steps in order, one error variant each, behind the [`plan::Syscalls`]
 //!   trait (a recording fake pins the order in unit tests); `steps/` does each for real.
-//! - [`policy`]: the reviewed data files `agentkeysd/data/{seccomp,landlock,sandbox-fs}.toml`,
+//! - [`policy`]: the reviewed data files `sandbox/data/{seccomp,landlock,sandbox-fs}.toml`,
 //!   compiled in and validated at start.
 //! - [`launch`] (daemon side): spawn the runner, learn `Started`, wait for the outcome;
 //!   [`run_cgroups`]: parent groups, per-run plan, kill, remove. Secrets reach the runner
-//!   as [`crate::vault::sealed_memfd_from_bytes`] memfds.
+//!   as sealed memfds (`agentkeysd::vault::sealed_memfd_from_bytes`), read here by [`sealed`].
 //! - [`probe`] and [`cgroups`]: what the kernel offers (`agentkeysctl doctor`).
 //!
 //! Decisions where the issue was silent:
@@ -34,6 +39,8 @@
 //! Invariants: probes change nothing about the calling process; `unsafe` lives only in
 //! `sys/`. Nothing here knows D-Bus.
 
+#![deny(unsafe_code)]
+
 pub mod cgroups;
 pub mod launch;
 pub mod plan;
@@ -42,6 +49,7 @@ pub mod probe;
 pub mod real;
 pub mod run_cgroups;
 mod runner;
+pub mod sealed;
 pub mod spec;
 mod steps;
 mod sys;

@@ -1,5 +1,5 @@
 //! The runner's reviewed policies (STYLE §4): seccomp rules, landlock rules and what the
-//! new root shows of the host. They are TOML files in `agentkeysd/data/`, compiled into the
+//! new root shows of the host. They are TOML files in `sandbox/data/`, compiled into the
 //! runner (so a run never depends on files the agent's owner could change) and validated
 //! when the runner starts: a rule without a `why`, an unknown name, a relative path or a
 //! duplicate is an error, never silently skipped. `build.rs` turns the TOML into JSON, which
@@ -36,7 +36,7 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// The policies shipped in `agentkeysd/data/`, parsed and checked.
+    /// The policies shipped in `sandbox/data/`, parsed and checked.
     pub fn shipped() -> Result<Policies, PolicyError> {
         Ok(Policies {
             seccomp: seccomp::SeccompPolicy::shipped()?,

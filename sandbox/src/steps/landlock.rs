@@ -8,12 +8,12 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
-use crate::sandbox::plan::StepError;
-use crate::sandbox::policy::landlock::{Access as Grant, LandlockPolicy};
-use crate::sandbox::spec::{Enforcement, Spec};
+use crate::plan::StepError;
+use crate::policy::landlock::{Access as Grant, LandlockPolicy};
+use crate::spec::{Enforcement, Spec};
 
 pub fn restrict(spec: &Spec, policy: &LandlockPolicy) -> Result<(), StepError> {
-    let abi_num = crate::sandbox::sys::landlock_abi_version()
+    let abi_num = crate::sys::landlock_abi_version()
         .map_err(|e| StepError::new("landlock is not available on this kernel", e))?;
     let abi = ABI::from(i32::try_from(abi_num).unwrap_or(i32::MAX));
     let fail = |what: &str, e: landlock::RulesetError| {

@@ -2,9 +2,9 @@
 //! mount, unshare and friends are gone), for the calling thread — the init is
 //! single-threaded and the command inherits it across fork and exec.
 
-use crate::sandbox::plan::StepError;
-use crate::sandbox::policy::bpf::Program;
-use crate::sandbox::sys;
+use crate::plan::StepError;
+use crate::policy::bpf::Program;
+use crate::sys;
 
 pub fn install(program: &Program) -> Result<(), StepError> {
     if program.is_empty() {

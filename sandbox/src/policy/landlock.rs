@@ -1,10 +1,10 @@
-//! `agentkeysd/data/landlock.toml`: the paths the agent may use and how, the scopes
+//! `sandbox/data/landlock.toml`: the paths the agent may use and how, the scopes
 //! (signals, abstract unix sockets) and the TCP stance per network mode.
 
 use serde::Deserialize;
 
 use super::{PolicyError, check_abs, check_why};
-use crate::sandbox::spec::Net;
+use crate::spec::Net;
 
 const FILE: &str = "landlock.toml";
 const SHIPPED: &str = include_str!(concat!(env!("OUT_DIR"), "/landlock.json"));

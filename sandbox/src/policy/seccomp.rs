@@ -1,4 +1,4 @@
-//! `agentkeysd/data/seccomp.toml`: syscalls the agent may not make, each with its errno and
+//! `sandbox/data/seccomp.toml`: syscalls the agent may not make, each with its errno and
 //! an optional condition on one argument, compiled to one BPF program by [`super::bpf`].
 
 use serde::Deserialize;
