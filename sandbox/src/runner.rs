@@ -123,7 +123,8 @@ fn failed(e: &PlanError) -> Status {
     }
 }
 
-/// The runner after the fork: relays the init's status lines as reports, reaps the init.
+/// The runner after the fork: relays the init's status lines as reports; reaps the init
+/// when it ended without reporting the command's end.
 fn supervise(report: BorrowedFd<'_>, init_pid: i32, status: Option<OwnedFd>) -> i32 {
     let mut ended = None;
     let mut setup_failed = false;
@@ -137,10 +138,19 @@ fn supervise(report: BorrowedFd<'_>, init_pid: i32, status: Option<OwnedFd>) -> 
                     send_report(report, &Report::Failed { step, error });
                     setup_failed = true;
                 }
-                Some(Status::Ended(e)) => ended = Some(e),
+                Some(Status::Ended(e)) => {
+                    ended = Some(e);
+                    break;
+                }
                 None => {}
             }
         }
+    }
+    // The init reports the end only once nothing of the agent is left (`init::end_all`);
+    // what remains is its own exit, which the daemon waits for through its pidfd, off the
+    // path of the report. (Its PDEATHSIG, SIGKILL, finds it exiting already.)
+    if let Some(e) = ended {
+        return report_end(report, e);
     }
     let waited = loop {
         match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init_pid), None) {
@@ -152,25 +162,30 @@ fn supervise(report: BorrowedFd<'_>, init_pid: i32, status: Option<OwnedFd>) -> 
         return SETUP_FAILED;
     }
     // The init died without a word (killed through the cgroup, OOM): its own status.
-    let ended = ended.or(match waited {
-        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => Some(Ended::Signaled(sig as i32)),
-        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Some(Ended::Exited(code)),
-        _ => None,
-    });
-    match ended {
-        Some(Ended::Exited(code)) => {
-            send_report(report, &Report::Exited { code });
-            code
+    match waited {
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
+            report_end(report, Ended::Signaled(sig as i32))
         }
-        Some(Ended::Signaled(signal)) => {
-            send_report(report, &Report::Signaled { signal });
-            128 + signal
-        }
-        None => fail(
+        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => report_end(report, Ended::Exited(code)),
+        _ => fail(
             report,
             "exec",
             "the sandbox's init vanished without a status",
         ),
+    }
+}
+
+/// Reports the end; the runner's exit code is the command's (128+N for signal N).
+fn report_end(report: BorrowedFd<'_>, ended: Ended) -> i32 {
+    match ended {
+        Ended::Exited(code) => {
+            send_report(report, &Report::Exited { code });
+            code
+        }
+        Ended::Signaled(signal) => {
+            send_report(report, &Report::Signaled { signal });
+            128 + signal
+        }
     }
 }
 

@@ -88,6 +88,48 @@ fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process(
     );
 }
 
+/// The runner reports the command's end without waiting for the init's own exit, so the
+/// init must end everything the command left behind before it tells: at the report, the
+/// run's groups hold nothing but the (exiting) init, and nothing at all once it has gone.
+#[test]
+fn what_the_command_leaves_behind_is_gone_when_its_end_is_reported() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let mut running = sb.spawn(&["sh", "-c", "sleep 1000 & sleep 1000 & exit 3"]);
+    let init = running.started().unwrap();
+    let out = sb.finish(running);
+    assert_eq!(out.outcome, Outcome::Exited(3), "{}", out.stderr);
+    let plan = sb.plan().clone();
+    let procs = |dir: &std::path::Path| -> Vec<i32> {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap()
+            .lines()
+            .map(|p| p.parse().unwrap())
+            .collect()
+    };
+    for dir in plan.v2.iter().chain(&plan.v1) {
+        let left = procs(&dir.path);
+        assert!(
+            left.iter().all(|&p| p == init),
+            "{}: {left:?} (init {init})",
+            dir.path.display()
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while plan
+        .v2
+        .iter()
+        .chain(&plan.v1)
+        .any(|d| !procs(&d.path).is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the init has not left its groups 10 s after the end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn the_run_is_in_its_cgroups_and_its_cgroup_namespace_starts_there() {
     need_kernel!();

@@ -350,17 +350,14 @@ async fn see_to_end(
         None => wait.await,
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::RunnerDied(e.to_string()));
-    // Whatever the command left behind (daemonized children) goes with it.
-    run.kill_processes(&cgroups, None).await;
-    // The sandbox's init exits only once the kernel has reaped every process of its pid
-    // namespace; its pidfd turns readable then. (The runner, killed with the run, does not
-    // wait for it.) So the run counts as ended only when none of its processes is left.
-    let pidfd = lock(&run.pidfd).take();
-    if let Some(fd) = pidfd {
-        let waited = tokio::task::spawn_blocking(move || super::sys::wait_exit(&fd, 10_000)).await;
-        if !matches!(waited, Ok(Ok(true))) {
-            tracing::warn!(run = %run.id, "the sandbox's init did not exit within 10 s of the kill");
-        }
+    // A reported end comes from the init once it has killed and reaped everything the
+    // command left behind (daemonized children), so no process of the agent is left; only
+    // the init's own exit is still under way. Without a report the runner died first:
+    // whatever is left goes now, with the init.
+    let reported = matches!(outcome, Outcome::Exited(_) | Outcome::Signaled(_));
+    if !reported {
+        run.kill_processes(&cgroups, None).await;
+        wait_for_init(&run).await;
     }
     let state = match (lock(&run.kill_reason).clone(), outcome) {
         (Some(reason), _) => RunState::Killed { reason },
@@ -391,10 +388,24 @@ async fn see_to_end(
     tracing::info!(run = %run.id, how, "run ended");
     run.done.send_replace(true);
     emit_state(&conn, &run).await;
-    // The run's groups are empty; removing them waits for the kernel (an RCU grace period
-    // per hierarchy, ~10 ms here), so it happens after the end is told, off its path.
+    // The groups can go once the init has exited too; removing them waits for the kernel
+    // (an RCU grace period per hierarchy, ~10 ms here), so it happens after the end is
+    // told, off its path.
+    wait_for_init(&run).await;
     let plan = run.cgroup.clone();
     let _ = tokio::task::spawn_blocking(move || cleanup_dirs(&cgroups, &plan, &run_dir)).await;
+}
+
+/// Waits (at most 10 s) for the sandbox's init to exit: its pidfd turns readable once the
+/// kernel has reaped every process of its pid namespace. Once per run (the pidfd is taken).
+async fn wait_for_init(run: &Run) {
+    let Some(fd) = lock(&run.pidfd).take() else {
+        return;
+    };
+    let waited = tokio::task::spawn_blocking(move || super::sys::wait_exit(&fd, 10_000)).await;
+    if !matches!(waited, Ok(Ok(true))) {
+        tracing::warn!(run = %run.id, "the sandbox's init did not exit within 10 s of the run's end");
+    }
 }
 
 async fn emit_state(conn: &zbus::Connection, run: &Run) {

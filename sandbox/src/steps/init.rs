@@ -119,16 +119,18 @@ pub fn run(
 }
 
 /// Waits for signals: forwards the listed ones, reaps on SIGCHLD, returns when the command
-/// has ended (orphans it leaves are reaped meanwhile and killed when the init exits).
+/// has ended and nothing it left behind is alive (see [`end_all`]).
 fn reap(child: Pid, mask: &SigSet) -> Result<Ended, StepError> {
     loop {
         // Reap first: the command may have ended before the signal was waited for.
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                    end_all();
                     return Ok(Ended::Exited(code));
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                    end_all();
                     return Ok(Ended::Signaled(sig as i32));
                 }
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
@@ -143,6 +145,22 @@ fn reap(child: Pid, mask: &SigSet) -> Result<Ended, StepError> {
                 let _ = kill(child, sig);
             }
             Err(e) => return Err(StepError::new("sigwait", e)),
+        }
+    }
+}
+
+/// The command has ended: everything it left in the pid namespace (daemonized children) is
+/// killed and reaped before the init reports the end, so a reported end means no process of
+/// the agent is left. The runner then reports at once, without waiting for the init's own
+/// exit (the kernel tearing down its namespaces), as bwrap's monitor does. The init runs as
+/// the agent's user by now, which is every process here: `kill(-1)` reaches them all.
+fn end_all() {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    loop {
+        match waitpid(None, None) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // ECHILD: none left.
+            Err(_) => break,
         }
     }
 }
