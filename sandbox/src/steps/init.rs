@@ -156,11 +156,6 @@ fn reap(child: Pid, mask: &SigSet) -> Result<Ended, StepError> {
 /// the agent's user by now, which is every process here: `kill(-1)` reaches them all.
 fn end_all() {
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    loop {
-        match waitpid(None, None) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            // ECHILD: none left.
-            Err(_) => break,
-        }
-    }
+    // Until ECHILD: none left.
+    while let Ok(_) | Err(nix::errno::Errno::EINTR) = waitpid(None, None) {}
 }
