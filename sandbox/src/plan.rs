@@ -144,6 +144,15 @@ pub trait Syscalls {
     /// runner in, then lets the init go on ([`Syscalls::enter_cgroups`]). On failure the
     /// init is killed.
     fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
+    /// Runner side, after the fork: clones the new root's sources and the idmapped
+    /// workspace, and hands them to the init (which attaches them in `build_filesystem`).
+    /// A failure ends the init too.
+    fn clone_mounts(
+        &mut self,
+        spec: &Spec,
+        policies: &Policies,
+        init_pid: i32,
+    ) -> Result<(), StepError>;
     /// Init side: waits for the runner's `join_cgroups`, then a cgroup namespace.
     fn enter_cgroups(&mut self) -> Result<(), StepError>;
     /// Runner side, before the fork: `unshare` of the pid namespace.
@@ -156,7 +165,7 @@ pub trait Syscalls {
     /// Init side, early: the agent's user namespace (and for `--net none` its network
     /// namespace with `lo` up) made by a holder child while the plan goes on; maps written.
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError>;
-    /// The new root, its mounts and secret files, `pivot_root`.
+    /// The new root (attaching the mounts `clone_mounts` sent), secret files, `pivot_root`.
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
     /// rlimits; reads the secret variables from their memfds; closes every other fd.
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError>;
@@ -183,8 +192,12 @@ pub fn run<S: Syscalls>(
     //    and the init makes the others for itself (the runner stays in the host's).
     sys.unshare_pid().map_err(PlanError::Namespaces)?;
     if let Side::Runner { init_pid } = sys.fork_init().map_err(PlanError::Namespaces)? {
-        // 1. The runner makes and joins the cgroups while the init builds the file system
-        //    (two CPUs' worth of work at once); the init waits for it in 1b.
+        // 3a. The runner clones the new root's sources (and idmaps the workspace) for the
+        //     init, while the init makes its namespaces (two CPUs' worth of work at once).
+        sys.clone_mounts(spec, policies, init_pid)
+            .map_err(PlanError::Filesystem)?;
+        // 1. Then it makes and joins the cgroups while the init builds the file system;
+        //    the init waits for it in 1b.
         sys.join_cgroups(spec, init_pid)
             .map_err(PlanError::Cgroup)?;
         return Ok(Finished::Runner { init_pid });
@@ -257,6 +270,9 @@ mod tests {
     impl Syscalls for Recorder {
         fn join_cgroups(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
             self.call(format!("join_cgroups({init_pid})"))
+        }
+        fn clone_mounts(&mut self, _: &Spec, _: &Policies, init_pid: i32) -> Result<(), StepError> {
+            self.call(format!("clone_mounts({init_pid})"))
         }
         fn enter_cgroups(&mut self) -> Result<(), StepError> {
             self.call("enter_cgroups".into())
@@ -358,8 +374,25 @@ mod tests {
     #[test]
     fn the_runner_side_stops_after_the_fork() {
         let (r, out) = run_with(Net::None, Side::Runner { init_pid: 42 }, None);
-        assert_eq!(r.calls, ["unshare_pid", "fork_init", "join_cgroups(42)"]);
+        assert_eq!(
+            r.calls,
+            [
+                "unshare_pid",
+                "fork_init",
+                "clone_mounts(42)",
+                "join_cgroups(42)"
+            ]
+        );
         assert_eq!(out.unwrap(), Finished::Runner { init_pid: 42 });
+        // One that cannot clone the new root's sources says so as the file system step,
+        // and goes no further.
+        let (r, out) = run_with(
+            Net::None,
+            Side::Runner { init_pid: 42 },
+            Some("clone_mounts"),
+        );
+        assert_eq!(out.unwrap_err().step(), Step::Filesystem);
+        assert_eq!(r.calls.last().map(String::as_str), Some("clone_mounts(42)"));
         // A runner that cannot place the run says so as the cgroup step.
         let (r, out) = run_with(
             Net::None,

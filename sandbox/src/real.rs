@@ -2,7 +2,7 @@
 //! steps hand each other: the status pipe between the runner and the init, and the secret
 //! variables between reading them (step 4) and the exec (step 9).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use super::policy::bpf::Program;
 
@@ -23,6 +23,10 @@ pub struct RealSyscalls {
     cgroups_wr: Option<OwnedFd>,
     /// Init side: where it learns that.
     cgroups_rd: Option<OwnedFd>,
+    /// Runner side: where it sends the init the new root's mounts.
+    mounts_tx: Option<OwnedFd>,
+    /// Init side: where it receives them.
+    mounts_rx: Option<OwnedFd>,
     /// True in the init after `fork_init`.
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
@@ -31,6 +35,16 @@ pub struct RealSyscalls {
     /// Warm start: the runner is in the run's cgroups already, so the init (its child) is
     /// too; `join_cgroups` only writes the limits.
     pub cgroups_joined: bool,
+}
+
+impl RealSyscalls {
+    /// Runner side, when a step of its own failed: the init must not go on alone.
+    fn end_init(&mut self, init_pid: i32) {
+        let pid = nix::unistd::Pid::from_raw(init_pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        self.status_rd = None;
+    }
 }
 
 impl Syscalls for RealSyscalls {
@@ -53,13 +67,30 @@ impl Syscalls for RealSyscalls {
             Err(e) => {
                 // The init must not go on outside the run's cgroups: it goes, now.
                 drop(ready);
-                let pid = nix::unistd::Pid::from_raw(init_pid);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
-                self.status_rd = None;
+                self.end_init(init_pid);
                 Err(e)
             }
         }
+    }
+
+    fn clone_mounts(
+        &mut self,
+        spec: &Spec,
+        policies: &Policies,
+        init_pid: i32,
+    ) -> Result<(), StepError> {
+        let tx = self.mounts_tx.take();
+        let sent = steps::mounts::clone(spec, &policies.fs).and_then(|m| match &tx {
+            Some(fd) => steps::mounts::send(fd.as_fd(), &m),
+            None => Err(StepError::refused(
+                "no socket to the init for the mounts",
+                std::io::ErrorKind::BrokenPipe,
+            )),
+        });
+        if sent.is_err() {
+            self.end_init(init_pid);
+        }
+        sent
     }
 
     fn enter_cgroups(&mut self) -> Result<(), StepError> {
@@ -85,17 +116,26 @@ impl Syscalls for RealSyscalls {
             .map_err(|e| StepError::new("pipe for the init's status", e))?;
         let (cg_rd, cg_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| StepError::new("pipe for the cgroups' readiness", e))?;
+        let (mounts_tx, mounts_rx) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| StepError::new("socket for the mounts", e))?;
         match sys::fork_single_threaded().map_err(|e| StepError::new("fork the init", e))? {
             Forked::Parent(pid) => {
-                drop((wr, cg_rd));
+                drop((wr, cg_rd, mounts_rx));
                 self.status_rd = Some(rd);
                 self.cgroups_wr = Some(cg_wr);
+                self.mounts_tx = Some(mounts_tx);
                 Ok(Side::Runner { init_pid: pid })
             }
             Forked::Child => {
-                drop((rd, cg_wr));
+                drop((rd, cg_wr, mounts_tx));
                 self.status_wr = Some(wr);
                 self.cgroups_rd = Some(cg_rd);
+                self.mounts_rx = Some(mounts_rx);
                 self.in_init = true;
                 // The init must not outlive the runner that reports on it.
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
@@ -115,7 +155,15 @@ impl Syscalls for RealSyscalls {
     }
 
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
-        steps::filesystem::build(spec, &policies.fs)
+        let rx = self.mounts_rx.take().ok_or_else(|| {
+            StepError::refused(
+                "no socket from the runner for the mounts",
+                std::io::ErrorKind::BrokenPipe,
+            )
+        })?;
+        let mounts = steps::mounts::receive(rx.as_fd())?;
+        drop(rx);
+        steps::filesystem::build(spec, &policies.fs, mounts)
     }
 
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {

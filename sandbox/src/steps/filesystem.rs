@@ -1,13 +1,11 @@
-//! Step 3: the new root. Every source (the policy's binds, the workspace, the MCP socket,
-//! the bridge, device nodes) is first cloned as a detached mount (`open_tree`), made
-//! read-only/nosuid/nodev (or idmapped, for the workspace) with `mount_setattr`, then
-//! attached in a fresh tmpfs with `move_mount`; then `pivot_root`, the old root detached,
-//! and the new root itself made read-only. Cloning first means a source is reachable even
-//! when it lies under the directory the new root is mounted on.
+//! Step 3, the init's half: the new root. Every source (the policy's binds, the workspace,
+//! the MCP socket, the bridge, device nodes) arrives as a detached mount the runner cloned
+//! ([`super::mounts`]); each is attached in a fresh tmpfs with `move_mount`; then
+//! `pivot_root`, the old root detached, and the new root itself made read-only.
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,29 +13,19 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chown, pivot_root};
 
+use super::mounts::{Mounts, Source};
 use crate::plan::StepError;
 use crate::policy::fs::FsPolicy;
-use crate::spec::{BRIDGE_INSIDE, MCP_SOCKET_INSIDE, SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
+use crate::spec::{SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
 use crate::steps::rlimits::read_secret;
 use crate::sys;
 
 /// Where the new root is mounted before `pivot_root`. Any directory works (the mount
-/// namespace is private and every source is cloned before this is covered).
+/// namespace is private and every source is a detached mount already).
 const NEW_ROOT: &str = "/tmp";
 
-const RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
-const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
-const NODEV: u64 = libc::MOUNT_ATTR_NODEV;
-const IDMAP: u64 = libc::MOUNT_ATTR_IDMAP;
-
-/// A detached mount waiting for its place in the new root.
-struct Source {
-    tree: OwnedFd,
-    inside: PathBuf,
-    dir: bool,
-}
-
-pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
+/// Builds the new root of `mounts` and enters it.
+pub fn build(spec: &Spec, policy: &FsPolicy, mounts: Mounts) -> Result<(), StepError> {
     // No mount event of ours may leak back to the host, nor the host's into the sandbox.
     mount(
         None::<&str>,
@@ -47,19 +35,12 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
         None::<&str>,
     )
     .map_err(|e| StepError::new("make / private (MS_REC|MS_PRIVATE)", e))?;
-    let sources = clone_sources(spec, policy)?;
-    let workspace = match &spec.workspace {
-        Some(ws) => Some(clone_workspace(ws)?),
-        None => None,
-    };
     tmpfs(
         NEW_ROOT,
         "mode=0755,size=16m",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
     let root = Path::new(NEW_ROOT);
-    // proc first: it is in the new pid namespace, and the idmapping helper's maps are
-    // written through it (the host's /proc shows host pids).
     let proc_dir = mkdir(root, "/proc")?;
     mount(
         Some("proc"),
@@ -73,7 +54,7 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
     // mounted on top of it rather than hidden beneath it.
     let tmp = mkdir(root, "/tmp")?;
     tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
-    for s in &sources {
+    for s in &mounts.sources {
         attach(root, s)?;
     }
     for l in &policy.symlinks {
@@ -81,8 +62,7 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
             .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
     }
     build_dev(root, policy)?;
-    if let (Some(tree), Some(host)) = (workspace, &spec.workspace) {
-        idmap_workspace(&tree, host, spec, &proc_dir)?;
+    if let Some(tree) = mounts.workspace {
         attach(
             root,
             &Source {
@@ -95,87 +75,6 @@ pub fn build(spec: &Spec, policy: &FsPolicy) -> Result<(), StepError> {
     write_accounts(root, spec)?;
     write_secret_files(root, spec)?;
     enter(root)
-}
-
-/// Clones every read-only source while the host's tree is still visible.
-fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
-    let ro = RDONLY | NOSUID | NODEV;
-    let mut out = Vec::new();
-    for b in &policy.binds {
-        let path = Path::new(&b.path);
-        if b.optional && std::fs::symlink_metadata(path).is_err() {
-            continue;
-        }
-        out.push(source(path, path, true, ro)?);
-    }
-    for d in &policy.devices {
-        let host = Path::new("/dev").join(&d.name);
-        // Device nodes keep their own flags: nodev here would make them useless.
-        out.push(source(&host, &host, false, RDONLY | NOSUID)?);
-    }
-    if let Some(sock) = &spec.mcp_socket {
-        out.push(source(sock, Path::new(MCP_SOCKET_INSIDE), false, ro)?);
-    }
-    if let Some(bridge) = &spec.bridge {
-        out.push(source(
-            bridge,
-            Path::new(BRIDGE_INSIDE),
-            false,
-            RDONLY | NOSUID | NODEV,
-        )?);
-    }
-    for p in &spec.ro_paths {
-        out.push(source(p, p, true, ro)?);
-    }
-    Ok(out)
-}
-
-fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Source, StepError> {
-    let tree = clone_tree(host, recursive, attrs)?;
-    let dir = nix::sys::stat::fstat(tree.as_fd())
-        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-        .map_err(|e| StepError::new(format!("stat {}", host.display()), e))?;
-    Ok(Source {
-        tree,
-        inside: inside.to_owned(),
-        dir,
-    })
-}
-
-/// The workspace. The daemon passes it as `/proc/self/fd/N`: an `O_PATH` descriptor it
-/// opened and checked (owned by the run's owner). `open_tree` cannot clone a mount of
-/// another mount namespace, which that descriptor's is, so the path it resolves to is
-/// cloned in this namespace's copy of the tree, and the clone must be the very directory
-/// the descriptor pins (same device and inode): a path swapped since the check fails here.
-fn clone_workspace(ws: &Path) -> Result<OwnedFd, StepError> {
-    if !ws.starts_with("/proc/self/fd") {
-        return clone_tree(ws, false, 0);
-    }
-    let path = std::fs::read_link(ws)
-        .map_err(|e| StepError::new(format!("resolve the workspace {}", ws.display()), e))?;
-    let tree = clone_tree(&path, false, 0)?;
-    let pinned = nix::sys::stat::stat(ws)
-        .map_err(|e| StepError::new(format!("stat the workspace {}", path.display()), e))?;
-    let cloned = nix::sys::stat::fstat(tree.as_fd())
-        .map_err(|e| StepError::new(format!("stat the workspace {}", path.display()), e))?;
-    if (pinned.st_dev, pinned.st_ino) != (cloned.st_dev, cloned.st_ino) {
-        return Err(StepError::new(
-            format!("bind the workspace {}", path.display()),
-            std::io::Error::other("it is no longer the directory that was checked"),
-        ));
-    }
-    Ok(tree)
-}
-
-fn clone_tree(host: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, StepError> {
-    let c = cstr(host)?;
-    let tree = sys::open_tree_clone(&c, recursive)
-        .map_err(|e| StepError::new(format!("clone the mount of {}", host.display()), e))?;
-    if attrs != 0 {
-        sys::mount_setattr(tree.as_fd(), attrs, 0, None, recursive)
-            .map_err(|e| StepError::new(format!("make {} read-only", host.display()), e))?;
-    }
-    Ok(tree)
 }
 
 /// Creates the mount point (a directory or an empty file, and their parents) and attaches.
@@ -205,67 +104,6 @@ fn attach(root: &Path, s: &Source) -> Result<(), StepError> {
     }
     sys::move_mount(s.tree.as_fd(), &cstr(&target)?)
         .map_err(|e| StepError::new(format!("attach {}", s.inside.display()), e))
-}
-
-/// The workspace through an idmapped mount: on disk the owner's ids, to the agent its own,
-/// so what the agent creates belongs to the owner. A file system that cannot idmap fails
-/// the run with its name (no fallback: a plain bind would hand the agent files it cannot
-/// write, or create files owned by the agent's uid in the owner's tree).
-fn idmap_workspace(
-    tree: &OwnedFd,
-    host: &Path,
-    spec: &Spec,
-    proc_dir: &Path,
-) -> Result<(), StepError> {
-    let holder = sys::spawn_userns_holder()
-        .map_err(|e| StepError::new("create the workspace's idmapping namespace", e))?;
-    let pid = holder.pid;
-    let result = (|| {
-        let ids = &spec.ids;
-        let dir = proc_dir.join(pid.to_string());
-        let w = |file: &str, v: String| {
-            std::fs::write(dir.join(file), &v)
-                .map_err(|e| StepError::new(format!("write {v:?} to the idmapping's {file}"), e))
-        };
-        w(
-            "uid_map",
-            format!("{} {} 1\n", ids.owner_uid, ids.agent_uid),
-        )?;
-        w(
-            "gid_map",
-            format!("{} {} 1\n", ids.owner_gid, ids.agent_gid),
-        )?;
-        let userns = std::fs::File::open(dir.join("ns/user"))
-            .map_err(|e| StepError::new("open the idmapping namespace", e))?;
-        sys::mount_setattr(
-            tree.as_fd(),
-            IDMAP | NOSUID | NODEV,
-            0,
-            Some(userns.as_fd()),
-            false,
-        )
-        .map_err(|e| {
-            let fs = fs_type(host);
-            StepError::new(
-                format!(
-                    "idmap the workspace {} (file system {fs}): this file system cannot \
-                         be idmapped; put the workspace on ext4, xfs, btrfs or tmpfs",
-                    host.display()
-                ),
-                e,
-            )
-        })
-    })();
-    drop(holder);
-    result
-}
-
-/// A name for the file system type of `path` (for the idmap error).
-fn fs_type(path: &Path) -> String {
-    match nix::sys::statfs::statfs(path) {
-        Ok(st) => format!("{:?}", st.filesystem_type()),
-        Err(e) => format!("unknown ({e})"),
-    }
 }
 
 /// A tmpfs `/dev` with the policy's nodes, a private devpts, `/dev/shm` and the fd links.
@@ -419,7 +257,7 @@ fn rel(inside: &str) -> &str {
     inside.trim_start_matches('/')
 }
 
-fn cstr(p: &Path) -> Result<CString, StepError> {
+pub(super) fn cstr(p: &Path) -> Result<CString, StepError> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|e| StepError::new(format!("path {}", p.display()), std::io::Error::other(e)))
 }

@@ -7,6 +7,7 @@ pub mod filesystem;
 pub mod identity;
 pub mod init;
 pub mod landlock;
+pub mod mounts;
 pub mod namespaces;
 pub mod rlimits;
 pub mod seccomp;

@@ -1,6 +1,7 @@
-//! Short-lived helper children of the sandbox's init that share its memory (`CLONE_VM`, so
-//! no page tables are copied on the start's path): the idmapping's user-namespace holder and
-//! the agent's namespace holder, with the raw (errno-free) syscalls they are limited to.
+//! Short-lived helper children that share their parent's memory (`CLONE_VM`, so no page
+//! tables are copied on the start's path): the idmapping's user-namespace holder (the
+//! runner's) and the agent's namespace holder (the init's), with the raw (errno-free)
+//! syscalls they are limited to.
 #![allow(unsafe_code)]
 
 use std::io;

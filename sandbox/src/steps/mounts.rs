@@ -1,0 +1,265 @@
+//! Step 3, the runner's half: every source of the new root cloned as a detached mount
+//! (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr`, the workspace cloned
+//! and idmapped, all handed to the init over a socket (SCM_RIGHTS) — while the init makes
+//! its namespaces and its root's tmpfs, on the other CPU. The init attaches them
+//! ([`super::filesystem`]). The host's tree is the runner's own (it never changes mount
+//! namespace), so each source is cloned from exactly what the host shows, and the idmap's
+//! maps are written through the host's `/proc`.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::filesystem::cstr;
+use crate::plan::StepError;
+use crate::policy::fs::FsPolicy;
+use crate::spec::{BRIDGE_INSIDE, MAX_FRAME_FDS, MAX_SPEC_BYTES, MCP_SOCKET_INSIDE, Spec};
+use crate::sys;
+
+const RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
+const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
+const NODEV: u64 = libc::MOUNT_ATTR_NODEV;
+const IDMAP: u64 = libc::MOUNT_ATTR_IDMAP;
+
+/// The frame kind of a batch of mounts (runner → init).
+const FRAME_MOUNTS: u8 = b'M';
+
+/// A detached mount waiting for its place in the new root.
+#[derive(Debug)]
+pub struct Source {
+    pub tree: OwnedFd,
+    pub inside: PathBuf,
+    pub dir: bool,
+}
+
+/// What the runner hands the init: the sources in the order they are attached, and the
+/// workspace (attached after `/dev`).
+#[derive(Debug, Default)]
+pub struct Mounts {
+    pub sources: Vec<Source>,
+    pub workspace: Option<OwnedFd>,
+}
+
+/// Clones every source and the workspace (idmapped) from the host's tree.
+pub fn clone(spec: &Spec, policy: &FsPolicy) -> Result<Mounts, StepError> {
+    let sources = clone_sources(spec, policy)?;
+    let workspace = match &spec.workspace {
+        Some(ws) => {
+            let tree = clone_workspace(ws)?;
+            idmap_workspace(&tree, ws, spec)?;
+            Some(tree)
+        }
+        None => None,
+    };
+    Ok(Mounts { sources, workspace })
+}
+
+/// One frame's worth of mounts: where each of its fds goes, in order. The workspace, when
+/// `workspace` is set, is the frame's last fd.
+#[derive(Debug, Serialize, Deserialize)]
+struct Batch {
+    entries: Vec<(PathBuf, bool)>,
+    workspace: bool,
+    more: bool,
+}
+
+/// Sends `mounts` to the init, at most [`MAX_FRAME_FDS`] fds per frame.
+pub fn send(sock: BorrowedFd<'_>, mounts: &Mounts) -> Result<(), StepError> {
+    let fail = |e| StepError::new("hand the mounts to the init", e);
+    let mut chunks: Vec<&[Source]> = mounts.sources.chunks(MAX_FRAME_FDS).collect();
+    if chunks.is_empty() || chunks.last().is_some_and(|c| c.len() == MAX_FRAME_FDS) {
+        // The workspace needs room in the last frame.
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let workspace = (i == last).then_some(mounts.workspace.as_ref()).flatten();
+        let batch = Batch {
+            entries: chunk.iter().map(|s| (s.inside.clone(), s.dir)).collect(),
+            workspace: workspace.is_some(),
+            more: i != last,
+        };
+        let body = serde_json::to_vec(&batch).map_err(|e| fail(std::io::Error::other(e)))?;
+        let fds: Vec<BorrowedFd<'_>> = chunk
+            .iter()
+            .map(|s| s.tree.as_fd())
+            .chain(workspace.map(AsFd::as_fd))
+            .collect();
+        sys::send_frame(sock, FRAME_MOUNTS, &body, &fds).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// The init's side of [`send`]: waits for every batch. EOF first means the runner could
+/// not clone them (it reports why).
+pub fn receive(sock: BorrowedFd<'_>) -> Result<Mounts, StepError> {
+    let bad = |what: String| {
+        StepError::refused(
+            format!("the mounts from the runner: {what}"),
+            std::io::ErrorKind::InvalidData,
+        )
+    };
+    let mut mounts = Mounts::default();
+    loop {
+        let (kind, body, fds) = sys::recv_frame(sock, MAX_SPEC_BYTES)
+            .map_err(|e| StepError::new("receive the mounts from the runner", e))?
+            .ok_or_else(|| bad("the runner sent none".into()))?;
+        let batch: Batch = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("not a batch of mounts: {e}")))?;
+        if kind != FRAME_MOUNTS || fds.len() != batch.entries.len() + usize::from(batch.workspace) {
+            return Err(bad(format!(
+                "frame {kind:#x} with {} fds for {} mounts",
+                fds.len(),
+                batch.entries.len()
+            )));
+        }
+        let mut fds = fds.into_iter();
+        for ((inside, dir), tree) in batch.entries.into_iter().zip(fds.by_ref()) {
+            mounts.sources.push(Source { tree, inside, dir });
+        }
+        if batch.workspace {
+            mounts.workspace = fds.next();
+        }
+        if !batch.more {
+            return Ok(mounts);
+        }
+    }
+}
+
+/// Clones every read-only source while the host's tree is still visible.
+fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
+    let ro = RDONLY | NOSUID | NODEV;
+    let mut out = Vec::new();
+    for b in &policy.binds {
+        let path = Path::new(&b.path);
+        if b.optional && std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        out.push(source(path, path, true, ro)?);
+    }
+    for d in &policy.devices {
+        let host = Path::new("/dev").join(&d.name);
+        // Device nodes keep their own flags: nodev here would make them useless.
+        out.push(source(&host, &host, false, RDONLY | NOSUID)?);
+    }
+    if let Some(sock) = &spec.mcp_socket {
+        out.push(source(sock, Path::new(MCP_SOCKET_INSIDE), false, ro)?);
+    }
+    if let Some(bridge) = &spec.bridge {
+        out.push(source(
+            bridge,
+            Path::new(BRIDGE_INSIDE),
+            false,
+            RDONLY | NOSUID | NODEV,
+        )?);
+    }
+    for p in &spec.ro_paths {
+        out.push(source(p, p, true, ro)?);
+    }
+    Ok(out)
+}
+
+fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Source, StepError> {
+    let tree = clone_tree(host, recursive, attrs)?;
+    let dir = nix::sys::stat::fstat(tree.as_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(|e| StepError::new(format!("stat {}", host.display()), e))?;
+    Ok(Source {
+        tree,
+        inside: inside.to_owned(),
+        dir,
+    })
+}
+
+/// The workspace. The daemon passes it as `/proc/self/fd/N`: an `O_PATH` descriptor it
+/// opened and checked (owned by the run's owner). The path it resolves to is cloned, and
+/// the clone must be the very directory the descriptor pins (same device and inode): a
+/// path swapped since the check fails here.
+fn clone_workspace(ws: &Path) -> Result<OwnedFd, StepError> {
+    if !ws.starts_with("/proc/self/fd") {
+        return clone_tree(ws, false, 0);
+    }
+    let path = std::fs::read_link(ws)
+        .map_err(|e| StepError::new(format!("resolve the workspace {}", ws.display()), e))?;
+    let tree = clone_tree(&path, false, 0)?;
+    let pinned = nix::sys::stat::stat(ws)
+        .map_err(|e| StepError::new(format!("stat the workspace {}", path.display()), e))?;
+    let cloned = nix::sys::stat::fstat(tree.as_fd())
+        .map_err(|e| StepError::new(format!("stat the workspace {}", path.display()), e))?;
+    if (pinned.st_dev, pinned.st_ino) != (cloned.st_dev, cloned.st_ino) {
+        return Err(StepError::new(
+            format!("bind the workspace {}", path.display()),
+            std::io::Error::other("it is no longer the directory that was checked"),
+        ));
+    }
+    Ok(tree)
+}
+
+fn clone_tree(host: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, StepError> {
+    let c = cstr(host)?;
+    let tree = sys::open_tree_clone(&c, recursive)
+        .map_err(|e| StepError::new(format!("clone the mount of {}", host.display()), e))?;
+    if attrs != 0 {
+        sys::mount_setattr(tree.as_fd(), attrs, 0, None, recursive)
+            .map_err(|e| StepError::new(format!("make {} read-only", host.display()), e))?;
+    }
+    Ok(tree)
+}
+
+/// The workspace through an idmapped mount: on disk the owner's ids, to the agent its own,
+/// so what the agent creates belongs to the owner. A file system that cannot idmap fails
+/// the run with its name (no fallback: a plain bind would hand the agent files it cannot
+/// write, or create files owned by the agent's uid in the owner's tree).
+fn idmap_workspace(tree: &OwnedFd, host: &Path, spec: &Spec) -> Result<(), StepError> {
+    let holder = sys::spawn_userns_holder()
+        .map_err(|e| StepError::new("create the workspace's idmapping namespace", e))?;
+    let pid = holder.pid;
+    let result = (|| {
+        let ids = &spec.ids;
+        // The runner is in the host's pid namespace: the holder's pid is a host pid.
+        let dir = Path::new("/proc").join(pid.to_string());
+        let w = |file: &str, v: String| {
+            std::fs::write(dir.join(file), &v)
+                .map_err(|e| StepError::new(format!("write {v:?} to the idmapping's {file}"), e))
+        };
+        w(
+            "uid_map",
+            format!("{} {} 1\n", ids.owner_uid, ids.agent_uid),
+        )?;
+        w(
+            "gid_map",
+            format!("{} {} 1\n", ids.owner_gid, ids.agent_gid),
+        )?;
+        let userns = std::fs::File::open(dir.join("ns/user"))
+            .map_err(|e| StepError::new("open the idmapping namespace", e))?;
+        sys::mount_setattr(
+            tree.as_fd(),
+            IDMAP | NOSUID | NODEV,
+            0,
+            Some(userns.as_fd()),
+            false,
+        )
+        .map_err(|e| {
+            let fs = fs_type(host);
+            StepError::new(
+                format!(
+                    "idmap the workspace {} (file system {fs}): this file system cannot \
+                         be idmapped; put the workspace on ext4, xfs, btrfs or tmpfs",
+                    host.display()
+                ),
+                e,
+            )
+        })
+    })();
+    drop(holder);
+    result
+}
+
+/// A name for the file system type of `path` (for the idmap error).
+fn fs_type(path: &Path) -> String {
+    match nix::sys::statfs::statfs(path) {
+        Ok(st) => format!("{:?}", st.filesystem_type()),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
