@@ -73,6 +73,10 @@ pub fn send_status(fd: &OwnedFd, status: &Status) {
 
 /// The runner binary's whole life; returns its exit code.
 pub fn runner_main() -> i32 {
+    // The modes the sandbox is built with are the ones written in the steps, whatever the
+    // daemon's own umask (systemd gives it 0077, which would make the new root's /etc and
+    // /dev unreadable to the agent); the agent's command starts with the usual 022 too.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let report = sys::borrow_inherited_fd(REPORT_FD);
     let warm = sys::is_socket(sys::borrow_inherited_fd(SPEC_FD));
     let spec = if warm {

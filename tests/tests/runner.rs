@@ -194,6 +194,34 @@ fn a_warm_runner_waits_in_its_cgroups_then_runs_the_spec_it_is_given() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
 }
 
+/// The daemon runs with systemd's `UMask=0077`; the runner must build the same sandbox
+/// regardless: `/etc` and `/dev` traversable, the copied and bound `/etc` files readable,
+/// `/dev/null` writable, and the command starting with umask 022.
+#[test]
+fn the_sandbox_is_the_same_under_the_daemons_umask_0077() {
+    need_kernel!();
+    // This test's own process (nextest runs one per test), inherited by the runner.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let out = run_in_runner(
+        |_| {},
+        &[
+            "sh",
+            "-c",
+            "stat -c '%a %n' /etc /dev /etc/hosts /etc/ld.so.cache; \
+             head -c 0 /etc/hosts && echo x >/dev/null && umask",
+        ],
+    );
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"755 /etc"), "{}", out.stdout);
+    assert_eq!(lines.get(1), Some(&"755 /dev"), "{}", out.stdout);
+    for line in &lines[2..4] {
+        let mode = u32::from_str_radix(line.split(' ').next().unwrap(), 8).unwrap();
+        assert_eq!(mode & 0o444, 0o444, "{line}");
+    }
+    assert_eq!(lines.last(), Some(&"0022"), "{}", out.stdout);
+}
+
 #[test]
 fn workspace_is_writable_and_new_files_belong_to_the_owner() {
     need_kernel!();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chown, pivot_root};
 
-use super::mounts::{Mounts, Source};
+use super::mounts::{COPY_MAX, Kind, Mounts, Source};
 use crate::plan::StepError;
 use crate::policy::fs::FsPolicy;
 use crate::spec::{SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
@@ -62,13 +62,13 @@ pub fn build(spec: &Spec, policy: &FsPolicy, mounts: Mounts) -> Result<(), StepE
             .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
     }
     build_dev(root, policy)?;
-    if let Some(tree) = mounts.workspace {
+    if let Some(fd) = mounts.workspace {
         attach(
             root,
             &Source {
-                tree,
+                fd,
                 inside: WORKSPACE_INSIDE.into(),
-                dir: true,
+                kind: Kind::Dir,
             },
         )?;
     }
@@ -87,23 +87,47 @@ fn attach(root: &Path, s: &Source) -> Result<(), StepError> {
             .create(parent)
             .map_err(|e| StepError::new(format!("mkdir {}", parent.display()), e))?;
     }
-    let made = if s.dir {
-        std::fs::DirBuilder::new().mode(0o755).create(&target)
-    } else {
-        std::fs::OpenOptions::new()
+    let made = match s.kind {
+        Kind::Dir => std::fs::DirBuilder::new().mode(0o755).create(&target),
+        Kind::File => std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o444)
             .open(&target)
-            .map(drop)
+            .map(drop),
+        Kind::Copy => return copy(s, &target),
     };
     match made {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(StepError::new(format!("create {}", target.display()), e)),
     }
-    sys::move_mount(s.tree.as_fd(), &cstr(&target)?)
+    sys::move_mount(s.fd.as_fd(), &cstr(&target)?)
         .map_err(|e| StepError::new(format!("attach {}", s.inside.display()), e))
+}
+
+/// A [`Kind::Copy`] source: its bytes (at most [`COPY_MAX`]; a file that grew past it since
+/// the runner looked fails the run) in a new file with its permission bits, set-id bits
+/// dropped.
+fn copy(s: &Source, target: &Path) -> Result<(), StepError> {
+    use std::io::Read;
+    let fail = |e| StepError::new(format!("copy {}", s.inside.display()), e);
+    let from = std::fs::File::from(s.fd.try_clone().map_err(fail)?);
+    let mode = from.metadata().map_err(fail)?.permissions().mode() & 0o777;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(target)
+        .map_err(fail)?;
+    let copied = std::io::copy(&mut from.take(COPY_MAX + 1), &mut to).map_err(fail)?;
+    if copied > COPY_MAX {
+        return Err(fail(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it grew past {COPY_MAX} bytes while the sandbox was built"),
+        )));
+    }
+    Ok(())
 }
 
 /// A tmpfs `/dev` with the policy's nodes, a private devpts, `/dev/shm` and the fd links.

@@ -25,12 +25,31 @@ const IDMAP: u64 = libc::MOUNT_ATTR_IDMAP;
 /// The frame kind of a batch of mounts (runner → init).
 const FRAME_MOUNTS: u8 = b'M';
 
-/// A detached mount waiting for its place in the new root.
+/// Largest file of the policy's binds that is copied rather than mounted.
+pub const COPY_MAX: u64 = 256 * 1024;
+
+/// A source waiting for its place in the new root.
 #[derive(Debug)]
 pub struct Source {
-    pub tree: OwnedFd,
+    /// The detached mount, or for [`Kind::Copy`] the file opened read-only.
+    pub fd: OwnedFd,
     pub inside: PathBuf,
-    pub dir: bool,
+    pub kind: Kind,
+}
+
+/// How a source takes its place in the new root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A detached mount of a directory.
+    Dir,
+    /// A detached mount of anything else (a file, a device node, a socket).
+    File,
+    /// A small regular file of the policy's binds (`/etc/hosts`, `/etc/ld.so.cache`, …):
+    /// the init copies it into the new root, which is made read-only afterwards. A copy
+    /// costs a fraction of a mount, on both sides, and sees as much of later changes on the
+    /// host as a bind of a file does: none once the file is replaced, which is how files in
+    /// `/etc` are updated.
+    Copy,
 }
 
 /// What the runner hands the init: the sources in the order they are attached, and the
@@ -59,7 +78,7 @@ pub fn clone(spec: &Spec, policy: &FsPolicy) -> Result<Mounts, StepError> {
 /// `workspace` is set, is the frame's last fd.
 #[derive(Debug, Serialize, Deserialize)]
 struct Batch {
-    entries: Vec<(PathBuf, bool)>,
+    entries: Vec<(PathBuf, Kind)>,
     workspace: bool,
     more: bool,
 }
@@ -76,14 +95,14 @@ pub fn send(sock: BorrowedFd<'_>, mounts: &Mounts) -> Result<(), StepError> {
     for (i, chunk) in chunks.into_iter().enumerate() {
         let workspace = (i == last).then_some(mounts.workspace.as_ref()).flatten();
         let batch = Batch {
-            entries: chunk.iter().map(|s| (s.inside.clone(), s.dir)).collect(),
+            entries: chunk.iter().map(|s| (s.inside.clone(), s.kind)).collect(),
             workspace: workspace.is_some(),
             more: i != last,
         };
         let body = serde_json::to_vec(&batch).map_err(|e| fail(std::io::Error::other(e)))?;
         let fds: Vec<BorrowedFd<'_>> = chunk
             .iter()
-            .map(|s| s.tree.as_fd())
+            .map(|s| s.fd.as_fd())
             .chain(workspace.map(AsFd::as_fd))
             .collect();
         sys::send_frame(sock, FRAME_MOUNTS, &body, &fds).map_err(fail)?;
@@ -115,8 +134,8 @@ pub fn receive(sock: BorrowedFd<'_>) -> Result<Mounts, StepError> {
             )));
         }
         let mut fds = fds.into_iter();
-        for ((inside, dir), tree) in batch.entries.into_iter().zip(fds.by_ref()) {
-            mounts.sources.push(Source { tree, inside, dir });
+        for ((inside, kind), fd) in batch.entries.into_iter().zip(fds.by_ref()) {
+            mounts.sources.push(Source { fd, inside, kind });
         }
         if batch.workspace {
             mounts.workspace = fds.next();
@@ -136,7 +155,14 @@ fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepErro
         if b.optional && std::fs::symlink_metadata(path).is_err() {
             continue;
         }
-        out.push(source(path, path, true, ro)?);
+        out.push(match small_file(path) {
+            Some(fd) => Source {
+                fd,
+                inside: path.to_owned(),
+                kind: Kind::Copy,
+            },
+            None => source(path, path, true, ro)?,
+        });
     }
     for d in &policy.devices {
         let host = Path::new("/dev").join(&d.name);
@@ -166,10 +192,24 @@ fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Sou
         .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
         .map_err(|e| StepError::new(format!("stat {}", host.display()), e))?;
     Ok(Source {
-        tree,
+        fd: tree,
         inside: inside.to_owned(),
-        dir,
+        kind: if dir { Kind::Dir } else { Kind::File },
     })
+}
+
+/// `path` opened read-only when it is (or leads by symlinks to) a regular file of at most
+/// [`COPY_MAX`] bytes. Opened without blocking (a FIFO cannot stall the start) and without
+/// taking a terminal; anything else is left to a mount.
+fn small_file(path: &Path) -> Option<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.is_file() && meta.len() <= COPY_MAX).then(|| file.into())
 }
 
 /// The workspace. The daemon passes it as `/proc/self/fd/N`: an `O_PATH` descriptor it
