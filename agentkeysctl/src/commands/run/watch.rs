@@ -116,7 +116,8 @@ impl Watch {
     /// Whether `msg` is the daemon's `JobStateChanged` telling this run's end.
     fn ends_run(&self, msg: &Message) -> bool {
         let h = msg.header();
-        let from_daemon = h.sender().map(|s| s.as_str()) == self.daemon.as_deref().map(|d| d.as_str());
+        let from_daemon =
+            h.sender().map(|s| s.as_str()) == self.daemon.as_deref().map(|d| d.as_str());
         let ours = from_daemon
             && h.path().is_some_and(|p| p.as_str() == OBJECT_PATH)
             && h.interface().is_some_and(|i| i.as_str() == IFACE_JOBS)
