@@ -384,3 +384,72 @@ async fn jobs_over_dbus_refuse_malformed_calls_and_other_owners() {
         "a file the agent made belongs to the owner on the host"
     );
 }
+
+/// More runs at once than the daemon keeps warm runners (`jobs::warm::SPARES`, 2): the
+/// ones that find none start cold. Every run still runs, passes its output and exit code
+/// through, and its end is told exactly once.
+#[tokio::test]
+async fn more_runs_at_once_than_warm_runners_all_run_and_each_end_is_told_once() {
+    if !sandbox_available() {
+        return;
+    }
+    const RUNS: usize = 5;
+    let d = daemon();
+    let conn = d.connect().await;
+    let jobs = JobsProxy::new(&conn).await.unwrap();
+    let mut changes = jobs.receive_job_state_changed().await.unwrap();
+    // Each run waits for a line on its stdin, so all of them are running at once.
+    let mut children: Vec<std::process::Child> = (0..RUNS)
+        .map(|i| {
+            let script = format!("read line; echo \"$line {i}\"; exit {}", 10 + i);
+            let mut cmd = d.ctl_command(None, &["run", "--", "sh", "-c", &script]);
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut seen: std::collections::HashMap<String, Vec<String>> = Default::default();
+    while seen.len() < RUNS {
+        let job = next_running(&mut changes).await;
+        seen.entry(job).or_default().push("running".into());
+    }
+    for child in &mut children {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+    for (i, child) in children.into_iter().enumerate() {
+        let out = finish(child);
+        assert_eq!(out.code, 10 + i as i32, "{}", out.stderr);
+        assert_eq!(out.stdout(), format!("go {i}\n"));
+    }
+    // A last run, started after every other ended: its end closes what is counted. (A
+    // second end of an earlier run would come from that run's own task right after its
+    // first, before its client even exited.)
+    let out = d.ctl(&["run", "--", "/bin/true"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let first: Vec<String> = seen.keys().cloned().collect();
+    loop {
+        use futures_util::StreamExt;
+        let sig = tokio::time::timeout(agentkeys_tests::EVENT_TIMEOUT, changes.next())
+            .await
+            .expect("no JobStateChanged in time")
+            .expect("signal stream ended");
+        let a = sig.args().unwrap();
+        seen.entry(a.job.to_string())
+            .or_default()
+            .push(a.state.to_string());
+        if !first.iter().any(|j| j == a.job) && a.state != "running" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), RUNS + 1);
+    for (job, states) in &seen {
+        assert_eq!(
+            states,
+            &["running".to_owned(), "exited".to_owned()],
+            "run {job} was told as {states:?}"
+        );
+    }
+}

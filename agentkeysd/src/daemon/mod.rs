@@ -180,7 +180,7 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     shared
         .runs
         .configure(args.runtime_dir.clone(), prepare_cgroups());
-    crate::jobs::warm::warm_up(&shared);
+    crate::jobs::warm::refill(&shared);
     shared.spawn_audit_flusher();
     // Before READY=1, so that a login right after start-up finds it.
     let pam_socket = login::listen(&args.runtime_dir, &shared)?;

@@ -18,7 +18,7 @@ pub mod warm;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::sandbox::run_cgroups::RunCgroups;
@@ -150,10 +150,10 @@ pub struct Runs {
     live: Mutex<HashMap<String, Arc<Run>>>,
     ended: Mutex<VecDeque<Arc<Run>>>,
     setup: OnceLock<Setup>,
-    /// The runner started ahead of the next run ([`warm`]).
-    warm: Mutex<Option<crate::sandbox::launch::Warm>>,
-    /// A warm runner is being started.
-    warming: AtomicBool,
+    /// Runners started ahead of the next runs ([`warm`]), oldest first.
+    warm: Mutex<Vec<crate::sandbox::launch::Warm>>,
+    /// How many warm runners are being started.
+    warming: AtomicUsize,
     /// Warm starts failed once: runs start cold from then on.
     warm_failed: AtomicBool,
 }

@@ -141,8 +141,8 @@ pub async fn start(
         }
         _ => None,
     };
-    // A runner started ahead (already in its cgroups) if there is one; the next one starts
-    // in the background once this run's sandbox stands (not competing with it for CPU).
+    // A runner started ahead (already in its cgroups) if there is one; spares are made
+    // after a run's end is told (see `warm`), not while this sandbox is being built.
     let warm = super::warm::take(shared);
     let plan = warm
         .as_ref()
@@ -245,7 +245,9 @@ pub async fn start(
         Ok::<_, std::io::Error>((running, started))
     })
     .await?;
-    super::warm::warm_up(shared);
+    // Unless this run took the last spare (or found none): then the next run would start
+    // cold, which costs it far more than the competition costs this one.
+    super::warm::refill_if_empty(shared);
     let (running, started) = match launched {
         Ok(r) => r,
         Err(e) => {
@@ -388,6 +390,8 @@ async fn see_to_end(
     tracing::info!(run = %run.id, how, "run ended");
     run.done.send_replace(true);
     emit_state(&conn, &run).await;
+    // Now, in the gap before the client's next run, and not while this run was ending.
+    super::warm::refill(&shared);
     // The groups can go once the init has exited too; removing them waits for the kernel
     // (an RCU grace period per hierarchy, ~10 ms here), so it happens after the end is
     // told, off its path.

@@ -1,12 +1,21 @@
-//! The warm runner: one `agentkeys-runner` started ahead of the next run, already in that
+//! Warm runners: `agentkeys-runner`s started ahead of the next runs, each already in its
 //! run's cgroups (see `sandbox::spec`, warm start). Moving a process into a cgroup waits
 //! for an RCU grace period whenever no migration happened lately — about 11 ms on the
 //! reference machine, more than all the rest of a start — so it is done before any run
-//! asks. A run takes the warm runner if there is one and starts the next in the
-//! background; without one (two runs at once, or warm starts failing) it starts cold.
+//! asks. A run takes the oldest warm runner if there is one; without one (more runs at
+//! once than spares, or warm starts failing) it starts cold.
 //!
-//! Invariants: at most one warm runner; it holds no secret (those come with the spec); one
-//! that died or that nobody took is killed, reaped and its cgroups removed.
+//! When the spares are made matters as much as having them: a runner being prepared
+//! (clone, exec, dynamic loading, cgroup joins) competes for the CPU with whatever the
+//! daemon does at that moment. So the pool is topped up once a run's end has been told
+//! ([`refill`]), in the gap before the client's next run, and not while a run is being
+//! built or seen to its end; only a run that left the pool empty tops it up at once.
+//! [`SPARES`] runners are kept so that back-to-back runs find one even when a preparation
+//! takes longer than a whole run (the slow cgroup join).
+//!
+//! Invariants: at most [`SPARES`] warm runners (ready or being prepared); they hold no
+//! secret (those come with the spec); one that died or that nobody took is killed, reaped
+//! and its cgroups removed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,20 +26,42 @@ use crate::sandbox::run_cgroups::RunCgroups;
 
 use super::lock;
 
-/// Starts the next warm runner in the background, unless one is there or on its way, or
-/// warm starts failed before (then runs start cold, and say why if that fails too).
-pub fn warm_up(shared: &Arc<Shared>) {
+/// Warm runners kept ready (or on their way).
+pub const SPARES: usize = 2;
+
+/// Starts warm runners in the background until [`SPARES`] are ready or on their way,
+/// unless warm starts failed before (then runs start cold, and say why if that fails too).
+pub fn refill(shared: &Arc<Shared>) {
     let runs = &shared.runs;
     let Ok((_, cgroups)) = runs.setup() else {
         return;
     };
-    if runs.warm_failed.load(Ordering::Relaxed)
-        || lock(&runs.warm).is_some()
-        || runs.warming.swap(true, Ordering::AcqRel)
-    {
+    if runs.warm_failed.load(Ordering::Relaxed) {
         return;
     }
-    let (cgroups, shared) = (cgroups.clone(), shared.clone());
+    let missing = {
+        // Counted under the pool's lock, so two callers do not both start the same spares.
+        let ready = lock(&runs.warm).len();
+        let warming = runs.warming.load(Ordering::Acquire);
+        let missing = SPARES.saturating_sub(ready + warming);
+        runs.warming.fetch_add(missing, Ordering::AcqRel);
+        missing
+    };
+    for _ in 0..missing {
+        prepare_one(shared.clone(), cgroups.clone());
+    }
+}
+
+/// Tops the pool up only if it is empty (a run just took the last spare, or found none).
+pub fn refill_if_empty(shared: &Arc<Shared>) {
+    let runs = &shared.runs;
+    if lock(&runs.warm).is_empty() && runs.warming.load(Ordering::Acquire) == 0 {
+        refill(shared);
+    }
+}
+
+/// Prepares one warm runner on the blocking pool and adds it to the pool.
+fn prepare_one(shared: Arc<Shared>, cgroups: RunCgroups) {
     tokio::spawn(async move {
         let runner = shared.config.runner.runner_path();
         let prepared = match crate::store::new_run_id() {
@@ -48,9 +79,12 @@ pub fn warm_up(shared: &Arc<Shared>) {
         let runs = &shared.runs;
         match prepared {
             Ok(warm) => {
-                let spare = lock(&runs.warm).replace(warm);
-                if let Some(w) = spare {
-                    discard(&cgroups, w);
+                let mut pool = lock(&runs.warm);
+                if pool.len() < SPARES {
+                    pool.push(warm);
+                } else {
+                    drop(pool);
+                    discard(&cgroups, warm);
                 }
             }
             Err(e) => {
@@ -58,27 +92,36 @@ pub fn warm_up(shared: &Arc<Shared>) {
                 tracing::warn!(error = %e, "no warm runner: runs start cold");
             }
         }
-        runs.warming.store(false, Ordering::Release);
+        runs.warming.fetch_sub(1, Ordering::AcqRel);
     });
 }
 
-/// The warm runner, if one is ready and alive (a dead one is cleaned up).
+/// The oldest warm runner that is still alive (dead ones are cleaned up).
 pub fn take(shared: &Shared) -> Option<Warm> {
-    let mut warm = lock(&shared.runs.warm).take()?;
-    if warm.alive() {
-        return Some(warm);
+    loop {
+        let mut warm = {
+            let mut pool = lock(&shared.runs.warm);
+            if pool.is_empty() {
+                return None;
+            }
+            pool.remove(0)
+        };
+        if warm.alive() {
+            return Some(warm);
+        }
+        if let Ok((_, cgroups)) = shared.runs.setup() {
+            discard(cgroups, warm);
+        }
     }
-    if let Ok((_, cgroups)) = shared.runs.setup() {
-        discard(cgroups, warm);
-    }
-    None
 }
 
-/// At shutdown: the warm runner goes, with its cgroups.
+/// At shutdown: the warm runners go, with their cgroups.
 pub fn stop(shared: &Shared) {
-    let warm = lock(&shared.runs.warm).take();
-    if let (Some(w), Ok((_, cgroups))) = (warm, shared.runs.setup()) {
-        discard(cgroups, w);
+    let pool = std::mem::take(&mut *lock(&shared.runs.warm));
+    if let Ok((_, cgroups)) = shared.runs.setup() {
+        for w in pool {
+            discard(cgroups, w);
+        }
     }
 }
 

@@ -109,6 +109,13 @@ impl Store {
     }
 
     /// Ends a run: its session (if any) ends (`run ended`), and `run.end` records how.
+    ///
+    /// Ending a session is a state change and is fsynced like every other. A run without
+    /// a session changes nothing but the audit trail, so its `run.end` row commits like a
+    /// denial's (`synchronous=NORMAL`, see the module docs of `store`): atomic and kept
+    /// when the daemon is killed; only power loss can drop it, with the newest rows after
+    /// it. That keeps an fsync off the path between a command's exit and its client
+    /// learning of it.
     pub fn end_run(
         &mut self,
         actor: &Actor,
@@ -117,7 +124,11 @@ impl Store {
         session: Option<&str>,
         how: &str,
     ) -> Result<(), StoreError> {
-        self.commit(Durability::Full, |tx, _| {
+        let durability = match session {
+            Some(_) => Durability::Full,
+            None => Durability::Normal,
+        };
+        self.commit(durability, |tx, _| {
             if let Some(id) = session {
                 tx.prepare_cached(
                     "UPDATE sessions SET ended_at = ?1, ended_why = 'run ended'

@@ -3,6 +3,7 @@
 //! signals and exit status through as if it ran here.
 
 mod tty;
+mod watch;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,7 +11,6 @@ use std::path::PathBuf;
 
 use agentkeysd::api::dict;
 use clap::Args;
-use futures_util::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 use zbus::Fd;
 use zbus::zvariant::Variant;
@@ -105,18 +105,20 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
     }
     let client = Client::connect(g).await?;
     let jobs = client.jobs().await?;
-    let op = client.op(
-        format!("run {}", args.command[0]),
-        match &g.agent {
-            Some(a) => Subject::Agent(a.clone()),
-            None => Subject::Other,
-        },
-    );
+    // Made only for a failure's report (it looks up the owner's user name).
+    let op = || {
+        client.op(
+            format!("run {}", args.command[0]),
+            match &g.agent {
+                Some(a) => Subject::Agent(a.clone()),
+                None => Subject::Other,
+            },
+        )
+    };
     // Subscribed before Run, so the end of even the shortest run is seen.
-    let mut changes = jobs
-        .receive_job_state_changed()
+    let mut watch = watch::subscribe(&client.conn)
         .await
-        .map_err(|e| daemon_error(e.into(), &op))?;
+        .map_err(|e| daemon_error(e.into(), &op()))?;
     let pty = if tty::interactive() {
         Some(tty::open_pty()?)
     } else {
@@ -181,13 +183,13 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
         sig(SignalKind::quit())?,
         sig(SignalKind::window_change())?,
     );
-    let job = match jobs.run(spec).await {
+    let job = match watch.run(&jobs, spec).await {
         Ok(job) => job,
         Err(e) => {
             // As a shell says it: 127 for a command that cannot be executed.
             let not_executable = e.kind() == agentkeysd::api::ErrorKind::NotFound
                 && e.message().starts_with("cannot execute");
-            let err = daemon_error(e, &op);
+            let err = daemon_error(e, &op());
             if not_executable && let CliError::Report(r) = &err {
                 eprintln!("{r}");
                 return Err(CliError::Status(127));
@@ -210,15 +212,17 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
     let mut interrupts = 0;
     loop {
         tokio::select! {
-            change = changes.next() => {
-                let Some(change) = change else { break };
-                if let Ok(a) = change.args()
-                    && a.job == job.as_str()
-                    && a.state != "running"
-                {
-                    break;
+            ended = watch.ended() => match ended {
+                // A closed connection shows in `Get`'s error below.
+                Ok(()) | Err(watch::WatchError::Closed) => break,
+                Err(watch::WatchError::Refused(why)) => {
+                    // Nothing would tell this run's end: it does not run unwatched.
+                    let _ = jobs.cancel(&job).await;
+                    return Err(CliError::new(Exit::Error, "cannot watch the run for its end")
+                        .cause(format!("the bus refused to send the daemon's JobStateChanged signals ({why})"))
+                        .fix("the bus may limit match rules per connection: check its configuration"));
                 }
-            }
+            },
             _ = int.recv() => {
                 interrupts += 1;
                 if interrupts == 1 {
@@ -238,7 +242,8 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
             }
         }
     }
-    let info = jobs.get(&job).await.map_err(|e| daemon_error(e, &op))?;
+    drop(watch);
+    let info = jobs.get(&job).await.map_err(|e| daemon_error(e, &op()))?;
     drop(master);
     if let Some(out) = output {
         // Ends once every holder of the pty's slave is gone, which the run's end ensures.
