@@ -161,9 +161,7 @@ impl Syscalls for RealSyscalls {
                 std::io::ErrorKind::BrokenPipe,
             )
         })?;
-        let mounts = steps::mounts::receive(rx.as_fd())?;
-        drop(rx);
-        steps::filesystem::build(spec, &policies.fs, mounts)
+        steps::filesystem::build(spec, &policies.fs, || steps::mounts::receive(rx.as_fd()))
     }
 
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {

@@ -24,8 +24,13 @@ use crate::sys;
 /// namespace is private and every source is a detached mount already).
 const NEW_ROOT: &str = "/tmp";
 
-/// Builds the new root of `mounts` and enters it.
-pub fn build(spec: &Spec, policy: &FsPolicy, mounts: Mounts) -> Result<(), StepError> {
+/// Builds the new root and enters it. What does not depend on the runner's mounts is made
+/// first, while the runner is still cloning them; then `receive` waits for them.
+pub fn build(
+    spec: &Spec,
+    policy: &FsPolicy,
+    receive: impl FnOnce() -> Result<Mounts, StepError>,
+) -> Result<(), StepError> {
     // No mount event of ours may leak back to the host, nor the host's into the sandbox.
     mount(
         None::<&str>,
@@ -54,38 +59,54 @@ pub fn build(spec: &Spec, policy: &FsPolicy, mounts: Mounts) -> Result<(), StepE
     // mounted on top of it rather than hidden beneath it.
     let tmp = mkdir(root, "/tmp")?;
     tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    build_dev(root)?;
+    write_accounts(root, spec)?;
+    let mounts = receive()?;
+    let mut dirs = MadeDirs::default();
     for s in &mounts.sources {
-        attach(root, s)?;
+        attach(root, s, &mut dirs)?;
     }
     for l in &policy.symlinks {
         std::os::unix::fs::symlink(&l.target, root.join(rel(&l.path)))
             .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
     }
-    build_dev(root, policy)?;
     if let Some(fd) = mounts.workspace {
-        attach(
-            root,
-            &Source {
-                fd,
-                inside: WORKSPACE_INSIDE.into(),
-                kind: Kind::Dir,
-            },
-        )?;
+        let ws = Source {
+            fd,
+            inside: WORKSPACE_INSIDE.into(),
+            kind: Kind::Dir,
+        };
+        attach(root, &ws, &mut dirs)?;
     }
-    write_accounts(root, spec)?;
     write_secret_files(root, spec)?;
     enter(root)
 }
 
-/// Creates the mount point (a directory or an empty file, and their parents) and attaches.
-fn attach(root: &Path, s: &Source) -> Result<(), StepError> {
-    let target = root.join(rel(&s.inside.to_string_lossy()));
-    if let Some(parent) = target.parent() {
+/// Parent directories [`attach`] made or found already, so each is asked for once.
+#[derive(Debug, Default)]
+struct MadeDirs(std::collections::HashSet<PathBuf>);
+
+impl MadeDirs {
+    fn ensure(&mut self, dir: &Path) -> Result<(), StepError> {
+        if self.0.contains(dir) {
+            return Ok(());
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
-            .create(parent)
-            .map_err(|e| StepError::new(format!("mkdir {}", parent.display()), e))?;
+            .create(dir)
+            .map_err(|e| StepError::new(format!("mkdir {}", dir.display()), e))?;
+        self.0.insert(dir.to_owned());
+        Ok(())
+    }
+}
+
+/// Creates the mount point (a directory or an empty file, and their parents) and attaches,
+/// or for a [`Kind::Copy`] source writes the copy.
+fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError> {
+    let target = root.join(rel(&s.inside.to_string_lossy()));
+    if let Some(parent) = target.parent() {
+        dirs.ensure(parent)?;
     }
     let made = match s.kind {
         Kind::Dir => std::fs::DirBuilder::new().mode(0o755).create(&target),
@@ -108,32 +129,42 @@ fn attach(root: &Path, s: &Source) -> Result<(), StepError> {
 
 /// A [`Kind::Copy`] source: its bytes (at most [`COPY_MAX`]; a file that grew past it since
 /// the runner looked fails the run) in a new file with its permission bits, set-id bits
-/// dropped.
+/// dropped. Read with `pread` from the runner's descriptor: no copy of it, no offset moved.
 fn copy(s: &Source, target: &Path) -> Result<(), StepError> {
-    use std::io::Read;
-    let fail = |e| StepError::new(format!("copy {}", s.inside.display()), e);
-    let from = std::fs::File::from(s.fd.try_clone().map_err(fail)?);
-    let mode = from.metadata().map_err(fail)?.permissions().mode() & 0o777;
-    let mut to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(target)
-        .map_err(fail)?;
-    let copied = std::io::copy(&mut from.take(COPY_MAX + 1), &mut to).map_err(fail)?;
-    if copied > COPY_MAX {
+    let fail = |e: std::io::Error| StepError::new(format!("copy {}", s.inside.display()), e);
+    let st = nix::sys::stat::fstat(s.fd.as_fd()).map_err(|e| fail(e.into()))?;
+    let size = usize::try_from(st.st_size).unwrap_or(usize::MAX);
+    // One byte more than the size, to see a file that grew.
+    let mut buf = vec![0u8; size.min(COPY_MAX as usize) + 1];
+    let mut got = 0;
+    while got < buf.len() {
+        let offset = libc::off_t::try_from(got).map_err(|e| fail(std::io::Error::other(e)))?;
+        match nix::sys::uio::pread(s.fd.as_fd(), &mut buf[got..], offset) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(fail(e.into())),
+        }
+    }
+    if got as u64 > COPY_MAX {
         return Err(fail(std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
             format!("it grew past {COPY_MAX} bytes while the sandbox was built"),
         )));
     }
-    Ok(())
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(st.st_mode & 0o777)
+        .open(target)
+        .map_err(fail)?;
+    to.write_all(&buf[..got]).map_err(fail)
 }
 
-/// A tmpfs `/dev` with the policy's nodes, a private devpts, `/dev/shm` and the fd links.
-fn build_dev(root: &Path, policy: &FsPolicy) -> Result<(), StepError> {
-    let _ = policy;
-    let dev = root.join("dev");
+/// `/dev` (its device nodes are the policy's sources, attached later): a private devpts,
+/// `/dev/shm` and the fd links.
+fn build_dev(root: &Path) -> Result<(), StepError> {
+    let dev = mkdir(root, "/dev")?;
     let pts = dev.join("pts");
     let mk = |p: &Path| {
         std::fs::DirBuilder::new()
@@ -141,9 +172,7 @@ fn build_dev(root: &Path, policy: &FsPolicy) -> Result<(), StepError> {
             .create(p)
             .map_err(|e| StepError::new(format!("mkdir {}", p.display()), e))
     };
-    if !pts.exists() {
-        mk(&pts)?;
-    }
+    mk(&pts)?;
     mount(
         Some("devpts"),
         &pts,
