@@ -140,9 +140,10 @@ pub enum Finished {
 /// The privileged operations of the plan, one per call, in terms of the spec. Errors say
 /// what failed; the plan wraps them in its step's variant.
 pub trait Syscalls {
-    /// Runner side: creates the run's cgroups, writes the limits, moves the init and the
-    /// runner in, then lets the init go on ([`Syscalls::enter_cgroups`]). On failure the
-    /// init is killed.
+    /// Runner side: creates the run's cgroups, moves the init and the runner in and lets the
+    /// init go on ([`Syscalls::enter_cgroups`]), then writes the limits and says so (the
+    /// init waits for that in `exec`, before the command starts). On failure the init is
+    /// killed.
     fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
     /// Runner side, after the fork: clones the new root's sources and the idmapped
     /// workspace, and hands them to the init (which attaches them in `build_filesystem`).
@@ -175,7 +176,8 @@ pub trait Syscalls {
     fn drop_capabilities(&mut self) -> Result<(), StepError>;
     fn landlock(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
     fn seccomp(&mut self, program: &Program) -> Result<(), StepError>;
-    /// Forks and execs the command; stays as its init until it ends.
+    /// Waits for the runner's word that the cgroup limits are written, then forks and execs
+    /// the command; stays as its init until it ends.
     fn exec(&mut self, spec: &Spec) -> Result<Ended, StepError>;
 }
 
@@ -212,7 +214,8 @@ pub fn run<S: Syscalls>(
     sys.build_filesystem(spec, policies)
         .map_err(PlanError::Filesystem)?;
     // 1b. Before anything of the agent's runs: the init is in the run's cgroups, so every
-    //     process of the agent is counted and killable; then its cgroup namespace.
+    //     process of the agent is counted and killable; then its cgroup namespace. (The
+    //     limits the runner writes next are waited for in 9, before the command starts.)
     sys.enter_cgroups().map_err(PlanError::Cgroup)?;
     // 4. Before the identity change, so nothing inherited survives into the agent.
     sys.rlimits_and_fds(spec)

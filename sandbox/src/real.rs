@@ -38,6 +38,16 @@ pub struct RealSyscalls {
 }
 
 impl RealSyscalls {
+    /// Init side: the pipe on which the runner tells about the cgroups (kept until `exec`).
+    fn cgroups_pipe(&self) -> Result<std::os::fd::BorrowedFd<'_>, StepError> {
+        self.cgroups_rd.as_ref().map(AsFd::as_fd).ok_or_else(|| {
+            StepError::refused(
+                "no pipe from the runner about the cgroups",
+                std::io::ErrorKind::BrokenPipe,
+            )
+        })
+    }
+
     /// Runner side, when a step of its own failed: the init must not go on alone.
     fn end_init(&mut self, init_pid: i32) {
         let pid = nix::unistd::Pid::from_raw(init_pid);
@@ -51,26 +61,32 @@ impl Syscalls for RealSyscalls {
     fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
         let ready = self.cgroups_wr.take();
         let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-        let joined = if self.cgroups_joined {
-            steps::cgroup::write_limits(&spec.cgroup, &spec.limits)
-        } else {
-            steps::cgroup::join(&spec.cgroup, &spec.limits, &[init_pid, own])
+        let tell = |what: &[u8]| match &ready {
+            // EPIPE: the init has gone already; its own status says why (supervise).
+            Some(fd) => match nix::unistd::write(fd, what) {
+                Ok(_) | Err(nix::errno::Errno::EPIPE) => Ok(()),
+                Err(e) => Err(StepError::new("tell the init about the cgroups", e)),
+            },
+            None => Ok(()),
         };
-        match joined {
-            Ok(()) => {
-                if let Some(fd) = ready {
-                    nix::unistd::write(&fd, b"1")
-                        .map_err(|e| StepError::new("tell the init the cgroups are joined", e))?;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // The init must not go on outside the run's cgroups: it goes, now.
-                drop(ready);
-                self.end_init(init_pid);
-                Err(e)
-            }
+        // In first (the init goes on into its cgroup namespace), then the limits, which the
+        // init waits for only before it starts the command.
+        let joined = if self.cgroups_joined {
+            Ok(())
+        } else {
+            steps::cgroup::join(&spec.cgroup, &[init_pid, own])
+        };
+        let done = joined
+            .and_then(|()| tell(steps::cgroup::JOINED))
+            .and_then(|()| steps::cgroup::write_limits(&spec.cgroup, &spec.limits))
+            .and_then(|()| tell(steps::cgroup::LIMITED));
+        if done.is_err() {
+            // The init must not go on outside the run's cgroups or without their limits: it
+            // goes, now.
+            drop(ready);
+            self.end_init(init_pid);
         }
+        done
     }
 
     fn clone_mounts(
@@ -94,13 +110,7 @@ impl Syscalls for RealSyscalls {
     }
 
     fn enter_cgroups(&mut self) -> Result<(), StepError> {
-        let ready = self.cgroups_rd.take().ok_or_else(|| {
-            StepError::refused(
-                "no pipe from the runner about the cgroups",
-                std::io::ErrorKind::BrokenPipe,
-            )
-        })?;
-        steps::cgroup::enter(ready)
+        steps::cgroup::enter(self.cgroups_pipe()?)
     }
 
     fn unshare_pid(&mut self) -> Result<(), StepError> {
@@ -167,7 +177,12 @@ impl Syscalls for RealSyscalls {
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {
         steps::rlimits::set_rlimits()?;
         self.secret_env = steps::rlimits::secret_env(spec)?;
-        let mut keep: Vec<RawFd> = self.status_wr.iter().map(AsRawFd::as_raw_fd).collect();
+        let mut keep: Vec<RawFd> = self
+            .status_wr
+            .iter()
+            .chain(&self.cgroups_rd)
+            .map(AsRawFd::as_raw_fd)
+            .collect();
         keep.extend(self.agent_ns.iter().flat_map(|ns| ns.fds()));
         steps::rlimits::close_except(&keep)
     }
@@ -195,6 +210,8 @@ impl Syscalls for RealSyscalls {
     }
 
     fn exec(&mut self, spec: &Spec) -> Result<Ended, StepError> {
+        steps::cgroup::await_limits(self.cgroups_pipe()?)?;
+        self.cgroups_rd = None;
         let env = std::mem::take(&mut self.secret_env);
         let status = self.status_wr.as_ref();
         steps::init::run(spec, &env, || {

@@ -144,6 +144,25 @@ fn the_run_is_in_its_cgroups_and_its_cgroup_namespace_starts_there() {
         assert!(pids.contains(&init), "{}: {pids:?}", dir.path.display());
         assert_eq!(pids.len(), 3, "{}: {pids:?}", dir.path.display());
     }
+    // The command started only once the limits were written (the runner writes them after
+    // the move, and the init waits for its word before the exec).
+    let limits = sb.spec.limits;
+    for dir in plan.v2.iter().chain(&plan.v1) {
+        let read = |f: &str| std::fs::read_to_string(dir.path.join(f)).unwrap();
+        for c in &dir.controllers {
+            match (c.as_str(), plan.v2.as_ref() == Some(dir)) {
+                ("pids", _) => assert_eq!(read("pids.max").trim(), limits.pids.to_string()),
+                ("memory", true) => {
+                    assert_eq!(read("memory.max").trim(), limits.memory_bytes.to_string())
+                }
+                ("memory", false) => assert_eq!(
+                    read("memory.limit_in_bytes").trim(),
+                    limits.memory_bytes.to_string()
+                ),
+                _ => {}
+            }
+        }
+    }
     sb.cgroups.kill(&plan).unwrap();
     let out = sb.finish(running);
     assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL));

@@ -1,11 +1,13 @@
-//! Step 1: create the run's cgroups, write their limits, move the runner and the sandbox's
-//! init in. The runner does it right after forking the init, while the init builds the
-//! file system (the cgroup writes — a migration waits for the kernel's threadgroup lock —
-//! cost nothing on the init's path); the init waits for it before anything of the agent's
-//! runs ([`enter`]). v2 where the hierarchy carries a controller, v1 where the host binds
-//! it there.
+//! Step 1: create the run's cgroups, move the runner and the sandbox's init in, write their
+//! limits. The runner does it after forking the init, while the init builds the file system
+//! (the cgroup writes — a migration waits for the kernel's threadgroup lock — cost nothing
+//! on the init's path). The init waits twice: for the move before its cgroup namespace
+//! ([`enter`]), and for the limits before it starts the command ([`await_limits`]), so no
+//! code of the agent's runs outside the groups or without their limits. v2 where the
+//! hierarchy carries a controller, v1 where the host binds it there.
 
 use std::io::Write;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use crate::plan::StepError;
@@ -14,11 +16,15 @@ use crate::spec::{CgroupDir, CgroupPlan, Limits};
 /// cpu.cfs_period_us / cpu.max period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// Creates every directory of `plan`, writes the limits of its controllers and moves each
-/// of `pids` in. An existing directory is reused (the daemon names runs uniquely).
-pub fn join(plan: &CgroupPlan, limits: &Limits, pids: &[i32]) -> Result<(), StepError> {
+/// What the runner tells the init: it is in the run's cgroups…
+pub const JOINED: &[u8] = b"1";
+/// …and their limits are written.
+pub const LIMITED: &[u8] = b"2";
+
+/// Creates every directory of `plan` and moves each of `pids` in (the limits follow:
+/// [`write_limits`]). An existing directory is reused (the daemon names runs uniquely).
+pub fn join(plan: &CgroupPlan, pids: &[i32]) -> Result<(), StepError> {
     create(plan)?;
-    write_limits(plan, limits)?;
     add(plan, pids)
 }
 
@@ -44,6 +50,13 @@ pub fn write_limits(plan: &CgroupPlan, limits: &Limits) -> Result<(), StepError>
             if file == "memory.memsw.limit_in_bytes" && !path.exists() {
                 continue;
             }
+            // A new group has the kernel's period already, and setting it costs more than
+            // reading it (the scheduler revisits its bandwidth on every CPU).
+            if file == "cpu.cfs_period_us"
+                && std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value)
+            {
+                continue;
+            }
             write(&path, &value)?;
         }
     }
@@ -60,23 +73,46 @@ pub fn add(plan: &CgroupPlan, pids: &[i32]) -> Result<(), StepError> {
     Ok(())
 }
 
-/// The init's side: waits until the runner says the cgroups are joined (one byte `1` on
-/// `ready`; anything else, or EOF, means they are not), then enters a cgroup namespace,
-/// which is rooted at the run's own groups because it is made after the move.
-pub fn enter(ready: std::os::fd::OwnedFd) -> Result<(), StepError> {
-    use std::io::Read;
+/// The init's side: waits until the runner says it is in the cgroups ([`JOINED`] on
+/// `pipe`; anything else, or EOF, means it is not), then enters a cgroup namespace, which is
+/// rooted at the run's own groups because it is made after the move.
+pub fn enter(pipe: BorrowedFd<'_>) -> Result<(), StepError> {
+    expect(
+        pipe,
+        JOINED,
+        "the runner could not place the run in its cgroups",
+    )?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| StepError::new("unshare(CLONE_NEWCGROUP)", e))
+}
+
+/// The init's side, before it starts the command: waits until the runner says the limits
+/// are written ([`LIMITED`]).
+pub fn await_limits(pipe: BorrowedFd<'_>) -> Result<(), StepError> {
+    expect(
+        pipe,
+        LIMITED,
+        "the runner could not write the run's cgroup limits",
+    )
+}
+
+/// Reads one byte from `pipe` (never more: the next word stays for the next wait).
+fn expect(pipe: BorrowedFd<'_>, word: &[u8], otherwise: &str) -> Result<(), StepError> {
     let mut byte = [0u8; 1];
-    let n = std::fs::File::from(ready)
-        .read(&mut byte)
-        .map_err(|e| StepError::new("wait for the runner to join the run's cgroups", e))?;
-    if n != 1 || byte[0] != b'1' {
+    let n = loop {
+        match nix::unistd::read(pipe, &mut byte) {
+            Err(nix::errno::Errno::EINTR) => {}
+            other => break other,
+        }
+    }
+    .map_err(|e| StepError::new("wait for the runner's word on the run's cgroups", e))?;
+    if byte[..n] != *word {
         return Err(StepError::refused(
-            "the runner could not place the run in its cgroups",
+            otherwise,
             std::io::ErrorKind::BrokenPipe,
         ));
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| StepError::new("unshare(CLONE_NEWCGROUP)", e))
+    Ok(())
 }
 
 /// The v2 files and values for the controllers this directory limits.

@@ -105,7 +105,12 @@ pub fn send(sock: BorrowedFd<'_>, mounts: &Mounts) -> Result<(), StepError> {
             .map(|s| s.fd.as_fd())
             .chain(workspace.map(AsFd::as_fd))
             .collect();
-        sys::send_frame(sock, FRAME_MOUNTS, &body, &fds).map_err(fail)?;
+        match sys::send_frame(sock, FRAME_MOUNTS, &body, &fds) {
+            Ok(()) => {}
+            // The init has gone already; its own status says why (the runner's supervise).
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        }
     }
     Ok(())
 }
