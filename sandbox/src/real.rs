@@ -96,13 +96,17 @@ impl Syscalls for RealSyscalls {
         init_pid: i32,
     ) -> Result<(), StepError> {
         let tx = self.mounts_tx.take();
-        let sent = steps::mounts::clone(spec, &policies.fs).and_then(|m| match &tx {
-            Some(fd) => steps::mounts::send(fd.as_fd(), &m),
+        let sent = match &tx {
+            // The sources first: the init attaches them while the workspace is idmapped.
+            Some(fd) => steps::mounts::clone_sources(spec, &policies.fs)
+                .and_then(|s| steps::mounts::send_sources(fd.as_fd(), &s))
+                .and_then(|()| steps::mounts::workspace(spec))
+                .and_then(|ws| steps::mounts::send_workspace(fd.as_fd(), ws.as_ref())),
             None => Err(StepError::refused(
                 "no socket to the init for the mounts",
                 std::io::ErrorKind::BrokenPipe,
             )),
-        });
+        };
         if sent.is_err() {
             self.end_init(init_pid);
         }
@@ -171,7 +175,7 @@ impl Syscalls for RealSyscalls {
                 std::io::ErrorKind::BrokenPipe,
             )
         })?;
-        steps::filesystem::build(spec, &policies.fs, || steps::mounts::receive(rx.as_fd()))
+        steps::filesystem::build(spec, &policies.fs, rx.as_fd())
     }
 
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {

@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chown, pivot_root};
 
-use super::mounts::{COPY_MAX, Kind, Mounts, Source};
+use super::mounts::{self, COPY_MAX, Kind, Source};
 use crate::plan::StepError;
 use crate::policy::fs::FsPolicy;
 use crate::spec::{SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
@@ -25,12 +25,9 @@ use crate::sys;
 const NEW_ROOT: &str = "/tmp";
 
 /// Builds the new root and enters it. What does not depend on the runner's mounts is made
-/// first, while the runner is still cloning them; then `receive` waits for them.
-pub fn build(
-    spec: &Spec,
-    policy: &FsPolicy,
-    receive: impl FnOnce() -> Result<Mounts, StepError>,
-) -> Result<(), StepError> {
+/// first, while the runner is still cloning them; then they are attached as they come from
+/// `runner`: the sources, then the (idmapped) workspace.
+pub fn build(spec: &Spec, policy: &FsPolicy, runner: BorrowedFd<'_>) -> Result<(), StepError> {
     // No mount event of ours may leak back to the host, nor the host's into the sandbox.
     mount(
         None::<&str>,
@@ -61,16 +58,15 @@ pub fn build(
     tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     build_dev(root)?;
     write_accounts(root, spec)?;
-    let mounts = receive()?;
     let mut dirs = MadeDirs::default();
-    for s in &mounts.sources {
+    for s in &mounts::receive_sources(runner)? {
         attach(root, s, &mut dirs)?;
     }
     for l in &policy.symlinks {
         std::os::unix::fs::symlink(&l.target, root.join(rel(&l.path)))
             .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
     }
-    if let Some(fd) = mounts.workspace {
+    if let Some(fd) = mounts::receive_workspace(runner)? {
         let ws = Source {
             fd,
             inside: WORKSPACE_INSIDE.into(),

@@ -52,107 +52,128 @@ pub enum Kind {
     Copy,
 }
 
-/// What the runner hands the init: the sources in the order they are attached, and the
-/// workspace (attached after `/dev`).
-#[derive(Debug, Default)]
-pub struct Mounts {
-    pub sources: Vec<Source>,
-    pub workspace: Option<OwnedFd>,
-}
-
-/// Clones every source and the workspace (idmapped) from the host's tree.
-pub fn clone(spec: &Spec, policy: &FsPolicy) -> Result<Mounts, StepError> {
-    let sources = clone_sources(spec, policy)?;
-    let workspace = match &spec.workspace {
-        Some(ws) => {
-            let tree = clone_workspace(ws)?;
-            idmap_workspace(&tree, ws, spec)?;
-            Some(tree)
-        }
-        None => None,
+/// Clones the workspace and idmaps it, when the spec has one.
+pub fn workspace(spec: &Spec) -> Result<Option<OwnedFd>, StepError> {
+    let Some(ws) = &spec.workspace else {
+        return Ok(None);
     };
-    Ok(Mounts { sources, workspace })
+    let tree = clone_workspace(ws)?;
+    idmap_workspace(&tree, ws, spec)?;
+    Ok(Some(tree))
 }
 
-/// One frame's worth of mounts: where each of its fds goes, in order. The workspace, when
-/// `workspace` is set, is the frame's last fd.
+/// One frame of the runner's mounts: where each of its fds goes, in order. The sources come
+/// first (`sources_done` on the last of their frames), so the init attaches them while the
+/// runner still idmaps the workspace; the workspace comes in the last frame (`more` unset),
+/// as its only fd when `workspace` is set.
 #[derive(Debug, Serialize, Deserialize)]
 struct Batch {
     entries: Vec<(PathBuf, Kind)>,
+    sources_done: bool,
     workspace: bool,
     more: bool,
 }
 
-/// Sends `mounts` to the init, at most [`MAX_FRAME_FDS`] fds per frame.
-pub fn send(sock: BorrowedFd<'_>, mounts: &Mounts) -> Result<(), StepError> {
-    let fail = |e| StepError::new("hand the mounts to the init", e);
-    let mut chunks: Vec<&[Source]> = mounts.sources.chunks(MAX_FRAME_FDS).collect();
-    if chunks.is_empty() || chunks.last().is_some_and(|c| c.len() == MAX_FRAME_FDS) {
-        // The workspace needs room in the last frame.
+/// Sends the sources to the init, at most [`MAX_FRAME_FDS`] fds per frame.
+pub fn send_sources(sock: BorrowedFd<'_>, sources: &[Source]) -> Result<(), StepError> {
+    let mut chunks: Vec<&[Source]> = sources.chunks(MAX_FRAME_FDS).collect();
+    if chunks.is_empty() {
         chunks.push(&[]);
     }
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
-        let workspace = (i == last).then_some(mounts.workspace.as_ref()).flatten();
         let batch = Batch {
             entries: chunk.iter().map(|s| (s.inside.clone(), s.kind)).collect(),
-            workspace: workspace.is_some(),
-            more: i != last,
+            sources_done: i == last,
+            workspace: false,
+            more: true,
         };
-        let body = serde_json::to_vec(&batch).map_err(|e| fail(std::io::Error::other(e)))?;
-        let fds: Vec<BorrowedFd<'_>> = chunk
-            .iter()
-            .map(|s| s.fd.as_fd())
-            .chain(workspace.map(AsFd::as_fd))
-            .collect();
-        match sys::send_frame(sock, FRAME_MOUNTS, &body, &fds) {
-            Ok(()) => {}
-            // The init has gone already; its own status says why (the runner's supervise).
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => return Ok(()),
-            Err(e) => return Err(fail(e)),
-        }
+        let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|s| s.fd.as_fd()).collect();
+        send_batch(sock, &batch, &fds)?;
     }
     Ok(())
 }
 
-/// The init's side of [`send`]: waits for every batch. EOF first means the runner could
-/// not clone them (it reports why).
-pub fn receive(sock: BorrowedFd<'_>) -> Result<Mounts, StepError> {
-    let bad = |what: String| {
-        StepError::refused(
-            format!("the mounts from the runner: {what}"),
-            std::io::ErrorKind::InvalidData,
-        )
+/// Sends the workspace (or that there is none): the last frame.
+pub fn send_workspace(sock: BorrowedFd<'_>, workspace: Option<&OwnedFd>) -> Result<(), StepError> {
+    let batch = Batch {
+        entries: Vec::new(),
+        sources_done: true,
+        workspace: workspace.is_some(),
+        more: false,
     };
-    let mut mounts = Mounts::default();
+    let fds: Vec<BorrowedFd<'_>> = workspace.map(AsFd::as_fd).into_iter().collect();
+    send_batch(sock, &batch, &fds)
+}
+
+fn send_batch(
+    sock: BorrowedFd<'_>,
+    batch: &Batch,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), StepError> {
+    let fail = |e| StepError::new("hand the mounts to the init", e);
+    let body = serde_json::to_vec(batch).map_err(|e| fail(std::io::Error::other(e)))?;
+    match sys::send_frame(sock, FRAME_MOUNTS, &body, fds) {
+        Ok(()) => Ok(()),
+        // The init has gone already; its own status says why (the runner's supervise).
+        Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// The init's side of [`send_sources`]: waits for every frame of sources. EOF first means
+/// the runner could not clone them (it reports why).
+pub fn receive_sources(sock: BorrowedFd<'_>) -> Result<Vec<Source>, StepError> {
+    let mut sources = Vec::new();
     loop {
-        let (kind, body, fds) = sys::recv_frame(sock, MAX_SPEC_BYTES)
-            .map_err(|e| StepError::new("receive the mounts from the runner", e))?
-            .ok_or_else(|| bad("the runner sent none".into()))?;
-        let batch: Batch = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("not a batch of mounts: {e}")))?;
-        if kind != FRAME_MOUNTS || fds.len() != batch.entries.len() + usize::from(batch.workspace) {
-            return Err(bad(format!(
-                "frame {kind:#x} with {} fds for {} mounts",
-                fds.len(),
-                batch.entries.len()
-            )));
+        let (batch, fds) = receive_batch(sock)?;
+        if batch.workspace || !batch.more {
+            return Err(bad("the workspace before the sources".into()));
         }
-        let mut fds = fds.into_iter();
-        for ((inside, kind), fd) in batch.entries.into_iter().zip(fds.by_ref()) {
-            mounts.sources.push(Source { fd, inside, kind });
+        for ((inside, kind), fd) in batch.entries.into_iter().zip(fds) {
+            sources.push(Source { fd, inside, kind });
         }
-        if batch.workspace {
-            mounts.workspace = fds.next();
-        }
-        if !batch.more {
-            return Ok(mounts);
+        if batch.sources_done {
+            return Ok(sources);
         }
     }
 }
 
+/// The init's side of [`send_workspace`].
+pub fn receive_workspace(sock: BorrowedFd<'_>) -> Result<Option<OwnedFd>, StepError> {
+    let (batch, fds) = receive_batch(sock)?;
+    if !batch.entries.is_empty() || batch.more {
+        return Err(bad("sources after the sources".into()));
+    }
+    Ok(fds.into_iter().next())
+}
+
+/// One frame, checked: its kind, and one fd per entry (plus the workspace's).
+fn receive_batch(sock: BorrowedFd<'_>) -> Result<(Batch, Vec<OwnedFd>), StepError> {
+    let (kind, body, fds) = sys::recv_frame(sock, MAX_SPEC_BYTES)
+        .map_err(|e| StepError::new("receive the mounts from the runner", e))?
+        .ok_or_else(|| bad("the runner sent none".into()))?;
+    let batch: Batch =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a batch of mounts: {e}")))?;
+    if kind != FRAME_MOUNTS || fds.len() != batch.entries.len() + usize::from(batch.workspace) {
+        return Err(bad(format!(
+            "frame {kind:#x} with {} fds for {} mounts",
+            fds.len(),
+            batch.entries.len()
+        )));
+    }
+    Ok((batch, fds))
+}
+
+fn bad(what: String) -> StepError {
+    StepError::refused(
+        format!("the mounts from the runner: {what}"),
+        std::io::ErrorKind::InvalidData,
+    )
+}
+
 /// Clones every read-only source while the host's tree is still visible.
-fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
+pub fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
     let ro = RDONLY | NOSUID | NODEV;
     let mut out = Vec::new();
     for b in &policy.binds {
