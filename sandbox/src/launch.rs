@@ -222,24 +222,37 @@ impl Running {
     }
 
     /// Reads the reports to the end and reaps the runner.
-    pub fn wait(mut self) -> Outcome {
+    pub fn wait(self) -> Outcome {
+        self.wait_reported().0
+    }
+
+    /// [`Running::wait`], and whether the end came as the runner's report. A reported end
+    /// comes from the sandbox's init once nothing of the agent is left (only the init's own
+    /// exit may still be under way); otherwise the runner was killed or died, and what is
+    /// left of the run must still be ended.
+    pub fn wait_reported(mut self) -> (Outcome, bool) {
         let mut last = self.early_end.take();
         while let Ok(Some(r)) = self.next_report() {
             last = Some(r);
         }
         let status = self.child.wait();
         match last {
-            Some(Report::Exited { code }) => Outcome::Exited(code),
-            Some(Report::Signaled { signal }) => Outcome::Signaled(signal),
-            Some(Report::Failed { step, error }) => Outcome::SetupFailed { step, error },
-            _ => match status {
-                // Killed with its sandbox (cgroup kill on revoke): the run was signaled.
-                Ok(s) if s.signal().is_some() && self.started.is_some() => {
-                    Outcome::Signaled(s.signal().unwrap_or(libc::SIGKILL))
-                }
-                Ok(s) => Outcome::RunnerDied(format!("the runner ended ({s}) without a report")),
-                Err(e) => Outcome::RunnerDied(format!("waiting for the runner: {e}")),
-            },
+            Some(Report::Exited { code }) => (Outcome::Exited(code), true),
+            Some(Report::Signaled { signal }) => (Outcome::Signaled(signal), true),
+            Some(Report::Failed { step, error }) => (Outcome::SetupFailed { step, error }, true),
+            _ => (
+                match status {
+                    // Killed with its sandbox (cgroup kill on revoke): the run was signaled.
+                    Ok(s) if s.signal().is_some() && self.started.is_some() => {
+                        Outcome::Signaled(s.signal().unwrap_or(libc::SIGKILL))
+                    }
+                    Ok(s) => {
+                        Outcome::RunnerDied(format!("the runner ended ({s}) without a report"))
+                    }
+                    Err(e) => Outcome::RunnerDied(format!("waiting for the runner: {e}")),
+                },
+                false,
+            ),
         }
     }
 

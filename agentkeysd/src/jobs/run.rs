@@ -340,7 +340,7 @@ async fn see_to_end(
     run_dir: PathBuf,
     timeout: Option<Duration>,
 ) {
-    let mut wait = tokio::task::spawn_blocking(move || running.wait());
+    let mut wait = tokio::task::spawn_blocking(move || running.wait_reported());
     let outcome = match timeout {
         Some(t) => tokio::select! {
             r = &mut wait => r,
@@ -351,14 +351,19 @@ async fn see_to_end(
         },
         None => wait.await,
     };
-    let outcome = outcome.unwrap_or_else(|e| Outcome::RunnerDied(e.to_string()));
+    let (outcome, reported) =
+        outcome.unwrap_or_else(|e| (Outcome::RunnerDied(e.to_string()), false));
     // A reported end comes from the init once it has killed and reaped everything the
     // command left behind (daemonized children), so no process of the agent is left; only
-    // the init's own exit is still under way. Without a report the runner died first:
-    // whatever is left goes now, with the init.
-    let reported = matches!(outcome, Outcome::Exited(_) | Outcome::Signaled(_));
+    // the init's own exit is still under way. Without a report the runner was killed (with
+    // the run: revocation, cancel, timeout) or died: whatever is left goes now, and the
+    // run ends only once the init has exited too.
     if !reported {
         run.kill_processes(&cgroups, None).await;
+    }
+    // A killed run (revoked, cancelled, timed out) ends only once none of its processes is
+    // left, the init included: `Kill` returns then.
+    if !reported || lock(&run.kill_reason).is_some() {
         wait_for_init(&run).await;
     }
     let state = match (lock(&run.kill_reason).clone(), outcome) {
