@@ -1,7 +1,8 @@
 //! Step 3, the init's half: the new root. Every source (the policy's binds, the workspace,
-//! the MCP socket, the bridge, device nodes) arrives as a detached mount the runner cloned
-//! ([`super::mounts`]); each is attached in a fresh tmpfs with `move_mount`; then
-//! `pivot_root`, the old root detached, and the new root itself made read-only.
+//! the MCP socket, the bridge, device nodes) arrives as a detached mount the runner cloned,
+//! or as a small file to copy ([`super::mounts`]); each is attached (`move_mount`) or copied
+//! into a fresh tmpfs; then `pivot_root`, the old root detached, and the new root itself
+//! made read-only.
 
 use std::ffi::CString;
 use std::io::Write;

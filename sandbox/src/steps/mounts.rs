@@ -1,7 +1,8 @@
 //! Step 3, the runner's half: every source of the new root cloned as a detached mount
-//! (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr`, the workspace cloned
-//! and idmapped, all handed to the init over a socket (SCM_RIGHTS) — while the init makes
-//! its namespaces and its root's tmpfs, on the other CPU. The init attaches them
+//! (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr` — or, for a small
+//! regular file, opened for the init to copy ([`Kind::Copy`]) — and the workspace cloned and
+//! idmapped, all handed to the init over a socket (SCM_RIGHTS), the sources first, while
+//! the init makes its namespaces and its root's tmpfs on the other CPU. The init attaches them
 //! ([`super::filesystem`]). The host's tree is the runner's own (it never changes mount
 //! namespace), so each source is cloned from exactly what the host shows, and the idmap's
 //! maps are written through the host's `/proc`.
