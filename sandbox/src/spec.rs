@@ -44,7 +44,8 @@ pub const MAX_SPEC_BYTES: usize = 1 << 20;
 pub const FRAME_PREPARE: u8 = b'P';
 /// Warm start: the frame with the [`Spec`] and its fds.
 pub const FRAME_SPEC: u8 = b'S';
-/// Most fds a spec frame may carry: stdio, the secrets and the workspace.
+/// Most fds one frame may carry: a spec frame's stdio, secrets and workspace, or a batch
+/// of the runner's mounts for the init.
 pub const MAX_FRAME_FDS: usize = 64;
 
 /// One sandboxed run.

@@ -6,7 +6,7 @@
 //! once than spares, or warm starts failing) it starts cold.
 //!
 //! When the spares are made matters as much as having them: a runner being prepared
-//! (clone, exec, dynamic loading, cgroup joins) competes for the CPU with whatever the
+//! (clone, exec, cgroup joins) competes for the CPU with whatever the
 //! daemon does at that moment. So the pool is topped up once a run's end has been told
 //! ([`refill`]), in the gap before the client's next run, and not while a run is being
 //! built or seen to its end; only a run that left the pool empty tops it up at once.

@@ -1,5 +1,6 @@
-//! The warm start's wire (see `spec`): frames on a unix stream socket with fds attached,
-//! and putting received fds at the numbers the runner's contract gives them.
+//! Frames on a unix stream socket with fds attached — the warm start's wire (see `spec`)
+//! and the runner's mounts for the init (`steps::mounts`) — and putting received fds at
+//! the numbers the runner's contract gives them.
 #![allow(unsafe_code)]
 
 use std::io;
