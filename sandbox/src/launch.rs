@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use super::spec::{CgroupPlan, FRAME_PREPARE, FRAME_SPEC, Report, Spec};
 use super::sys;
@@ -28,7 +27,7 @@ pub enum Outcome {
 /// A started runner.
 #[derive(Debug)]
 pub struct Running {
-    child: Child,
+    child: sys::Spawned,
     reports: BufReader<std::fs::File>,
     started: Option<i32>,
     early_end: Option<Report>,
@@ -45,16 +44,12 @@ pub fn spawn(
     let json = checked_json(spec)?;
     let (spec_rd, spec_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (rep_rd, rep_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let [i, o, e] = stdio;
-    let mut cmd = Command::new(runner);
-    cmd.stdin(Stdio::from(i))
-        .stdout(Stdio::from(o))
-        .stderr(Stdio::from(e))
-        .env_clear();
+    let [i, o, e] = stdio.each_ref().map(|fd| Some(fd.as_fd()));
     let mut fds = vec![spec_rd.as_fd(), rep_wr.as_fd()];
     fds.extend(secrets.iter().map(AsFd::as_fd));
-    let child = sys::spawn_with_fds(&mut cmd, &fds)?;
+    let child = sys::spawn_with_fds(runner, [i, o, e], &fds)?;
     drop(fds);
+    drop(stdio);
     drop(spec_rd);
     drop(rep_wr);
     drop(secrets);
@@ -70,12 +65,12 @@ pub fn spawn(
     })
 }
 
-/// A runner started ahead of its run: in the run's cgroups already (the slow part of a
-/// start), waiting for the spec. Dropped unused, it is killed and reaped (its cgroups are
+/// A runner started ahead of its run: started, and its run's cgroups made (it is in the v1
+/// ones), waiting for the spec. Dropped unused, it is killed and reaped (its cgroups are
 /// the caller's to remove).
 #[derive(Debug)]
 pub struct Warm {
-    child: Option<Child>,
+    child: Option<sys::Spawned>,
     sock: OwnedFd,
     reports: Option<BufReader<std::fs::File>>,
     plan: CgroupPlan,
@@ -92,12 +87,11 @@ pub fn prepare(runner: &Path, plan: &CgroupPlan) -> std::io::Result<Warm> {
         SockFlag::SOCK_CLOEXEC,
     )?;
     let (rep_rd, rep_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let mut cmd = Command::new(runner);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env_clear();
-    let child = sys::spawn_with_fds(&mut cmd, &[theirs.as_fd(), rep_wr.as_fd()])?;
+    let child = sys::spawn_with_fds(
+        runner,
+        [None, None, None],
+        &[theirs.as_fd(), rep_wr.as_fd()],
+    )?;
     drop((theirs, rep_wr));
     let mut warm = Warm {
         child: Some(child),

@@ -140,11 +140,13 @@ pub enum Finished {
 /// The privileged operations of the plan, one per call, in terms of the spec. Errors say
 /// what failed; the plan wraps them in its step's variant.
 pub trait Syscalls {
-    /// Runner side: creates the run's cgroups, moves the init and the runner in and lets the
-    /// init go on ([`Syscalls::enter_cgroups`]), then writes the limits and says so (the
-    /// init waits for that in `exec`, before the command starts). On failure the init is
-    /// killed.
-    fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
+    /// Runner side, before the fork: creates the run's cgroups and joins them so that the
+    /// init is born in them (v1: the runner moves itself; v2: `fork_init` clones the init
+    /// into the group). Nothing to do when a warm start joined them already.
+    fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError>;
+    /// Runner side, after the fork: writes the limits and says so (the init waits for that
+    /// in `exec`, before the command starts). On failure the init is killed.
+    fn limit_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
     /// Runner side, after the fork: clones the new root's sources and the idmapped
     /// workspace, and hands them to the init (which attaches them in `build_filesystem`).
     /// A failure ends the init too.
@@ -154,13 +156,14 @@ pub trait Syscalls {
         policies: &Policies,
         init_pid: i32,
     ) -> Result<(), StepError>;
-    /// Init side: waits for the runner's `join_cgroups`, then a cgroup namespace.
+    /// Init side: a cgroup namespace (rooted at the run's groups, which it was born in).
     fn enter_cgroups(&mut self) -> Result<(), StepError>;
     /// Runner side, before the fork: `unshare` of the pid namespace.
     fn unshare_pid(&mut self) -> Result<(), StepError>;
     /// Init side: `unshare` of the mount, ipc and uts namespaces.
     fn unshare_namespaces(&mut self, net: Net) -> Result<(), StepError>;
-    /// Forks the sandbox's init (the first process of the new pid namespace).
+    /// Forks the sandbox's init (the first process of the new pid namespace) in the run's
+    /// cgroups.
     fn fork_init(&mut self) -> Result<Side, StepError>;
     fn set_hostname(&mut self, name: &str) -> Result<(), StepError>;
     /// Init side, early: the agent's user namespace (and for `--net none` its network
@@ -189,6 +192,9 @@ pub fn run<S: Syscalls>(
     policies: &Policies,
     seccomp: &Program,
 ) -> Result<Finished, PlanError> {
+    // 1. Before anything else, so the init is born in the run's cgroups and every process
+    //    of the agent is counted and killable from its first instruction.
+    sys.join_cgroups(spec).map_err(PlanError::Cgroup)?;
     // 2. As root of the initial user namespace, so these namespaces belong to it and the
     //    agent can never reconfigure them; the fork makes the init pid 1 of the new pid ns,
     //    and the init makes the others for itself (the runner stays in the host's).
@@ -198,9 +204,9 @@ pub fn run<S: Syscalls>(
         //     init, while the init makes its namespaces (two CPUs' worth of work at once).
         sys.clone_mounts(spec, policies, init_pid)
             .map_err(PlanError::Filesystem)?;
-        // 1. Then it makes and joins the cgroups while the init builds the file system;
-        //    the init waits for it in 1b.
-        sys.join_cgroups(spec, init_pid)
+        // 1b. Then it writes the limits while the init builds the file system; the init
+        //     waits for them in 9, before the command starts.
+        sys.limit_cgroups(spec, init_pid)
             .map_err(PlanError::Cgroup)?;
         return Ok(Finished::Runner { init_pid });
     }
@@ -213,9 +219,7 @@ pub fn run<S: Syscalls>(
     // 3. Still root: mounts need it, and secret files are chowned to the agent.
     sys.build_filesystem(spec, policies)
         .map_err(PlanError::Filesystem)?;
-    // 1b. Before anything of the agent's runs: the init is in the run's cgroups, so every
-    //     process of the agent is counted and killable; then its cgroup namespace. (The
-    //     limits the runner writes next are waited for in 9, before the command starts.)
+    // 1c. The cgroup namespace, rooted at the run's groups.
     sys.enter_cgroups().map_err(PlanError::Cgroup)?;
     // 4. Before the identity change, so nothing inherited survives into the agent.
     sys.rlimits_and_fds(spec)
@@ -271,8 +275,11 @@ mod tests {
     }
 
     impl Syscalls for Recorder {
-        fn join_cgroups(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
-            self.call(format!("join_cgroups({init_pid})"))
+        fn join_cgroups(&mut self, _: &Spec) -> Result<(), StepError> {
+            self.call("join_cgroups".into())
+        }
+        fn limit_cgroups(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
+            self.call(format!("limit_cgroups({init_pid})"))
         }
         fn clone_mounts(&mut self, _: &Spec, _: &Policies, init_pid: i32) -> Result<(), StepError> {
             self.call(format!("clone_mounts({init_pid})"))
@@ -349,6 +356,7 @@ mod tests {
     fn net_none_runs_every_step_in_order() {
         let (r, out) = run_with(Net::None, Side::Init, None);
         let mut want = vec![
+            "join_cgroups",
             "unshare_pid",
             "fork_init",
             "unshare(none)",
@@ -364,6 +372,7 @@ mod tests {
     fn net_host_keeps_the_order_and_says_so_to_the_identity_step() {
         let (r, _) = run_with(Net::Host, Side::Init, None);
         let mut want = vec![
+            "join_cgroups",
             "unshare_pid",
             "fork_init",
             "unshare(host)",
@@ -380,10 +389,11 @@ mod tests {
         assert_eq!(
             r.calls,
             [
+                "join_cgroups",
                 "unshare_pid",
                 "fork_init",
                 "clone_mounts(42)",
-                "join_cgroups(42)"
+                "limit_cgroups(42)"
             ]
         );
         assert_eq!(out.unwrap(), Finished::Runner { init_pid: 42 });
@@ -396,14 +406,25 @@ mod tests {
         );
         assert_eq!(out.unwrap_err().step(), Step::Filesystem);
         assert_eq!(r.calls.last().map(String::as_str), Some("clone_mounts(42)"));
-        // A runner that cannot place the run says so as the cgroup step.
+        // A runner that cannot place the run says so as the cgroup step, before any fork…
         let (r, out) = run_with(
             Net::None,
             Side::Runner { init_pid: 42 },
             Some("join_cgroups"),
         );
         assert_eq!(out.unwrap_err().step(), Step::Cgroup);
-        assert_eq!(r.calls.last().map(String::as_str), Some("join_cgroups(42)"));
+        assert_eq!(r.calls, ["join_cgroups"]);
+        // …and one that cannot write the limits, too.
+        let (r, out) = run_with(
+            Net::None,
+            Side::Runner { init_pid: 42 },
+            Some("limit_cgroups"),
+        );
+        assert_eq!(out.unwrap_err().step(), Step::Cgroup);
+        assert_eq!(
+            r.calls.last().map(String::as_str),
+            Some("limit_cgroups(42)")
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct RealSyscalls {
     pub status_rd: Option<OwnedFd>,
     /// Init side: the write end.
     pub status_wr: Option<OwnedFd>,
-    /// Runner side: where it tells the init that the cgroups are joined.
+    /// Runner side: where it tells the init that the cgroups' limits are written.
     cgroups_wr: Option<OwnedFd>,
     /// Init side: where it learns that.
     cgroups_rd: Option<OwnedFd>,
@@ -32,9 +32,9 @@ pub struct RealSyscalls {
     secret_env: Vec<SecretVar>,
     /// Init side: the agent's namespaces between `prepare_identity` and `identity`.
     agent_ns: Option<steps::identity::AgentNs>,
-    /// Warm start: the runner is in the run's cgroups already, so the init (its child) is
-    /// too; `join_cgroups` only writes the limits.
-    pub cgroups_joined: bool,
+    /// Runner side: the run's groups, joined by `join_cgroups` or, in a warm start, before
+    /// the spec came (`join_cgroups` then has nothing left to do).
+    pub cgroups: Option<steps::cgroup::Joined>,
 }
 
 impl RealSyscalls {
@@ -58,32 +58,27 @@ impl RealSyscalls {
 }
 
 impl Syscalls for RealSyscalls {
-    fn join_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
-        let ready = self.cgroups_wr.take();
-        let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-        let tell = |what: &[u8]| match &ready {
-            // EPIPE: the init has gone already; its own status says why (supervise).
-            Some(fd) => match nix::unistd::write(fd, what) {
-                Ok(_) | Err(nix::errno::Errno::EPIPE) => Ok(()),
-                Err(e) => Err(StepError::new("tell the init about the cgroups", e)),
-            },
-            None => Ok(()),
-        };
-        // In first (the init goes on into its cgroup namespace), then the limits, which the
-        // init waits for only before it starts the command.
-        let joined = if self.cgroups_joined {
-            Ok(())
-        } else {
-            steps::cgroup::join(&spec.cgroup, &[init_pid, own])
-        };
-        let done = joined
-            .and_then(|()| tell(steps::cgroup::JOINED))
-            .and_then(|()| steps::cgroup::write_limits(&spec.cgroup, &spec.limits))
-            .and_then(|()| tell(steps::cgroup::LIMITED));
+    fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError> {
+        if self.cgroups.is_none() {
+            self.cgroups = Some(steps::cgroup::join(&spec.cgroup)?);
+        }
+        Ok(())
+    }
+
+    fn limit_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
+        let done = steps::cgroup::write_limits(&spec.cgroup, &spec.limits).and_then(|()| {
+            match self.cgroups_wr.take() {
+                // EPIPE: the init has gone already; its own status says why (supervise).
+                Some(fd) => match nix::unistd::write(&fd, steps::cgroup::LIMITED) {
+                    Ok(_) | Err(nix::errno::Errno::EPIPE) => Ok(()),
+                    Err(e) => Err(StepError::new("tell the init the limits are written", e)),
+                },
+                None => Ok(()),
+            }
+        });
         if done.is_err() {
-            // The init must not go on outside the run's cgroups or without their limits: it
-            // goes, now.
-            drop(ready);
+            // The init must not start the command without the limits: it goes, now.
+            self.cgroups_wr = None;
             self.end_init(init_pid);
         }
         done
@@ -114,7 +109,7 @@ impl Syscalls for RealSyscalls {
     }
 
     fn enter_cgroups(&mut self) -> Result<(), StepError> {
-        steps::cgroup::enter(self.cgroups_pipe()?)
+        steps::cgroup::enter()
     }
 
     fn unshare_pid(&mut self) -> Result<(), StepError> {
@@ -129,7 +124,7 @@ impl Syscalls for RealSyscalls {
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| StepError::new("pipe for the init's status", e))?;
         let (cg_rd, cg_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| StepError::new("pipe for the cgroups' readiness", e))?;
+            .map_err(|e| StepError::new("pipe for the cgroups' limits", e))?;
         let (mounts_tx, mounts_rx) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,
@@ -137,7 +132,23 @@ impl Syscalls for RealSyscalls {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| StepError::new("socket for the mounts", e))?;
-        match sys::fork_single_threaded().map_err(|e| StepError::new("fork the init", e))? {
+        let v2 = match self
+            .cgroups
+            .as_ref()
+            .and_then(steps::cgroup::Joined::open_v2)
+        {
+            Some(fd) => Some(fd?),
+            None => None,
+        };
+        let (forked, late) = match v2.as_ref().map(|fd| sys::fork_into_cgroup(fd.as_fd())) {
+            None => (sys::fork_single_threaded(), false),
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                (sys::fork_single_threaded(), true)
+            }
+            Some(other) => (other, false),
+        };
+        drop(v2);
+        match forked.map_err(|e| StepError::new("fork the init", e))? {
             Forked::Parent(pid) => {
                 drop((wr, cg_rd, mounts_rx));
                 self.status_rd = Some(rd);
@@ -154,6 +165,10 @@ impl Syscalls for RealSyscalls {
                 // The init must not outlive the runner that reports on it.
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                     .map_err(|e| StepError::new("PR_SET_PDEATHSIG", e))?;
+                if let (true, Some(joined)) = (late, self.cgroups.take()) {
+                    joined.join_v2_late()?;
+                }
+                self.cgroups = None;
                 Ok(Side::Init)
             }
         }

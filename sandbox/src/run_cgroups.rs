@@ -94,7 +94,7 @@ impl RunCgroups {
             if kill.exists() {
                 // Nothing left (the usual end of a run): no kill. Writing cgroup.kill waits
                 // for an RCU grace period (~10 ms here) even on an empty group, and nothing
-                // can enter an empty run group again (only its dead runner moved in).
+                // can enter an empty run group again (only the init was ever born in it).
                 if populated_v2(&dir.path)? == Some(false) {
                     return Ok(());
                 }

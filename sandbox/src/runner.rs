@@ -16,6 +16,7 @@ use super::spec::{
     CgroupPlan, FRAME_PREPARE, FRAME_SPEC, MAX_SPEC_BYTES, REPORT_FD, Report, SECRET_FD_BASE,
     SPEC_FD, Spec,
 };
+use super::steps::cgroup::Joined;
 use super::sys;
 
 /// Exit code when the sandbox could not be built.
@@ -79,16 +80,16 @@ pub fn runner_main() -> i32 {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let report = sys::borrow_inherited_fd(REPORT_FD);
     let warm = sys::is_socket(sys::borrow_inherited_fd(SPEC_FD));
-    let spec = if warm {
+    let (spec, joined) = if warm {
         match warm_start(report) {
-            Ok(Some(s)) => s,
+            Ok(Some((s, j))) => (s, Some(j)),
             // The daemon let this warm runner go unused (shutdown): nothing to report.
             Ok(None) => return 0,
             Err((step, e)) => return fail(report, step, &e),
         }
     } else {
         match read_spec() {
-            Ok(s) => s,
+            Ok(s) => (s, None),
             Err(e) => return fail(report, "spec", &e),
         }
     };
@@ -101,7 +102,7 @@ pub fn runner_main() -> i32 {
         Err(e) => return fail(report, "seccomp", &e.to_string()),
     };
     let mut real = RealSyscalls::default();
-    real.cgroups_joined = warm;
+    real.cgroups = joined;
     match plan::run(&mut real, &spec, &policies, &program) {
         Ok(Finished::Runner { init_pid }) => supervise(report, init_pid, real.status_rd),
         Ok(Finished::Init(ended)) => {
@@ -201,7 +202,7 @@ type FrameBody = (Vec<u8>, Vec<OwnedFd>);
 /// Warm start (see `spec`): the cgroup plan first — create the groups, move in, report
 /// `Prepared` — then the spec with the agent's stdio and secret memfds, which are moved to
 /// fds 0–2 and 5…. `None`: the daemon closed the socket before sending a spec.
-fn warm_start(report: BorrowedFd<'_>) -> Result<Option<Spec>, StartError> {
+fn warm_start(report: BorrowedFd<'_>) -> Result<Option<(Spec, Joined)>, StartError> {
     let sock = sys::take_inherited_fd(SPEC_FD)
         .map_err(|e| ("spec", format!("fd {SPEC_FD} (the spec socket): {e}")))?;
     let frame = |want: u8| -> Result<Option<FrameBody>, StartError> {
@@ -217,10 +218,8 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<Spec>, StartError> {
     };
     let plan: CgroupPlan = serde_json::from_slice(&body)
         .map_err(|e| ("spec", format!("the cgroup plan is not valid: {e}")))?;
-    let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    super::steps::cgroup::create(&plan)
-        .and_then(|()| super::steps::cgroup::add(&plan, &[own]))
-        .map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))?;
+    let joined =
+        super::steps::cgroup::join(&plan).map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))?;
     send_report(report, &Report::Prepared);
     let Some((body, fds)) = frame(FRAME_SPEC)? else {
         return Ok(None);
@@ -248,7 +247,7 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<Spec>, StartError> {
         ));
     }
     install_fds(fds).map_err(|e| ("spec", format!("placing the spec's fds: {e}")))?;
-    Ok(Some(spec))
+    Ok(Some((spec, joined)))
 }
 
 /// Puts the received fds at 0, 1, 2, 5, 6, …: first each above every target, so that no

@@ -8,8 +8,9 @@
 //! - **warm** (the daemon keeps one runner started ahead of the next run): [`SPEC_FD`] is
 //!   a unix stream socket carrying frames (one kind byte, a little-endian `u32` length,
 //!   JSON). First [`FRAME_PREPARE`] with the run's [`CgroupPlan`]: the runner creates
-//!   those groups, moves itself in and reports [`Report::Prepared`] — the slow part of a
-//!   start (a cgroup migration waits for an RCU grace period) happens before any run asks.
+//!   those groups, moves itself into the v1 ones (its init will be born in the v2 one) and
+//!   reports [`Report::Prepared`]; its exec and start, and the groups, are done before any
+//!   run asks.
 //!   Then [`FRAME_SPEC`] with the spec, the agent's stdio and the secret memfds attached
 //!   (SCM_RIGHTS, in that order), which the runner moves to fds 0–2 and 5….
 //!

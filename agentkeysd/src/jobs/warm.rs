@@ -1,9 +1,8 @@
-//! Warm runners: `agentkeys-runner`s started ahead of the next runs, each already in its
-//! run's cgroups (see `sandbox::spec`, warm start). Moving a process into a cgroup waits
-//! for an RCU grace period whenever no migration happened lately — about 11 ms on the
-//! reference machine, more than all the rest of a start — so it is done before any run
-//! asks. A run takes the oldest warm runner if there is one; without one (more runs at
-//! once than spares, or warm starts failing) it starts cold.
+//! Warm runners: `agentkeys-runner`s started ahead of the next runs, each with its run's
+//! cgroups made (see `sandbox::spec`, warm start): the runner's exec and start and the
+//! groups' creation are done before any run asks. A run takes the oldest warm runner if
+//! there is one; without one (more runs at once than spares, or warm starts failing) it
+//! starts cold.
 //!
 //! When the spares are made matters as much as having them: a runner being prepared
 //! (clone, exec, cgroup joins) competes for the CPU with whatever the
@@ -11,7 +10,7 @@
 //! ([`refill`]), in the gap before the client's next run, and not while a run is being
 //! built or seen to its end; only a run that left the pool empty tops it up at once.
 //! [`SPARES`] runners are kept so that back-to-back runs find one even when a preparation
-//! takes longer than a whole run (the slow cgroup join).
+//! takes longer than a whole run (on a busy machine).
 //!
 //! Invariants: at most [`SPARES`] warm runners (ready or being prepared); they hold no
 //! secret (those come with the spec); one that died or that nobody took is killed, reaped

@@ -1,14 +1,22 @@
-//! Step 1: create the run's cgroups, move the runner and the sandbox's init in, write their
-//! limits. The runner does it after forking the init, while the init builds the file system
-//! (the cgroup writes — a migration waits for the kernel's threadgroup lock — cost nothing
-//! on the init's path). The init waits twice: for the move before its cgroup namespace
-//! ([`enter`]), and for the limits before it starts the command ([`await_limits`]), so no
-//! code of the agent's runs outside the groups or without their limits. v2 where the
-//! hierarchy carries a controller, v1 where the host binds it there.
+//! Step 1: create the run's cgroups, place the sandbox's init in them, write their limits.
+//!
+//! The init is born in them, so nothing moves it later: a move of another process (a pid
+//! written to `cgroup.procs`, v1 or v2) takes the kernel's threadgroup lock for writing,
+//! which waits for an RCU grace period — 1 to 16 ms here, on every run after a pause. So the
+//! runner, before it forks the init, moves only itself into the v1 groups (`0` to `tasks`
+//! moves the calling thread alone, which the kernel does without that lock; the runner is
+//! single-threaded), and forks the init straight into the v2 group with `clone3`'s
+//! `CLONE_INTO_CGROUP` ([`Joined::v2`]); the init inherits the v1 groups. The limits are
+//! written after the fork, while the init builds the file system; the init waits for them
+//! ([`await_limits`]) only before it starts the command, so no code of the agent's runs
+//! without them. v2 where the hierarchy carries a controller, v1 where the host binds it
+//! there.
 
 use std::io::Write;
-use std::os::fd::BorrowedFd;
-use std::path::Path;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use std::path::{Path, PathBuf};
 
 use crate::plan::StepError;
 use crate::spec::{CgroupDir, CgroupPlan, Limits};
@@ -16,24 +24,54 @@ use crate::spec::{CgroupDir, CgroupPlan, Limits};
 /// cpu.cfs_period_us / cpu.max period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// What the runner tells the init: it is in the run's cgroups…
-pub const JOINED: &[u8] = b"1";
-/// …and their limits are written.
+/// What the runner tells the init: the run's limits are written.
 pub const LIMITED: &[u8] = b"2";
 
-/// Creates every directory of `plan` and moves each of `pids` in (the limits follow:
-/// [`write_limits`]). An existing directory is reused (the daemon names runs uniquely).
-pub fn join(plan: &CgroupPlan, pids: &[i32]) -> Result<(), StepError> {
-    create(plan)?;
-    add(plan, pids)
+/// The run's groups, made and (v1) joined by the runner: what its fork of the init needs.
+#[derive(Debug)]
+pub struct Joined {
+    /// The v2 group the init is to be born in.
+    v2: Option<PathBuf>,
 }
 
-/// Creates every directory of `plan` (an existing one is reused).
-pub fn create(plan: &CgroupPlan) -> Result<(), StepError> {
+impl Joined {
+    /// The v2 group, opened for `CLONE_INTO_CGROUP` (just before the fork: an fd opened
+    /// earlier could be in the way of the fds a warm start places).
+    pub fn open_v2(&self) -> Option<Result<OwnedFd, StepError>> {
+        let path = self.v2.as_ref()?;
+        Some(
+            nix::fcntl::open(
+                path,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| StepError::new(format!("open {}", path.display()), e)),
+        )
+    }
+
+    /// Where `clone3` is missing (or filtered with ENOSYS): the init, forked the usual way,
+    /// moves itself into the v2 group (the slow, locked way).
+    pub fn join_v2_late(&self) -> Result<(), StepError> {
+        match &self.v2 {
+            Some(path) => write(&path.join("cgroup.procs"), "0"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Creates every directory of `plan` (an existing one is reused: the daemon names runs
+/// uniquely) and moves the calling process into the v1 ones.
+pub fn join(plan: &CgroupPlan) -> Result<Joined, StepError> {
     for dir in plan.v2.iter().chain(&plan.v1) {
         make_dir(&dir.path)?;
     }
-    Ok(())
+    for dir in &plan.v1 {
+        // "0": this thread, without the threadgroup lock (see the module's doc).
+        write(&dir.path.join("tasks"), "0")?;
+    }
+    Ok(Joined {
+        v2: plan.v2.as_ref().map(|d| d.path.clone()),
+    })
 }
 
 /// Writes the limits of each directory's controllers.
@@ -63,25 +101,9 @@ pub fn write_limits(plan: &CgroupPlan, limits: &Limits) -> Result<(), StepError>
     Ok(())
 }
 
-/// Moves each of `pids` into every directory of `plan`.
-pub fn add(plan: &CgroupPlan, pids: &[i32]) -> Result<(), StepError> {
-    for dir in plan.v2.iter().chain(&plan.v1) {
-        for pid in pids {
-            write(&dir.path.join("cgroup.procs"), &pid.to_string())?;
-        }
-    }
-    Ok(())
-}
-
-/// The init's side: waits until the runner says it is in the cgroups ([`JOINED`] on
-/// `pipe`; anything else, or EOF, means it is not), then enters a cgroup namespace, which is
-/// rooted at the run's own groups because it is made after the move.
-pub fn enter(pipe: BorrowedFd<'_>) -> Result<(), StepError> {
-    expect(
-        pipe,
-        JOINED,
-        "the runner could not place the run in its cgroups",
-    )?;
+/// The init's side: a cgroup namespace, rooted at the run's own groups (the init was born
+/// in them).
+pub fn enter() -> Result<(), StepError> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| StepError::new("unshare(CLONE_NEWCGROUP)", e))
 }

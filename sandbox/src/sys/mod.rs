@@ -11,10 +11,12 @@
 mod command;
 mod frames;
 mod holders;
+mod spawn;
 
 pub(crate) use command::{Command, CommandFailure, spawn_command};
 pub(crate) use frames::{dup_above, install_fd, is_socket, recv_frame, send_frame};
 pub(crate) use holders::{AgentNsHolder, spawn_agent_ns_holder, spawn_userns_holder};
+pub(crate) use spawn::{Spawned, spawn_with_fds};
 
 use std::ffi::CStr;
 use std::io;
@@ -350,6 +352,59 @@ pub(crate) fn fork_single_threaded() -> io::Result<Forked> {
     })
 }
 
+/// `struct clone_args` of `clone3(2)` (the kernel's layout, version 2: with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7; not in the libc crate for glibc targets).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Like [`fork_single_threaded`], but the child is born in the cgroup v2 directory `cgroup`
+/// (`clone3` with `CLONE_INTO_CGROUP`). Moving a process in later (a write to
+/// `cgroup.procs`) takes the kernel's threadgroup lock for writing, which waits for an RCU
+/// grace period: 1–16 ms here. ENOSYS where clone3 is missing or filtered.
+pub(crate) fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> io::Result<Forked> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed, alive for the call. Without
+    // CLONE_VM or a new stack this is a fork: the child gets a copy of the address space and
+    // continues here with return value 0. The runner never starts a thread (see
+    // fork_single_threaded), so no lock is held by another thread. Unlike glibc's fork, this
+    // leaves glibc's cached thread id in the child's thread descriptor at the parent's value;
+    // the child never uses it for anything that reaches another process: it is pid 1 of a new
+    // pid namespace (where that id names nobody), it starts no thread, and the processes it
+    // forks itself go through glibc's fork, which sets their own.
+    let pid = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    Ok(if pid == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(pid as libc::pid_t)
+    })
+}
+
 /// `close_range(first, last, 0)`: closes every fd in the range.
 pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
     // SAFETY: close_range takes integers only. The runner owns every fd it closes this way:
@@ -379,56 +434,6 @@ pub(crate) fn take_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
     nix::fcntl::fcntl(borrow_inherited_fd(raw), nix::fcntl::FcntlArg::F_GETFD)?;
     // SAFETY: F_GETFD just showed the fd is open; the runner has no other owner of it.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-/// What the command's child needs, all prepared before it exists: it shares the init's
-/// In the forked child: `dup2(raw[i], 3 + i)`; dup2 clears close-on-exec on the target.
-/// Then marks every higher fd close-on-exec: the daemon may hold another run's fds
-/// (received over D-Bus) without that flag, and none of them may reach this runner —
-/// a runner started ahead of its run lives long, and would keep that run's pipes open.
-fn dup_to_targets(raw: &[RawFd]) -> io::Result<()> {
-    for (i, fd) in raw.iter().enumerate() {
-        // SAFETY: dup2 takes two integers; `fd` is open (see spawn_with_fds) and the target
-        // number is below every source, so no source is overwritten before it is used.
-        cvt(libc::c_long::from(unsafe {
-            libc::dup2(*fd, 3 + i as RawFd)
-        }))?;
-    }
-    let first = 3 + raw.len() as libc::c_uint;
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds of this (child)
-    // process; it is async-signal-safe and allocates nothing.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    })
-    .map(drop)
-}
-
-/// Spawns `cmd` with `fds[i]` at fd `3 + i` in the child (the runner's spec pipe, report
-/// pipe and secret memfds). Each source is first duplicated above every target number,
-/// so a source can never be overwritten by an earlier `dup2`.
-pub(crate) fn spawn_with_fds(
-    cmd: &mut std::process::Command,
-    fds: &[BorrowedFd<'_>],
-) -> io::Result<std::process::Child> {
-    use std::os::unix::process::CommandExt;
-    let floor = 3 + fds.len() as RawFd;
-    let high: Vec<OwnedFd> = fds
-        .iter()
-        .map(|fd| dup_above(*fd, floor))
-        .collect::<Result<_, _>>()?;
-    let raw: Vec<RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
-    // SAFETY: the closure runs between fork and exec in the child of a possibly
-    // multi-threaded daemon, so it only calls `dup_to_targets`, which makes dup2(2) calls
-    // (async-signal-safe) on fds kept open by `high` until spawn returns; no allocation.
-    unsafe { cmd.pre_exec(move || dup_to_targets(&raw)) };
-    let child = cmd.spawn();
-    drop(high);
-    child
 }
 
 #[cfg(test)]
