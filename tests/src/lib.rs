@@ -397,8 +397,16 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon as systemd would (SIGTERM), so that it removes what it made (its warm
+    /// runners' cgroups); SIGKILL if it is not gone within 3 s.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
