@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use super::spec::{CgroupPlan, FRAME_PREPARE, FRAME_SPEC, Report, Spec};
+use super::spec::{CgroupPlan, FRAME_GO, FRAME_PREPARE, FRAME_SPEC, Report, Spec};
 use super::sys;
 
 /// How a run ended, as the daemon sees it.
@@ -28,6 +28,8 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Running {
     child: sys::Spawned,
+    /// Warm start: the spec socket, for [`Running::go`].
+    go: Option<OwnedFd>,
     reports: BufReader<std::fs::File>,
     started: Option<i32>,
     early_end: Option<Report>,
@@ -59,6 +61,7 @@ pub fn spawn(
     drop(w);
     Ok(Running {
         child,
+        go: None,
         reports: BufReader::new(std::fs::File::from(rep_rd)),
         started: None,
         early_end: None,
@@ -71,7 +74,8 @@ pub fn spawn(
 #[derive(Debug)]
 pub struct Warm {
     child: Option<sys::Spawned>,
-    sock: OwnedFd,
+    /// Given to the [`Running`] it becomes.
+    sock: Option<OwnedFd>,
     reports: Option<BufReader<std::fs::File>>,
     plan: CgroupPlan,
 }
@@ -95,12 +99,16 @@ pub fn prepare(runner: &Path, plan: &CgroupPlan) -> std::io::Result<Warm> {
     drop((theirs, rep_wr));
     let mut warm = Warm {
         child: Some(child),
-        sock: mine,
+        sock: Some(mine),
         reports: Some(BufReader::new(std::fs::File::from(rep_rd))),
         plan: plan.clone(),
     };
     let json = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
-    sys::send_frame(warm.sock.as_fd(), FRAME_PREPARE, &json, &[])?;
+    let sock = warm
+        .sock
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("no spec socket"))?;
+    sys::send_frame(sock.as_fd(), FRAME_PREPARE, &json, &[])?;
     let reports = warm
         .reports
         .as_mut()
@@ -131,6 +139,7 @@ impl Warm {
 
     /// Hands the runner its run: the spec, the agent's stdio (fds 0–2 there) and the
     /// secrets (`secrets[i]` at `SECRET_FD_BASE + i`), as [`spawn`] does for a cold start.
+    /// The runner builds the sandbox but starts the command only after [`Running::go`].
     pub fn launch(
         mut self,
         spec: &Spec,
@@ -145,7 +154,11 @@ impl Warm {
             ));
         }
         let fds: Vec<BorrowedFd<'_>> = stdio.iter().chain(&secrets).map(AsFd::as_fd).collect();
-        sys::send_frame(self.sock.as_fd(), FRAME_SPEC, &json, &fds)?;
+        let sock = self
+            .sock
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the warm runner was already used"))?;
+        sys::send_frame(sock.as_fd(), FRAME_SPEC, &json, &fds)?;
         drop(fds);
         let (child, reports) = match (self.child.take(), self.reports.take()) {
             (Some(c), Some(r)) => (c, r),
@@ -153,6 +166,7 @@ impl Warm {
         };
         Ok(Running {
             child,
+            go: self.sock.take(),
             reports,
             started: None,
             early_end: None,
@@ -192,6 +206,19 @@ fn read_report(reports: &mut BufReader<std::fs::File>) -> std::io::Result<Option
 }
 
 impl Running {
+    /// Warm start: the run's start is on record (`recorded`) and the command may start
+    /// ([`FRAME_GO`]); otherwise the runner is told it must not (the socket closes, and it
+    /// ends the sandbox and reports a failure). Nothing to do for a cold start.
+    pub fn go(&mut self, recorded: bool) -> std::io::Result<()> {
+        let Some(sock) = self.go.take() else {
+            return Ok(());
+        };
+        if recorded {
+            sys::send_frame(sock.as_fd(), FRAME_GO, &[], &[])?;
+        }
+        Ok(())
+    }
+
     /// Blocks until the sandbox is built and the command executed; returns the host pid
     /// of the sandbox's init. An error when the run ended before that (see [`Self::wait`]).
     pub fn started(&mut self) -> std::io::Result<i32> {

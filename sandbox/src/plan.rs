@@ -21,6 +21,8 @@ pub enum Step {
     Capabilities,
     Landlock,
     Seccomp,
+    /// The daemon's record of the run's start (warm start: [`Syscalls::await_go`]).
+    Record,
     Exec,
 }
 
@@ -35,6 +37,7 @@ impl Step {
             Step::Capabilities => "capabilities",
             Step::Landlock => "landlock",
             Step::Seccomp => "seccomp",
+            Step::Record => "record",
             Step::Exec => "exec",
         }
     }
@@ -82,6 +85,8 @@ pub enum PlanError {
     Landlock(#[source] StepError),
     #[error("could not install the seccomp filter")]
     Seccomp(#[source] StepError),
+    #[error("the run's start was not recorded")]
+    Record(#[source] StepError),
     #[error("could not run the command")]
     Exec(#[source] StepError),
 }
@@ -97,6 +102,7 @@ impl PlanError {
             PlanError::Capabilities(_) => Step::Capabilities,
             PlanError::Landlock(_) => Step::Landlock,
             PlanError::Seccomp(_) => Step::Seccomp,
+            PlanError::Record(_) => Step::Record,
             PlanError::Exec(_) => Step::Exec,
         }
     }
@@ -144,6 +150,10 @@ pub trait Syscalls {
     /// init is born in them (v1: the runner moves itself; v2: `fork_init` clones the init
     /// into the group). Nothing to do when a warm start joined them already.
     fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError>;
+    /// Runner side, after the fork: in a warm start, waits for the daemon's word that the
+    /// run's start is on record (a cold start is recorded before the runner exists). On
+    /// failure the init is killed.
+    fn await_go(&mut self, init_pid: i32) -> Result<(), StepError>;
     /// Runner side, after the fork: writes the limits and says so (the init waits for that
     /// in `exec`, before the command starts). On failure the init is killed.
     fn limit_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
@@ -204,6 +214,9 @@ pub fn run<S: Syscalls>(
         //     init, while the init makes its namespaces (two CPUs' worth of work at once).
         sys.clone_mounts(spec, policies, init_pid)
             .map_err(PlanError::Filesystem)?;
+        // 9a. The daemon records the run's start while the sandbox is built; no command
+        //     starts before that record is durable.
+        sys.await_go(init_pid).map_err(PlanError::Record)?;
         // 1b. Then it writes the limits while the init builds the file system; the init
         //     waits for them in 9, before the command starts.
         sys.limit_cgroups(spec, init_pid)
@@ -277,6 +290,9 @@ mod tests {
     impl Syscalls for Recorder {
         fn join_cgroups(&mut self, _: &Spec) -> Result<(), StepError> {
             self.call("join_cgroups".into())
+        }
+        fn await_go(&mut self, init_pid: i32) -> Result<(), StepError> {
+            self.call(format!("await_go({init_pid})"))
         }
         fn limit_cgroups(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
             self.call(format!("limit_cgroups({init_pid})"))
@@ -393,6 +409,7 @@ mod tests {
                 "unshare_pid",
                 "fork_init",
                 "clone_mounts(42)",
+                "await_go(42)",
                 "limit_cgroups(42)"
             ]
         );
@@ -414,7 +431,11 @@ mod tests {
         );
         assert_eq!(out.unwrap_err().step(), Step::Cgroup);
         assert_eq!(r.calls, ["join_cgroups"]);
-        // …and one that cannot write the limits, too.
+        // One without the daemon's record of the start does not run the command…
+        let (r, out) = run_with(Net::None, Side::Runner { init_pid: 42 }, Some("await_go"));
+        assert_eq!(out.unwrap_err().step(), Step::Record);
+        assert_eq!(r.calls.last().map(String::as_str), Some("await_go(42)"));
+        // …and one that cannot write the limits says so as the cgroup step.
         let (r, out) = run_with(
             Net::None,
             Side::Runner { init_pid: 42 },

@@ -35,6 +35,9 @@ pub struct RealSyscalls {
     /// Runner side: the run's groups, joined by `join_cgroups` or, in a warm start, before
     /// the spec came (`join_cgroups` then has nothing left to do).
     pub cgroups: Option<steps::cgroup::Joined>,
+    /// Runner side, warm start: the spec socket, on which the daemon says the run's start
+    /// is on record ([`crate::spec::FRAME_GO`]).
+    pub go: Option<OwnedFd>,
 }
 
 impl RealSyscalls {
@@ -63,6 +66,28 @@ impl Syscalls for RealSyscalls {
             self.cgroups = Some(steps::cgroup::join(&spec.cgroup)?);
         }
         Ok(())
+    }
+
+    fn await_go(&mut self, init_pid: i32) -> Result<(), StepError> {
+        let Some(sock) = self.go.take() else {
+            // Cold start: the daemon recorded the start before it started the runner.
+            return Ok(());
+        };
+        let go = match sys::recv_frame(sock.as_fd(), 0) {
+            Ok(Some((crate::spec::FRAME_GO, ..))) => Ok(()),
+            Ok(_) => Err(StepError::refused(
+                "the daemon did not record the run's start (it closed the spec socket)",
+                std::io::ErrorKind::BrokenPipe,
+            )),
+            Err(e) => Err(StepError::new(
+                "wait for the daemon's record of the run's start",
+                e,
+            )),
+        };
+        if go.is_err() {
+            self.end_init(init_pid);
+        }
+        go
     }
 
     fn limit_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {

@@ -80,16 +80,16 @@ pub fn runner_main() -> i32 {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let report = sys::borrow_inherited_fd(REPORT_FD);
     let warm = sys::is_socket(sys::borrow_inherited_fd(SPEC_FD));
-    let (spec, joined) = if warm {
+    let (spec, joined, go) = if warm {
         match warm_start(report) {
-            Ok(Some((s, j))) => (s, Some(j)),
+            Ok(Some((s, j, g))) => (s, Some(j), Some(g)),
             // The daemon let this warm runner go unused (shutdown): nothing to report.
             Ok(None) => return 0,
             Err((step, e)) => return fail(report, step, &e),
         }
     } else {
         match read_spec() {
-            Ok(s) => (s, None),
+            Ok(s) => (s, None, None),
             Err(e) => return fail(report, "spec", &e),
         }
     };
@@ -103,6 +103,7 @@ pub fn runner_main() -> i32 {
     };
     let mut real = RealSyscalls::default();
     real.cgroups = joined;
+    real.go = go;
     match plan::run(&mut real, &spec, &policies, &program) {
         Ok(Finished::Runner { init_pid }) => supervise(report, init_pid, real.status_rd),
         Ok(Finished::Init(ended)) => {
@@ -202,7 +203,7 @@ type FrameBody = (Vec<u8>, Vec<OwnedFd>);
 /// Warm start (see `spec`): the cgroup plan first — create the groups, move in, report
 /// `Prepared` — then the spec with the agent's stdio and secret memfds, which are moved to
 /// fds 0–2 and 5…. `None`: the daemon closed the socket before sending a spec.
-fn warm_start(report: BorrowedFd<'_>) -> Result<Option<(Spec, Joined)>, StartError> {
+fn warm_start(report: BorrowedFd<'_>) -> Result<Option<(Spec, Joined, OwnedFd)>, StartError> {
     let sock = sys::take_inherited_fd(SPEC_FD)
         .map_err(|e| ("spec", format!("fd {SPEC_FD} (the spec socket): {e}")))?;
     let frame = |want: u8| -> Result<Option<FrameBody>, StartError> {
@@ -247,7 +248,8 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<(Spec, Joined)>, StartErr
         ));
     }
     install_fds(fds).map_err(|e| ("spec", format!("placing the spec's fds: {e}")))?;
-    Ok(Some((spec, joined)))
+    // The socket stays open for FRAME_GO (`Syscalls::await_go`).
+    Ok(Some((spec, joined, sock)))
 }
 
 /// Puts the received fds at 0, 1, 2, 5, 6, …: first each above every target, so that no

@@ -45,6 +45,10 @@ pub const MAX_SPEC_BYTES: usize = 1 << 20;
 pub const FRAME_PREPARE: u8 = b'P';
 /// Warm start: the frame with the [`Spec`] and its fds.
 pub const FRAME_SPEC: u8 = b'S';
+/// Warm start: the frame (empty) that says the run's start is on record (durable), sent
+/// after [`FRAME_SPEC`]; the command starts only after it, so the sandbox is built while the
+/// daemon's disk works. The socket closing instead means the run must not start.
+pub const FRAME_GO: u8 = b'G';
 /// Most fds one frame may carry: a spec frame's stdio, secrets and workspace, or a batch
 /// of the runner's mounts for the init.
 pub const MAX_FRAME_FDS: usize = 64;

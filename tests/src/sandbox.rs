@@ -153,8 +153,20 @@ impl Sandbox {
         .unwrap()
     }
 
-    /// Hands `argv` to a warm runner of this sandbox (see [`Self::prepare_warm`]).
+    /// Hands `argv` to a warm runner of this sandbox (see [`Self::prepare_warm`]) and lets
+    /// the command start, as the daemon does once the run's start is on record.
     pub fn spawn_warm(&mut self, warm: launch::Warm, argv: &[&str]) -> std::io::Result<Running> {
+        let mut running = self.spawn_warm_held(warm, argv)?;
+        running.go(true)?;
+        Ok(running)
+    }
+
+    /// [`Self::spawn_warm`] without the go: the caller says whether the start is on record.
+    pub fn spawn_warm_held(
+        &mut self,
+        warm: launch::Warm,
+        argv: &[&str],
+    ) -> std::io::Result<Running> {
         self.spec.argv = argv.iter().map(|s| (*s).to_owned()).collect();
         let stdin: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
         let out: OwnedFd = self.out.reopen().unwrap().into();

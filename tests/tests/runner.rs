@@ -178,6 +178,36 @@ fn the_run_is_in_its_cgroups_and_its_cgroup_namespace_starts_there() {
 }
 
 #[test]
+fn a_warm_runner_never_starts_the_command_when_the_start_is_not_on_record() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let warm = sb.prepare_warm();
+    // The command would leave a file in the workspace.
+    let mut running = sb
+        .spawn_warm_held(warm, &["sh", "-c", "echo ran > /workspace/ran"])
+        .unwrap();
+    running.go(false).unwrap();
+    let out = sb.finish(running);
+    match &out.outcome {
+        Outcome::SetupFailed { step, error } => {
+            assert_eq!(step, "record", "{error}");
+            assert!(error.contains("did not record"), "{error}");
+        }
+        other => panic!("{other:?} (stderr: {})", out.stderr),
+    }
+    assert!(
+        !sb.host_path("ran").exists(),
+        "the command ran without the record"
+    );
+    // Nothing of the run is left in its groups.
+    let plan = sb.plan().clone();
+    for dir in plan.v2.iter().chain(&plan.v1) {
+        let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), "", "{}", dir.path.display());
+    }
+}
+
+#[test]
 fn a_warm_runner_waits_in_its_cgroups_then_runs_the_spec_it_is_given() {
     need_kernel!();
     let mut sb = Sandbox::new();

@@ -52,6 +52,9 @@ pub struct Shared {
     audit_failed: AtomicBool,
     /// Durable reads (MCP): the batcher's queue and the WAL handle.
     durable: super::durable::DurableAudit,
+    /// fsyncs the WAL for a run's start row, outside the store's lock (`jobs::run`); `None`
+    /// if the WAL could not be opened (start rows are then fsynced at their commit).
+    run_wal: Option<crate::store::WalSync>,
 }
 
 /// The last reference going away is what closes the store (writing any queued audit rows)
@@ -77,6 +80,7 @@ impl Shared {
         host_public: [u8; 32],
     ) -> Self {
         let durable = super::durable::DurableAudit::new(store.wal_sync());
+        let run_wal = store.wal_sync();
         let pairing = Pairing::new(
             config.approvals.open_burst,
             config.approvals.open_rate_per_minute,
@@ -97,6 +101,7 @@ impl Shared {
             audit_queued: tokio::sync::Notify::new(),
             audit_failed: AtomicBool::new(false),
             durable,
+            run_wal,
         }
     }
 
@@ -134,6 +139,11 @@ impl Shared {
     /// [`Shared::store`], for the durable-read batcher's blocking half.
     pub(super) fn lock_store(&self) -> MutexGuard<'_, Store> {
         self.store()
+    }
+
+    /// See the field: the WAL handle for runs' start rows.
+    pub fn run_wal(&self) -> Option<&crate::store::WalSync> {
+        self.run_wal.as_ref()
     }
 
     pub(super) fn durable(&self) -> &super::durable::DurableAudit {

@@ -82,6 +82,9 @@ pub async fn start(
         let workspace = req.workspace.as_ref().map(|(p, _)| p.display().to_string());
         let (net, uid_range) = (req.net, shared.config.runner.uid_range());
         let ttl_s = i64::from(shared.config.approvals.session_ttl_s);
+        // The start row is made durable below, while the sandbox is built (`record_start`);
+        // only without a WAL handle is it fsynced at its commit.
+        let fsync = shared.run_wal().is_none();
         blocking(shared, move |s| {
             let run = RunStart {
                 run_id: &id,
@@ -91,6 +94,7 @@ pub async fn start(
                 uid_range,
                 pubkey,
                 ttl_s,
+                fsync,
             };
             Ok(s.start_run(&actor, owner, agent.as_deref(), &run, &uid_known)?)
         })
@@ -236,19 +240,31 @@ pub async fn start(
             .map_or_else(|| "agentkeys".to_owned(), |a| a.name.clone()),
     };
     let runner = shared.config.runner.runner_path();
+    let for_launch = shared.clone();
     let launched = tokio::task::spawn_blocking(move || {
-        let mut running = match warm {
-            Some(w) => w.launch(&spec, req.stdio, fds)?,
-            None => launch::spawn(&runner, &spec, req.stdio, fds)?,
+        let shared = for_launch;
+        // The start row is on disk before the command runs: a warm runner builds the
+        // sandbox while the disk works and waits for `go`; a cold one starts after it.
+        let (mut running, recorded) = match warm {
+            Some(w) => {
+                let mut running = w.launch(&spec, req.stdio, fds)?;
+                let recorded = record_start(&shared);
+                running.go(recorded.is_ok())?;
+                (running, recorded)
+            }
+            None => {
+                record_start(&shared)?;
+                (launch::spawn(&runner, &spec, req.stdio, fds)?, Ok(()))
+            }
         };
         let started = running.started();
-        Ok::<_, std::io::Error>((running, started))
+        Ok::<_, std::io::Error>((running, started, recorded))
     })
     .await?;
     // Unless this run took the last spare (or found none): then the next run would start
     // cold, which costs it far more than the competition costs this one.
     super::warm::refill_if_empty(shared);
-    let (running, started) = match launched {
+    let (running, started, recorded) = match launched {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(run = %run_id, error = %e, "cannot start the runner");
@@ -278,6 +294,11 @@ pub async fn start(
                 Err(e) => ("runner".to_owned(), e.to_string()),
             };
             ending.end(&format!("failed: {step}: {error}")).await;
+            if let Err(e) = recorded {
+                // The runner was told not to start the command: that is the cause.
+                tracing::error!(run = %run_id, error = %e, "cannot make the run's start durable");
+                return Err(DaemonError::AuditUnavailable);
+            }
             if step == "exec" {
                 // The sandbox stood; the command is what was missing or not executable.
                 return Err(DaemonError::NotFound(format!(
@@ -326,6 +347,16 @@ pub async fn start(
         req.timeout,
     ));
     Ok(run)
+}
+
+/// Makes the run's start row (committed without an fsync) durable: an fsync of the WAL,
+/// which covers every transaction committed before it, outside the store's lock.
+fn record_start(shared: &Shared) -> std::io::Result<()> {
+    match shared.run_wal() {
+        Some(wal) => wal.sync().map_err(std::io::Error::other),
+        // Without the handle the row was fsynced at its commit (`RunStart::fsync`).
+        None => Ok(()),
+    }
 }
 
 /// Waits for the runner, killing the run at its timeout; then records the end.

@@ -39,6 +39,9 @@ pub struct RunStart<'a> {
     /// The session key (public half) and TTL, for runs of an agent.
     pub pubkey: [u8; 32],
     pub ttl_s: i64,
+    /// fsync at the commit. `false` only when the caller makes the transaction durable
+    /// itself ([`super::WalSync`]) before the run's command may start.
+    pub fsync: bool,
 }
 
 /// Who a run is.
@@ -53,8 +56,8 @@ pub struct RunIdentity {
 impl Store {
     /// Starts a run of `owner` (as `agent`, if given): the agent must be active; allocates
     /// (or reuses) the runner uid, opens the run session, and audits `run.start`, in one
-    /// transaction. `known_uid(uid)` says whether the system's user database has `uid`
-    /// (such uids are never allocated).
+    /// transaction (durable at the commit unless `run.fsync` is unset). `known_uid(uid)` says
+    /// whether the system's user database has `uid` (such uids are never allocated).
     pub fn start_run(
         &mut self,
         actor: &Actor,
@@ -63,7 +66,12 @@ impl Store {
         run: &RunStart<'_>,
         known_uid: &dyn Fn(u32) -> bool,
     ) -> Result<RunIdentity, StoreError> {
-        self.commit(Durability::Full, |tx, _| {
+        let durability = if run.fsync {
+            Durability::Full
+        } else {
+            Durability::Normal
+        };
+        self.commit(durability, |tx, _| {
             let record = match agent {
                 Some(ident) => {
                     let a = require(tx, owner, ident)?;
@@ -207,6 +215,7 @@ mod tests {
             uid_range: range,
             pubkey: [7; 32],
             ttl_s: 60,
+            fsync: true,
         }
     }
 
