@@ -327,6 +327,25 @@ impl Shared {
 }
 
 /// Runs `f` on the store on the blocking pool: for writes that fsync.
+/// [`blocking`], started at once, with a word on `locked` as soon as the store's lock is
+/// held for `f`: whatever uses the store after that word waits for `f`'s work, and sees it.
+pub fn blocking_announced<T, F>(
+    shared: &Arc<Shared>,
+    locked: tokio::sync::oneshot::Sender<()>,
+    f: F,
+) -> tokio::task::JoinHandle<Result<T, DaemonError>>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Store) -> Result<T, DaemonError> + Send + 'static,
+{
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = shared.store();
+        let _ = locked.send(());
+        f(&mut store)
+    })
+}
+
 pub async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, DaemonError>
 where
     T: Send + 'static,

@@ -421,11 +421,13 @@ async fn see_to_end(
     };
     *lock(&run.state) = state;
     *lock(&run.ended_at) = Some(crate::store::now_s());
-    ending.end(&how).await;
+    // The end is told while its row is written (the row holds the store already).
+    let recorded = ending.end_announced(&how).await;
     shared.runs.retire(&run.id);
-    tracing::info!(run = %run.id, how, "run ended");
     run.done.send_replace(true);
     emit_state(&conn, &run).await;
+    recorded.await;
+    tracing::info!(run = %run.id, how, "run ended");
     // Now, in the gap before the client's next run, and not while this run was ending.
     super::warm::refill(&shared);
     // The groups can go once the init has exited too; removing them waits for the kernel
@@ -475,6 +477,35 @@ struct Ending {
 }
 
 impl Ending {
+    /// Records the end in the background: returns once the record holds the store (so
+    /// anything that reads the store later sees it) with what finishes it. The end can be
+    /// told meanwhile; the row itself commits without an fsync unless a session ends.
+    async fn end_announced(&self, how: &str) -> impl std::future::Future<Output = ()> + use<> {
+        let (actor, owner, id, session, how) = (
+            self.actor,
+            self.owner,
+            self.run_id.clone(),
+            self.session.clone(),
+            how.to_owned(),
+        );
+        let (locked, held) = tokio::sync::oneshot::channel();
+        let run_id = id.clone();
+        let write = crate::daemon::state::blocking_announced(&self.shared, locked, move |s| {
+            Ok(s.end_run(&actor, owner, &id, session.as_deref(), &how)?)
+        });
+        // An error before the lock (the task could not run) shows in `write`.
+        let _ = held.await;
+        async move {
+            let ended = match write.await {
+                Ok(r) => r,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = ended {
+                tracing::error!(run = %run_id, error = %crate::daemon::errors::chain(&e), "could not record the end of a run");
+            }
+        }
+    }
+
     async fn end(&self, how: &str) {
         let (actor, owner, id, session, how) = (
             self.actor,
