@@ -176,8 +176,9 @@ pub trait Syscalls {
     /// cgroups.
     fn fork_init(&mut self) -> Result<Side, StepError>;
     fn set_hostname(&mut self, name: &str) -> Result<(), StepError>;
-    /// Init side, early: the agent's user namespace (and for `--net none` its network
-    /// namespace with `lo` up) made by a holder child while the plan goes on; maps written.
+    /// Runner side, before the fork: the agent's user namespace (and for `--net none` its
+    /// network namespace with `lo` up) made by a holder child while the plan goes on (or
+    /// ahead, by a warm runner); maps written. The init inherits it.
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError>;
     /// The new root (attaching the mounts `clone_mounts` sent), secret files, `pivot_root`.
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
@@ -205,6 +206,9 @@ pub fn run<S: Syscalls>(
     // 1. Before anything else, so the init is born in the run's cgroups and every process
     //    of the agent is counted and killable from its first instruction.
     sys.join_cgroups(spec).map_err(PlanError::Cgroup)?;
+    // 5a. Early, so that the agent's network namespace is made on the other CPU, idle while
+    //     the runner forks and the init starts.
+    sys.prepare_identity(spec).map_err(PlanError::Identity)?;
     // 2. As root of the initial user namespace, so these namespaces belong to it and the
     //    agent can never reconfigure them; the fork makes the init pid 1 of the new pid ns,
     //    and the init makes the others for itself (the runner stays in the host's).
@@ -225,8 +229,6 @@ pub fn run<S: Syscalls>(
     }
     sys.unshare_namespaces(spec.net)
         .map_err(PlanError::Namespaces)?;
-    // 5a. Early, so that the agent's network namespace is made while the init works on.
-    sys.prepare_identity(spec).map_err(PlanError::Identity)?;
     sys.set_hostname(&spec.hostname)
         .map_err(PlanError::Namespaces)?;
     // 3. Still root: mounts need it, and secret files are chowned to the agent.
@@ -373,10 +375,10 @@ mod tests {
         let (r, out) = run_with(Net::None, Side::Init, None);
         let mut want = vec![
             "join_cgroups",
+            "prepare_identity(none)",
             "unshare_pid",
             "fork_init",
             "unshare(none)",
-            "prepare_identity(none)",
             "set_hostname(agent)",
         ];
         want.extend(AFTER_HOSTNAME.iter().filter(|s| !s.is_empty()));
@@ -389,10 +391,10 @@ mod tests {
         let (r, _) = run_with(Net::Host, Side::Init, None);
         let mut want = vec![
             "join_cgroups",
+            "prepare_identity(host)",
             "unshare_pid",
             "fork_init",
             "unshare(host)",
-            "prepare_identity(host)",
             "set_hostname(agent)",
         ];
         want.extend(AFTER_HOSTNAME.iter().filter(|s| !s.is_empty()));
@@ -406,6 +408,7 @@ mod tests {
             r.calls,
             [
                 "join_cgroups",
+                "prepare_identity(none)",
                 "unshare_pid",
                 "fork_init",
                 "clone_mounts(42)",

@@ -31,7 +31,9 @@ pub struct RealSyscalls {
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
     /// Init side: the agent's namespaces between `prepare_identity` and `identity`.
-    agent_ns: Option<steps::identity::AgentNs>,
+    /// Made by the runner (`prepare_identity`, or ahead by a warm runner), joined by the
+    /// init (`identity`); the runner keeps its own to kill the holder once the command runs.
+    pub agent_ns: Option<steps::identity::AgentNs>,
     /// Runner side: the run's groups, joined by `join_cgroups` or, in a warm start, before
     /// the spec came (`join_cgroups` then has nothing left to do).
     pub cgroups: Option<steps::cgroup::Joined>,
@@ -190,6 +192,10 @@ impl Syscalls for RealSyscalls {
                 // The init must not outlive the runner that reports on it.
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                     .map_err(|e| StepError::new("PR_SET_PDEATHSIG", e))?;
+                // The holder is the runner's: this copy only joins its namespaces.
+                if let Some(ns) = &mut self.agent_ns {
+                    ns.disown();
+                }
                 if let (true, Some(joined)) = (late, self.cgroups.take()) {
                     joined.join_v2_late()?;
                 }
@@ -204,7 +210,8 @@ impl Syscalls for RealSyscalls {
     }
 
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError> {
-        self.agent_ns = Some(steps::identity::prepare(&spec.ids, spec.net)?);
+        let ready = self.agent_ns.take();
+        self.agent_ns = Some(steps::identity::prepare(&spec.ids, spec.net, ready)?);
         Ok(())
     }
 

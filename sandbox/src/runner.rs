@@ -13,10 +13,11 @@ use super::plan::{self, Ended, Finished, PlanError};
 use super::policy::Policies;
 use super::real::RealSyscalls;
 use super::spec::{
-    CgroupPlan, FRAME_PREPARE, FRAME_SPEC, MAX_SPEC_BYTES, REPORT_FD, Report, SECRET_FD_BASE,
-    SPEC_FD, Spec,
+    CgroupPlan, FRAME_PREPARE, FRAME_SPEC, MAX_FRAME_FDS, MAX_SPEC_BYTES, Net, REPORT_FD, Report,
+    SECRET_FD_BASE, SPEC_FD, Spec,
 };
 use super::steps::cgroup::Joined;
+use super::steps::identity::AgentNs;
 use super::sys;
 
 /// Exit code when the sandbox could not be built.
@@ -80,16 +81,16 @@ pub fn runner_main() -> i32 {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let report = sys::borrow_inherited_fd(REPORT_FD);
     let warm = sys::is_socket(sys::borrow_inherited_fd(SPEC_FD));
-    let (spec, joined, go) = if warm {
+    let (spec, joined, go, agent_ns) = if warm {
         match warm_start(report) {
-            Ok(Some((s, j, g))) => (s, Some(j), Some(g)),
+            Ok(Some(w)) => (w.spec, Some(w.joined), Some(w.go), Some(w.agent_ns)),
             // The daemon let this warm runner go unused (shutdown): nothing to report.
             Ok(None) => return 0,
             Err((step, e)) => return fail(report, step, &e),
         }
     } else {
         match read_spec() {
-            Ok(s) => (s, None, None),
+            Ok(s) => (s, None, None, None),
             Err(e) => return fail(report, "spec", &e),
         }
     };
@@ -104,8 +105,11 @@ pub fn runner_main() -> i32 {
     let mut real = RealSyscalls::default();
     real.cgroups = joined;
     real.go = go;
+    real.agent_ns = agent_ns;
     match plan::run(&mut real, &spec, &policies, &program) {
-        Ok(Finished::Runner { init_pid }) => supervise(report, init_pid, real.status_rd),
+        Ok(Finished::Runner { init_pid }) => {
+            supervise(report, init_pid, real.status_rd, real.agent_ns.take())
+        }
         Ok(Finished::Init(ended)) => {
             if let Some(fd) = &real.status_wr {
                 send_status(fd, &Status::Ended(ended));
@@ -131,14 +135,24 @@ fn failed(e: &PlanError) -> Status {
 
 /// The runner after the fork: relays the init's status lines as reports; reaps the init
 /// when it ended without reporting the command's end.
-fn supervise(report: BorrowedFd<'_>, init_pid: i32, status: Option<OwnedFd>) -> i32 {
+fn supervise(
+    report: BorrowedFd<'_>,
+    init_pid: i32,
+    status: Option<OwnedFd>,
+    mut agent_ns: Option<AgentNs>,
+) -> i32 {
     let mut ended = None;
     let mut setup_failed = false;
     if let Some(fd) = status {
         for line in BufReader::new(std::fs::File::from(fd)).lines() {
             let Ok(line) = line else { break };
             match Status::decode(&line) {
-                Some(Status::Started) => send_report(report, &Report::Started { pid: init_pid }),
+                Some(Status::Started) => {
+                    send_report(report, &Report::Started { pid: init_pid });
+                    // The init joined the agent's namespaces before the exec: the holder
+                    // has done its part.
+                    drop(agent_ns.take());
+                }
                 Some(Status::Failed { step, error }) => {
                     eprintln!("agentkeys-runner: {step}: {error}");
                     send_report(report, &Report::Failed { step, error });
@@ -195,6 +209,16 @@ fn report_end(report: BorrowedFd<'_>, ended: Ended) -> i32 {
     }
 }
 
+/// What a warm start prepared, with the spec it then got.
+struct WarmStart {
+    spec: Spec,
+    joined: Joined,
+    /// The spec socket, for FRAME_GO.
+    go: OwnedFd,
+    /// The agent's namespaces for `--net none`.
+    agent_ns: AgentNs,
+}
+
 /// A failed start: the step to report and why.
 type StartError = (&'static str, String);
 /// A frame's JSON and the fds that came with it.
@@ -203,7 +227,7 @@ type FrameBody = (Vec<u8>, Vec<OwnedFd>);
 /// Warm start (see `spec`): the cgroup plan first — create the groups, move in, report
 /// `Prepared` — then the spec with the agent's stdio and secret memfds, which are moved to
 /// fds 0–2 and 5…. `None`: the daemon closed the socket before sending a spec.
-fn warm_start(report: BorrowedFd<'_>) -> Result<Option<(Spec, Joined, OwnedFd)>, StartError> {
+fn warm_start(report: BorrowedFd<'_>) -> Result<Option<WarmStart>, StartError> {
     let sock = sys::take_inherited_fd(SPEC_FD)
         .map_err(|e| ("spec", format!("fd {SPEC_FD} (the spec socket): {e}")))?;
     let frame = |want: u8| -> Result<Option<FrameBody>, StartError> {
@@ -221,6 +245,15 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<(Spec, Joined, OwnedFd)>,
         .map_err(|e| ("spec", format!("the cgroup plan is not valid: {e}")))?;
     let joined =
         super::steps::cgroup::join(&plan).map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))?;
+    // The agent's namespaces for `--net none` (the default), ahead of the run: making a
+    // network namespace is the costliest part of a start. Its fds go above every number
+    // the spec's fds will take.
+    let agent_ns = AgentNs::spawn(Net::None)
+        .and_then(|mut ns| {
+            ns.raise_fds(SECRET_FD_BASE + MAX_FRAME_FDS as i32)
+                .map(|()| ns)
+        })
+        .map_err(|e| ("identity", PlanError::Identity(e).chain()))?;
     send_report(report, &Report::Prepared);
     let Some((body, fds)) = frame(FRAME_SPEC)? else {
         return Ok(None);
@@ -249,7 +282,12 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<(Spec, Joined, OwnedFd)>,
     }
     install_fds(fds).map_err(|e| ("spec", format!("placing the spec's fds: {e}")))?;
     // The socket stays open for FRAME_GO (`Syscalls::await_go`).
-    Ok(Some((spec, joined, sock)))
+    Ok(Some(WarmStart {
+        spec,
+        joined,
+        go: sock,
+        agent_ns,
+    }))
 }
 
 /// Puts the received fds at 0, 1, 2, 5, 6, …: first each above every target, so that no

@@ -137,14 +137,31 @@ fn the_run_is_in_its_cgroups_and_its_cgroup_namespace_starts_there() {
     let mut running = sb.spawn(&["sleep", "1000"]);
     let init = running.started().unwrap();
     let plan = sb.plan().clone();
+    let runner = parent_of(init);
     for dir in plan.v2.iter().chain(&plan.v1) {
         let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
         let pids: Vec<i32> = procs.lines().map(|p| p.parse().unwrap()).collect();
-        assert!(pids.contains(&init), "{}: {pids:?}", dir.path.display());
-        // v1: the runner (it moved itself in before the fork), the init and the command;
-        // v2: the init (born there) and the command.
-        let want = if plan.v2.as_ref() == Some(dir) { 2 } else { 3 };
-        assert_eq!(pids.len(), want, "{}: {pids:?}", dir.path.display());
+        let show = || {
+            format!(
+                "{}: {pids:?} (runner {runner}, init {init})",
+                dir.path.display()
+            )
+        };
+        assert!(pids.contains(&init), "{}", show());
+        // The command: the init's child.
+        assert!(pids.iter().any(|p| parent_of(*p) == init), "{}", show());
+        if plan.v2.as_ref() == Some(dir) {
+            // v2: the init (born there) and the command only.
+            assert_eq!(pids.len(), 2, "{}", show());
+        } else {
+            // v1: also the runner (it moved itself in before the fork), and perhaps still
+            // its agent-namespace holder, which it ends once the command runs.
+            assert!(pids.contains(&runner), "{}", show());
+            for p in &pids {
+                let ok = [runner, init].contains(p) || [runner, init].contains(&parent_of(*p));
+                assert!(ok, "{} has {p}, which is not the run's", show());
+            }
+        }
     }
     // The command started only once the limits were written (the runner writes them after
     // the move, and the init waits for its word before the exec).
@@ -213,12 +230,13 @@ fn a_warm_runner_waits_in_its_cgroups_then_runs_the_spec_it_is_given() {
     let mut sb = Sandbox::new();
     sb.secret_env("ANTHROPIC_API_KEY", b"sk-warm-0123");
     let warm = sb.prepare_warm();
-    // Before any spec, the runner alone is in every v1 group of its plan, and the v2 group
-    // (where the init will be born) exists, empty.
+    // Before any spec, the runner and the holder of the agent's namespaces it made ahead
+    // are in every v1 group of its plan, and the v2 group (where the init will be born)
+    // exists, empty.
     let plan = sb.plan().clone();
     for dir in plan.v2.iter().chain(&plan.v1) {
         let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
-        let want = usize::from(plan.v2.as_ref() != Some(dir));
+        let want = if plan.v2.as_ref() == Some(dir) { 0 } else { 2 };
         assert_eq!(
             procs.lines().count(),
             want,
@@ -426,6 +444,17 @@ fn net_host_shares_the_hosts_network_and_reaches_a_host_port() {
     let out = run_in_runner(|_| {}, &["readlink", "/proc/self/ns/net"]);
     assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
     assert_ne!(Some(out.stdout.trim()), host_ns.to_str());
+    // A warm runner makes the agent's namespaces ahead for --net none; a --net host spec
+    // still gets the host's network.
+    let mut sb = Sandbox::new();
+    sb.spec.net = agentkeysd::sandbox::spec::Net::Host;
+    let warm = sb.prepare_warm();
+    let running = sb
+        .spawn_warm(warm, &["readlink", "/proc/self/ns/net"])
+        .unwrap();
+    let out = sb.finish(running);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    assert_eq!(Some(out.stdout.trim()), host_ns.to_str());
 }
 
 #[test]
@@ -539,4 +568,16 @@ fn a_setuid_binary_gains_nothing() {
         out.stderr
     );
     assert!(!out.stdout.contains("uid=0"), "{}", out.stdout);
+}
+
+/// The parent pid of `pid` (0 if it is gone).
+fn parent_of(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -1,15 +1,17 @@
 //! Step 5: the agent's identity, in two halves.
 //!
-//! [`prepare`], right after the init's namespaces: a holder child makes the agent's user
-//! namespace (and for `--net none` its network namespace, with `lo` brought up by that
-//! namespace's capabilities), while the init goes on building the file system; the init
-//! writes the one-line maps "inside agent 1" through the host's `/proc` at once.
+//! [`prepare`], in the runner before it forks the init: a holder child makes the agent's
+//! user namespace (and for `--net none` its network namespace, with `lo` brought up by that
+//! namespace's capabilities) on a CPU that is otherwise idle then; the runner writes the
+//! one-line maps "inside agent 1". A warm runner makes the holder ahead of its run
+//! ([`AgentNs::spawn`], for `--net none`), so a run only maps it.
 //!
-//! [`become_agent`], after the file system and the fds: as root, the supplementary groups;
-//! then `setns` into the holder's namespaces and, inside, gid and uid `inside_*` (1000) —
-//! outside, the agent's own host ids (no login user has them). The user namespace owns
-//! none of the mount/pid/ipc/uts/cgroup namespaces (root made those), so the capabilities
-//! it grants reach nothing but itself and its network namespace, and step 6 drops them.
+//! [`become_agent`], in the init after the file system and the fds: as root, the
+//! supplementary groups; then `setns` into the holder's namespaces and, inside, gid and uid
+//! `inside_*` (1000) — outside, the agent's own host ids (no login user has them). The user
+//! namespace owns none of the mount/pid/ipc/uts/cgroup namespaces (root made those), so the
+//! capabilities it grants reach nothing but itself and its network namespace, and step 6
+//! drops them.
 
 use std::os::fd::RawFd;
 
@@ -24,18 +26,41 @@ use crate::sys::{self, AgentNsHolder};
 pub struct AgentNs(AgentNsHolder);
 
 impl AgentNs {
+    /// A holder for a run with network `net`, not yet mapped.
+    pub fn spawn(net: Net) -> Result<AgentNs, StepError> {
+        sys::spawn_agent_ns_holder(net == Net::None)
+            .map(AgentNs)
+            .map_err(|e| StepError::new("create the agent's user namespace", e))
+    }
+
     /// The fds step 4 must leave open.
     pub fn fds(&self) -> [RawFd; 2] {
         self.0.fds()
     }
+
+    /// See [`AgentNsHolder::raise_fds`].
+    pub fn raise_fds(&mut self, floor: RawFd) -> Result<(), StepError> {
+        self.0
+            .raise_fds(floor)
+            .map_err(|e| StepError::new("move the agent namespace holder's fds", e))
+    }
+
+    /// In the init after the fork (see [`AgentNsHolder::disown`]).
+    pub fn disown(&mut self) {
+        self.0.disown();
+    }
 }
 
-pub fn prepare(ids: &Ids, net: Net) -> Result<AgentNs, StepError> {
-    let holder = sys::spawn_agent_ns_holder(net == Net::None)
-        .map_err(|e| StepError::new("create the agent's user namespace", e))?;
-    let pid = holder
-        .host_pid()
-        .map_err(|e| StepError::new("find the agent namespace holder's pid", e))?;
+/// The run's holder, mapped: `ready` if a warm runner made one for this network mode,
+/// otherwise a new one.
+pub fn prepare(ids: &Ids, net: Net, ready: Option<AgentNs>) -> Result<AgentNs, StepError> {
+    let ns = match ready {
+        Some(ns) if ns.0.new_net() == (net == Net::None) => ns,
+        _ => AgentNs::spawn(net)?,
+    };
+    let pid =
+        ns.0.host_pid()
+            .map_err(|e| StepError::new("find the agent namespace holder's pid", e))?;
     let dir = format!("/proc/{pid}");
     write(&format!("{dir}/setgroups"), "deny")?;
     write(
@@ -46,7 +71,7 @@ pub fn prepare(ids: &Ids, net: Net) -> Result<AgentNs, StepError> {
         &format!("{dir}/gid_map"),
         &format!("{} {} 1\n", ids.inside_gid, ids.agent_gid),
     )?;
-    Ok(AgentNs(holder))
+    Ok(ns)
 }
 
 pub fn become_agent(ns: AgentNs, ids: &Ids) -> Result<(), StepError> {

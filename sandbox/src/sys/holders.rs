@@ -1,7 +1,8 @@
 //! Short-lived helper children that share their parent's memory (`CLONE_VM`, so no page
 //! tables are copied on the start's path): the idmapping's user-namespace holder (the
-//! runner's) and the agent's namespace holder (the init's), with the raw (errno-free)
-//! syscalls they are limited to.
+//! runner's) and the agent's namespace holder (also the runner's, made before it forks the
+//! init, or ahead of the run by a warm runner), with the raw (errno-free) syscalls they are
+//! limited to.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -101,6 +102,19 @@ extern "C" fn hold_agent_ns(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `AgentNsArgs` of spawn_agent_ns_holder, owned by the holder
     // handle, which outlives this child (its drop kills and reaps it first).
     let args = unsafe { &*(arg as *const AgentNsArgs) };
+    // SAFETY: prctl with integer arguments; it only sets this task's parent-death signal, so
+    // the holder cannot outlive the runner that made it (its drop is the usual end).
+    unsafe {
+        raw_syscall(
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_PDEATHSIG as usize,
+                libc::SIGKILL as usize,
+                0,
+                0,
+            ],
+        )
+    };
     let mut result: i32 = 0;
     if args.new_net {
         result = loopback_in_new_netns();
@@ -113,7 +127,7 @@ extern "C" fn hold_agent_ns(arg: *mut libc::c_void) -> libc::c_int {
         )
     };
     loop {
-        // SAFETY: pause(2) takes no arguments; the init SIGKILLs this child.
+        // SAFETY: pause(2) takes no arguments; the runner SIGKILLs this child.
         unsafe { raw_syscall(libc::SYS_pause, [0; 4]) };
     }
 }
@@ -165,14 +179,16 @@ fn loopback_in_new_netns() -> i32 {
     if r < 0 { r as i32 } else { 0 }
 }
 
-/// The agent's user namespace, made early by a holder child so that its network
-/// namespace is built on the other CPU while the init builds the file system. The init
-/// writes the holder's maps right away (through the host's `/proc`, still there), and
-/// later joins both namespaces with `setns` on the holder's pidfd ([`Self::join`]).
+/// The agent's user namespace, made early by a holder child of the runner so that its
+/// network namespace is built on a CPU that is otherwise idle (before the fork, or ahead of
+/// the run). The runner writes the holder's maps; the init, which inherits this handle's
+/// fds with the fork, joins both namespaces with `setns` on the holder's pidfd
+/// ([`Self::join`]) and leaves the holder to the runner ([`Self::disown`]).
 #[derive(Debug)]
 pub(crate) struct AgentNsHolder {
-    /// Killed and reaped first when this is dropped (field order), before `_args`.
-    _holder: UsernsHolder,
+    /// Killed and reaped first when this is dropped (field order), before `_args`; `None`
+    /// in the init's copy (not its child: the runner kills it).
+    _holder: Option<UsernsHolder>,
     pidfd: OwnedFd,
     ready: OwnedFd,
     new_net: bool,
@@ -208,7 +224,7 @@ pub(crate) fn spawn_agent_ns_holder(new_net: bool) -> io::Result<AgentNsHolder> 
     // SAFETY: the kernel stored a new pidfd, owned by nobody else, before clone returned.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(AgentNsHolder {
-        _holder: holder,
+        _holder: Some(holder),
         pidfd,
         ready: ready_rd,
         new_net,
@@ -228,6 +244,26 @@ impl AgentNsHolder {
             .and_then(|v| v.trim().parse().ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| io::Error::other("the holder's pidfd shows no pid"))
+    }
+
+    /// In the init, after the fork: the holder is the runner's child, running on the
+    /// runner's memory; this copy must neither signal nor reap it (its pid means another
+    /// process in the init's pid namespace), only use its fds.
+    pub fn disown(&mut self) {
+        std::mem::forget(self._holder.take());
+    }
+
+    /// Moves this handle's fds to numbers at or above `floor` (a warm runner places the
+    /// spec's fds below it later, with dup2).
+    pub fn raise_fds(&mut self, floor: RawFd) -> io::Result<()> {
+        self.pidfd = super::dup_above(std::os::fd::AsFd::as_fd(&self.pidfd), floor)?;
+        self.ready = super::dup_above(std::os::fd::AsFd::as_fd(&self.ready), floor)?;
+        Ok(())
+    }
+
+    /// Whether the holder makes a network namespace (`--net none`).
+    pub fn new_net(&self) -> bool {
+        self.new_net
     }
 
     /// The fds that must stay open until [`Self::join`].
