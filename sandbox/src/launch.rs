@@ -175,8 +175,17 @@ impl Warm {
 }
 
 impl Drop for Warm {
+    /// Closes the spec socket: the runner, which waits on it, ends its namespace holder,
+    /// reaps it and exits, so nothing of it is left in its cgroups once it is reaped here.
+    /// (A SIGKILL would leave the holder's end to the host's init, and the groups busy; it
+    /// comes only if the runner has not gone within 2 s.)
     fn drop(&mut self) {
+        drop(self.sock.take());
         if let Some(mut child) = self.child.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -16,7 +16,8 @@ use super::{ChildStack, cvt};
 /// copied: this sits on every run's start) and runs on a small stack of its own, where it
 /// only ever `pause`s.
 pub(crate) fn spawn_userns_holder() -> io::Result<UsernsHolder> {
-    extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
+    extern "C" fn hold(parent: *mut libc::c_void) -> libc::c_int {
+        die_with_parent(parent as usize as libc::pid_t);
         loop {
             // SAFETY: pause(2) takes no arguments; the parent SIGKILLs this child. It
             // returns only after a caught signal (none is sent to it but SIGKILL).
@@ -26,16 +27,39 @@ pub(crate) fn spawn_userns_holder() -> io::Result<UsernsHolder> {
     let mut stack = ChildStack::new(HOLDER_STACK);
     let top = stack.top();
     let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD;
-    // SAFETY: `hold` never returns and only calls pause(2), so running it on `stack` inside
-    // our address space touches nothing of ours but that stack; the stack is owned by the
-    // returned holder and freed only after the child has been killed and reaped (drop).
+    // Passed by value in the pointer argument: the child reads no memory of ours for it.
+    let me = std::process::id() as usize as *mut libc::c_void;
+    // SAFETY: `hold` never returns and only makes syscalls (prctl, getppid and exit raw,
+    // then pause), so running it on `stack` inside our address space touches nothing of ours
+    // but that stack; the stack is owned by the returned holder and freed only after the child
+    // has been killed and reaped (drop).
     let pid = cvt(libc::c_long::from(unsafe {
-        libc::clone(hold, top, flags, std::ptr::null_mut())
+        libc::clone(hold, top, flags, me)
     }))?;
     Ok(UsernsHolder {
         pid: pid as libc::pid_t,
         _stack: stack,
     })
+}
+
+/// First thing in a holder: SIGKILL when `parent` (the caller of clone) ends; and if it has
+/// ended already (before this ran), exit now — a holder must never outlive its runner, or
+/// it keeps the run's cgroups busy.
+fn die_with_parent(parent: libc::pid_t) {
+    let pdeathsig = [
+        libc::PR_SET_PDEATHSIG as usize,
+        libc::SIGKILL as usize,
+        0,
+        0,
+    ];
+    // SAFETY: prctl with integers; it sets this task's parent-death signal only.
+    unsafe { raw_syscall(libc::SYS_prctl, pdeathsig) };
+    // SAFETY: getppid takes nothing and returns an integer.
+    let now = unsafe { raw_syscall(libc::SYS_getppid, [0; 4]) };
+    if now != parent as isize {
+        // SAFETY: exit(2) ends this task; it touches nothing of the parent's memory.
+        unsafe { raw_syscall(libc::SYS_exit, [0; 4]) };
+    }
 }
 
 /// A syscall that leaves `errno` alone. A `CLONE_VM` child shares the parent's memory and
@@ -92,6 +116,8 @@ struct AgentNsArgs {
     new_net: bool,
     /// Where it writes its result: 0, or the negative errno of the call that failed.
     ready: RawFd,
+    /// The runner's pid (see [`die_with_parent`]).
+    parent: libc::pid_t,
 }
 
 /// The holder's whole life, on its own stack in the init's memory: in its new user
@@ -102,19 +128,7 @@ extern "C" fn hold_agent_ns(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `AgentNsArgs` of spawn_agent_ns_holder, owned by the holder
     // handle, which outlives this child (its drop kills and reaps it first).
     let args = unsafe { &*(arg as *const AgentNsArgs) };
-    // SAFETY: prctl with integer arguments; it only sets this task's parent-death signal, so
-    // the holder cannot outlive the runner that made it (its drop is the usual end).
-    unsafe {
-        raw_syscall(
-            libc::SYS_prctl,
-            [
-                libc::PR_SET_PDEATHSIG as usize,
-                libc::SIGKILL as usize,
-                0,
-                0,
-            ],
-        )
-    };
+    die_with_parent(args.parent);
     let mut result: i32 = 0;
     if args.new_net {
         result = loopback_in_new_netns();
@@ -203,6 +217,7 @@ pub(crate) fn spawn_agent_ns_holder(new_net: bool) -> io::Result<AgentNsHolder> 
     let args = Box::new(AgentNsArgs {
         new_net,
         ready: ready_wr.as_raw_fd(),
+        parent: std::process::id() as libc::pid_t,
     });
     let mut stack = ChildStack::new(HOLDER_STACK);
     let top = stack.top();
