@@ -639,7 +639,9 @@ async fn revoking_denies_the_very_next_read_and_says_when_and_by_whom() {
 
 #[tokio::test]
 async fn sessions_and_grants_expire() {
-    let d = daemon("session_ttl_s = 1\n");
+    // Two seconds, not one: expiry is kept in whole seconds, so a session made late in a
+    // second could expire before the agent's first read with one.
+    let d = daemon("session_ttl_s = 2\n");
     let owner = d.connect().await;
     store(&owner, "anthropic", "sk-e").await;
     let (c, _, session) = paired(&owner, "brief", &["anthropic"]).await;
