@@ -30,8 +30,7 @@ pub struct RealSyscalls {
     /// True in the init after `fork_init`.
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
-    /// Init side: the agent's namespaces between `prepare_identity` and `identity`.
-    /// Made by the runner (`prepare_identity`, or ahead by a warm runner), joined by the
+    /// The agent's namespaces: made by the runner (`prepare_identity`, or ahead by a warm runner), joined by the
     /// init (`identity`); the runner keeps its own to kill the holder once the command runs.
     pub agent_ns: Option<steps::identity::AgentNs>,
     /// Runner side: the run's groups, joined by `join_cgroups` or, in a warm start, before

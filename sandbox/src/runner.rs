@@ -224,9 +224,10 @@ type StartError = (&'static str, String);
 /// A frame's JSON and the fds that came with it.
 type FrameBody = (Vec<u8>, Vec<OwnedFd>);
 
-/// Warm start (see `spec`): the cgroup plan first — create the groups, move in, report
-/// `Prepared` — then the spec with the agent's stdio and secret memfds, which are moved to
-/// fds 0–2 and 5…. `None`: the daemon closed the socket before sending a spec.
+/// Warm start (see `spec`): the cgroup plan first — create the groups, move into the v1
+/// ones, make the agent's namespaces for `--net none`, report `Prepared` — then the spec with
+/// the agent's stdio and secret memfds, which are moved to fds 0–2 and 5…; FRAME_GO comes
+/// later (`Syscalls::await_go`). `None`: the daemon closed the socket before sending a spec.
 fn warm_start(report: BorrowedFd<'_>) -> Result<Option<WarmStart>, StartError> {
     let sock = sys::take_inherited_fd(SPEC_FD)
         .map_err(|e| ("spec", format!("fd {SPEC_FD} (the spec socket): {e}")))?;

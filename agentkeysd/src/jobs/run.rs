@@ -506,21 +506,9 @@ impl Ending {
         }
     }
 
+    /// Records the end and returns once it is written (or its failure logged).
     async fn end(&self, how: &str) {
-        let (actor, owner, id, session, how) = (
-            self.actor,
-            self.owner,
-            self.run_id.clone(),
-            self.session.clone(),
-            how.to_owned(),
-        );
-        let ended = blocking(&self.shared, move |s| {
-            Ok(s.end_run(&actor, owner, &id, session.as_deref(), &how)?)
-        })
-        .await;
-        if let Err(e) = ended {
-            tracing::error!(run = %self.run_id, error = %crate::daemon::errors::chain(&e), "could not record the end of a run");
-        }
+        self.end_announced(how).await.await;
     }
 }
 
