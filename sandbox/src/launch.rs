@@ -69,8 +69,8 @@ pub fn spawn(
 }
 
 /// A runner started ahead of its run: started, and its run's cgroups made (it is in the v1
-/// ones), waiting for the spec. Dropped unused, it is killed and reaped (its cgroups are
-/// the caller's to remove).
+/// ones) and the agent's namespaces for `--net none`, waiting for the spec. Dropped unused,
+/// its socket closes, so it ends, and it is reaped (its cgroups are the caller's to remove).
 #[derive(Debug)]
 pub struct Warm {
     child: Option<sys::Spawned>,

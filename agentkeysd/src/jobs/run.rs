@@ -145,7 +145,7 @@ pub async fn start(
         }
         _ => None,
     };
-    // A runner started ahead (already in its cgroups) if there is one; spares are made
+    // A runner started ahead (its cgroups and the agent's namespaces made) if there is one; spares are made
     // after a run's end is told (see `warm`), not while this sandbox is being built.
     let warm = super::warm::take(shared);
     let plan = warm

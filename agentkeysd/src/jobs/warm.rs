@@ -13,7 +13,7 @@
 //! takes longer than a whole run (on a busy machine).
 //!
 //! Invariants: at most [`SPARES`] warm runners (ready or being prepared); they hold no
-//! secret (those come with the spec); one that died or that nobody took is killed, reaped
+//! secret (those come with the spec); one that died or that nobody took is ended, reaped
 //! and its cgroups removed.
 
 use std::sync::Arc;
@@ -124,7 +124,7 @@ pub fn stop(shared: &Shared) {
     }
 }
 
-/// Kills and reaps `warm` (its drop), then removes its cgroups.
+/// Ends and reaps `warm` (its drop), then removes its cgroups.
 fn discard(cgroups: &RunCgroups, warm: Warm) {
     let plan = warm.plan().clone();
     drop(warm);
