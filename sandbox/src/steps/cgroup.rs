@@ -6,7 +6,7 @@
 //! runner, before it forks the init, moves only itself into the v1 groups (`0` to `tasks`
 //! moves the calling thread alone, which the kernel does without that lock; the runner is
 //! single-threaded), and forks the init straight into the v2 group with `clone3`'s
-//! `CLONE_INTO_CGROUP` ([`Joined::v2`]); the init inherits the v1 groups. The limits are
+//! `CLONE_INTO_CGROUP` ([`Joined::open_v2`]); the init inherits the v1 groups. The limits are
 //! written after the fork, while the init builds the file system; the init waits for them
 //! ([`await_limits`]) only before it starts the command, so no code of the agent's runs
 //! without them. v2 where the hierarchy carries a controller, v1 where the host binds it
@@ -14,9 +14,9 @@
 
 use std::io::Write;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use std::path::{Path, PathBuf};
 
 use crate::plan::StepError;
 use crate::spec::{CgroupDir, CgroupPlan, Limits};
