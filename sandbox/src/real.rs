@@ -158,14 +158,11 @@ impl Syscalls for RealSyscalls {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| StepError::new("socket for the mounts", e))?;
-        let v2 = match self
+        let v2 = self
             .cgroups
             .as_ref()
             .and_then(steps::cgroup::Joined::open_v2)
-        {
-            Some(fd) => Some(fd?),
-            None => None,
-        };
+            .transpose()?;
         let (forked, late) = match v2.as_ref().map(|fd| sys::fork_into_cgroup(fd.as_fd())) {
             None => (sys::fork_single_threaded(), false),
             Some(Err(e)) if e.raw_os_error() == Some(libc::ENOSYS) => {
@@ -198,7 +195,6 @@ impl Syscalls for RealSyscalls {
                 if let (true, Some(joined)) = (late, self.cgroups.take()) {
                     joined.join_v2_late()?;
                 }
-                self.cgroups = None;
                 Ok(Side::Init)
             }
         }

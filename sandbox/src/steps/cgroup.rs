@@ -111,15 +111,6 @@ pub fn enter() -> Result<(), StepError> {
 /// The init's side, before it starts the command: waits until the runner says the limits
 /// are written ([`LIMITED`]).
 pub fn await_limits(pipe: BorrowedFd<'_>) -> Result<(), StepError> {
-    expect(
-        pipe,
-        LIMITED,
-        "the runner could not write the run's cgroup limits",
-    )
-}
-
-/// Reads one byte from `pipe` (never more: the next word stays for the next wait).
-fn expect(pipe: BorrowedFd<'_>, word: &[u8], otherwise: &str) -> Result<(), StepError> {
     let mut byte = [0u8; 1];
     let n = loop {
         match nix::unistd::read(pipe, &mut byte) {
@@ -128,9 +119,9 @@ fn expect(pipe: BorrowedFd<'_>, word: &[u8], otherwise: &str) -> Result<(), Step
         }
     }
     .map_err(|e| StepError::new("wait for the runner's word on the run's cgroups", e))?;
-    if byte[..n] != *word {
+    if byte[..n] != *LIMITED {
         return Err(StepError::refused(
-            otherwise,
+            "the runner could not write the run's cgroup limits",
             std::io::ErrorKind::BrokenPipe,
         ));
     }

@@ -261,7 +261,8 @@ fn write_secret_files(root: &Path, spec: &Spec) -> Result<(), StepError> {
         .map_err(|e| StepError::new(format!("chown {SECRETS_DIR_INSIDE}"), e))
 }
 
-/// `pivot_root` into the new root, detach the old one, make `/` and `/dev` read-only.
+/// `pivot_root` into the new root, detach the old one, make `/` read-only (and with it
+/// `/dev`, a directory of the same tmpfs; its devpts and shm stay writable).
 fn enter(root: &Path) -> Result<(), StepError> {
     nix::unistd::chdir(root).map_err(|e| StepError::new("chdir to the new root", e))?;
     // pivot_root(".", "."): the old root is stacked on top of the new one and then lazily
@@ -269,22 +270,18 @@ fn enter(root: &Path) -> Result<(), StepError> {
     pivot_root(".", ".").map_err(|e| StepError::new("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| StepError::new("detach the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))?;
-    {
-        let p = "/";
-        mount(
-            None::<&str>,
-            p,
-            None::<&str>,
-            MsFlags::MS_REMOUNT
-                | MsFlags::MS_BIND
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV,
-            None::<&str>,
-        )
-        .map_err(|e| StepError::new(format!("make {p} read-only"), e))?;
-    }
-    Ok(())
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| StepError::new("make / read-only", e))
 }
 
 fn tmpfs(at: impl AsRef<Path>, data: &str, flags: MsFlags) -> Result<(), StepError> {

@@ -200,12 +200,7 @@ pub fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, Step
         out.push(source(sock, Path::new(MCP_SOCKET_INSIDE), false, ro)?);
     }
     if let Some(bridge) = &spec.bridge {
-        out.push(source(
-            bridge,
-            Path::new(BRIDGE_INSIDE),
-            false,
-            RDONLY | NOSUID | NODEV,
-        )?);
+        out.push(source(bridge, Path::new(BRIDGE_INSIDE), false, ro)?);
     }
     for p in &spec.ro_paths {
         out.push(source(p, p, true, ro)?);
