@@ -69,6 +69,12 @@ pub struct DurableAudit {
 }
 
 impl DurableAudit {
+    /// The WAL handle, for other rows made durable outside the store's lock (a run's
+    /// start row); `None` if the WAL could not be opened.
+    pub fn wal(&self) -> Option<&WalSync> {
+        self.wal.as_ref()
+    }
+
     pub fn new(wal: Option<WalSync>) -> DurableAudit {
         let (tx, rx) = mpsc::channel(QUEUE);
         DurableAudit {

@@ -52,9 +52,6 @@ pub struct Shared {
     audit_failed: AtomicBool,
     /// Durable reads (MCP): the batcher's queue and the WAL handle.
     durable: super::durable::DurableAudit,
-    /// fsyncs the WAL for a run's start row, outside the store's lock (`jobs::run`); `None`
-    /// if the WAL could not be opened (start rows are then fsynced at their commit).
-    run_wal: Option<crate::store::WalSync>,
 }
 
 /// The last reference going away is what closes the store (writing any queued audit rows)
@@ -80,7 +77,6 @@ impl Shared {
         host_public: [u8; 32],
     ) -> Self {
         let durable = super::durable::DurableAudit::new(store.wal_sync());
-        let run_wal = store.wal_sync();
         let pairing = Pairing::new(
             config.approvals.open_burst,
             config.approvals.open_rate_per_minute,
@@ -101,7 +97,6 @@ impl Shared {
             audit_queued: tokio::sync::Notify::new(),
             audit_failed: AtomicBool::new(false),
             durable,
-            run_wal,
         }
     }
 
@@ -141,9 +136,11 @@ impl Shared {
         self.store()
     }
 
-    /// See the field: the WAL handle for runs' start rows.
+    /// The WAL handle (the durable-read batcher's), to make a run's start row durable
+    /// outside the store's lock (`jobs::run`); `None` if the WAL could not be opened (start
+    /// rows are then fsynced at their commit).
     pub fn run_wal(&self) -> Option<&crate::store::WalSync> {
-        self.run_wal.as_ref()
+        self.durable.wal()
     }
 
     pub(super) fn durable(&self) -> &super::durable::DurableAudit {
