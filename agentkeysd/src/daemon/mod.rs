@@ -42,6 +42,7 @@ use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
 
 use crate::api::bus::BusChoice;
 use crate::api::names::{BUS_NAME, OBJECT_PATH};
+use crate::sandbox::run_cgroups::RunCgroups;
 use crate::store::Store;
 use crate::vault::Vault;
 
@@ -126,10 +127,17 @@ fn start(args: Args) -> Result<(), StartError> {
     let t0 = Instant::now();
     // Config first: it decides whether a tracer is tolerated. Reading it leaks no fd.
     let config = config::load(&args.config, !args.config_is_default())?;
+    // Before hardening drops CAP_DAC_OVERRIDE: started outside systemd, at the root of a
+    // hierarchy, the parent groups go into the hierarchy's root directory, which is 0555.
+    // Every file it opens is closed again.
+    let cgroups = prepare_cgroups();
     // Before any thread exists (the environment is edited) and before we open anything.
     let hardened = harden::harden(config.daemon.allow_tracer)?;
     // After hardening: the journald layer opens a socket that must survive it.
     logging::init(&config.log.level);
+    if let Err(e) = &cgroups {
+        tracing::warn!(error = %e, "sandboxed runs are unavailable: no cgroups for them");
+    }
     tracing::debug!(kept = ?hardened.kept_caps, removed_env = ?hardened.removed_env, "hardened");
     if let Some(pid) = hardened.traced_by {
         tracing::warn!(
@@ -143,7 +151,7 @@ fn start(args: Args) -> Result<(), StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let result = runtime.block_on(run(args, config, t0));
+    let result = runtime.block_on(run(args, config, cgroups, t0));
     // Dropping the runtime drops every task, the connection and with them the last
     // references to the store and the vault, which zeroize as they go.
     drop(runtime);
@@ -153,7 +161,12 @@ fn start(args: Args) -> Result<(), StartError> {
     result
 }
 
-async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> {
+async fn run(
+    args: Args,
+    config: Config,
+    cgroups: Result<RunCgroups, String>,
+    t0: Instant,
+) -> Result<(), StartError> {
     // Secret memory first: the store's master key is read straight into it.
     let vault = Vault::new(config.vault.secret_memory)?;
     ensure_runtime_dir(&args.runtime_dir)?;
@@ -177,9 +190,7 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     let host_public = crate::approvals::host_public_key(store.host_key())?;
     let shared = Arc::new(Shared::new(store, vault, config, services, host_public));
     // Where runs' cgroups go; a host without them still serves keys, and Run says why not.
-    shared
-        .runs
-        .configure(args.runtime_dir.clone(), prepare_cgroups());
+    shared.runs.configure(args.runtime_dir.clone(), cgroups);
     crate::jobs::warm::refill(&shared);
     shared.spawn_audit_flusher();
     // Before READY=1, so that a login right after start-up finds it.
@@ -212,14 +223,11 @@ async fn run(args: Args, config: Config, t0: Instant) -> Result<(), StartError> 
     Ok(())
 }
 
-/// The parent cgroups of every run (see [`crate::sandbox::run_cgroups::RunCgroups`]).
-fn prepare_cgroups() -> Result<crate::sandbox::run_cgroups::RunCgroups, String> {
+/// The parent cgroups of every run (see [`RunCgroups`]).
+fn prepare_cgroups() -> Result<RunCgroups, String> {
     let layout = crate::sandbox::cgroups::read_layout()
         .map_err(|e| format!("reading the cgroup layout: {e}"))?;
-    crate::sandbox::run_cgroups::RunCgroups::prepare(&layout).map_err(|e| {
-        tracing::warn!(error = %e, "sandboxed runs are unavailable: no cgroups for them");
-        e.to_string()
-    })
+    RunCgroups::prepare(&layout).map_err(|e| e.to_string())
 }
 
 fn ensure_runtime_dir(path: &Path) -> Result<(), StartError> {
