@@ -126,36 +126,33 @@ fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError>
 
 /// A [`Kind::Copy`] source: its bytes (at most [`COPY_MAX`]; a file that grew past it since
 /// the runner looked fails the run) in a new file with its permission bits, set-id bits
-/// dropped. Read with `pread` from the runner's descriptor: no copy of it, no offset moved.
+/// dropped. Copied in the kernel (`sendfile` from the page cache, no buffer of ours) at
+/// explicit offsets: the runner's descriptor is shared, its offset stays where it was.
 fn copy(s: &Source, target: &Path) -> Result<(), StepError> {
     let fail = |e: std::io::Error| StepError::new(format!("copy {}", s.inside.display()), e);
     let st = nix::sys::stat::fstat(s.fd.as_fd()).map_err(|e| fail(e.into()))?;
-    let size = usize::try_from(st.st_size).unwrap_or(usize::MAX);
-    // One byte more than the size, to see a file that grew.
-    let mut buf = vec![0u8; size.min(COPY_MAX as usize) + 1];
-    let mut got = 0;
-    while got < buf.len() {
-        let offset = libc::off_t::try_from(got).map_err(|e| fail(std::io::Error::other(e)))?;
-        match nix::sys::uio::pread(s.fd.as_fd(), &mut buf[got..], offset) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(fail(e.into())),
-        }
-    }
-    if got as u64 > COPY_MAX {
-        return Err(fail(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("it grew past {COPY_MAX} bytes while the sandbox was built"),
-        )));
-    }
-    let mut to = std::fs::OpenOptions::new()
+    let to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(st.st_mode & 0o777)
         .open(target)
         .map_err(fail)?;
-    to.write_all(&buf[..got]).map_err(fail)
+    // Up to one byte more than the bound, to see a file that grew.
+    let mut offset: libc::off_t = 0;
+    let mut left = COPY_MAX + 1;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX);
+        match nix::sys::sendfile::sendfile(to.as_fd(), s.fd.as_fd(), Some(&mut offset), want) {
+            Ok(0) => return Ok(()),
+            Ok(n) => left = left.saturating_sub(n as u64),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(fail(e.into())),
+        }
+    }
+    Err(fail(std::io::Error::new(
+        std::io::ErrorKind::FileTooLarge,
+        format!("it grew past {COPY_MAX} bytes while the sandbox was built"),
+    )))
 }
 
 /// `/dev` (its device nodes are the policy's sources, attached later): a private devpts,

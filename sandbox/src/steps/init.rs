@@ -155,6 +155,17 @@ fn reap(child: Pid, mask: &SigSet) -> Result<Ended, StepError> {
 /// exit (the kernel tearing down its namespaces), as bwrap's monitor does. The init runs as
 /// the agent's user by now, which is every process here: `kill(-1)` reaches them all.
 fn end_all() {
+    // Every other process of the namespace descends from the init (an orphan is given to
+    // it, or to a subreaper below it, before its parent is gone): with no child left there
+    // is nothing to kill, and `kill(-1)`, which walks every process of the host, is spared.
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Err(nix::errno::Errno::ECHILD) => return,
+            Ok(WaitStatus::StillAlive) => break,
+            Err(nix::errno::Errno::EINTR) | Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     // Until ECHILD: none left.
     while let Ok(_) | Err(nix::errno::Errno::EINTR) = waitpid(None, None) {}
