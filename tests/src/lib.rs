@@ -142,7 +142,18 @@ pub struct DaemonOpts {
     pub config: String,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// cgroup directories the daemon's process moves itself into (`0` to each one's
+    /// `cgroup.procs`) before it execs `agentkeysd`, as if it had been started there.
+    pub cgroups: Vec<PathBuf>,
 }
+
+/// `sh -c` script: `JOIN_AND_EXEC sh PROGRAM GROUP… --ARGS…`: joins each GROUP (the
+/// arguments up to the first that starts with `-`), then execs PROGRAM with the rest.
+const JOIN_AND_EXEC: &str = r#"prog=$1; shift
+while [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; do
+  echo 0 >"$1/cgroup.procs" || exit 97; shift
+done
+exec "$prog" "$@""#;
 
 /// A running (or stopped) `agentkeysd` on a [`Bus`], with its own state directory.
 #[derive(Debug)]
@@ -223,7 +234,15 @@ impl Daemon {
     /// The command line of a daemon with this one's configuration on `bus` and `state_dir`.
     pub fn command_for(&self, bus: &str, state_dir: &Path) -> Command {
         std::fs::write(self.config_path(), &self.opts.config).unwrap();
-        let mut cmd = Command::new(bin("agentkeysd"));
+        let mut cmd = if self.opts.cgroups.is_empty() {
+            Command::new(bin("agentkeysd"))
+        } else {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", JOIN_AND_EXEC, "sh"])
+                .arg(bin("agentkeysd"))
+                .args(&self.opts.cgroups);
+            sh
+        };
         cmd.arg("--bus")
             .arg(bus)
             .arg("--state-dir")

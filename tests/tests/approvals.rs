@@ -763,8 +763,8 @@ async fn approving_needs_the_owners_password_through_pam_and_remembers_it_briefl
         return;
     };
     let d = Daemon::start_with(DaemonOpts {
-        config: String::new(),
         env: pam.env(),
+        ..Default::default()
     });
     let conn = d.connect().await;
     let appr = ApprovalsProxy::new(&conn).await.unwrap();

@@ -454,6 +454,7 @@ fn approving_asks_for_the_login_password_once_per_session_and_never_shows_it() {
     let d = Daemon::start_with(DaemonOpts {
         config: format!("[approvals]\n{LONG_CODES}"),
         env: pam.env(),
+        ..Default::default()
     });
     let home = AgentHome::new();
     let mut login = LoginShell::start(&d);

@@ -453,3 +453,95 @@ async fn more_runs_at_once_than_warm_runners_all_run_and_each_end_is_told_once()
         );
     }
 }
+
+/// Groups of this test under its own, one per hierarchy the daemon uses, each `0555` like a
+/// hierarchy's root directory; removed (with whatever the daemon left in them) on drop.
+struct UnwritableGroups(Vec<std::path::PathBuf>);
+
+impl UnwritableGroups {
+    fn make(tag: &str) -> UnwritableGroups {
+        use agentkeysd::sandbox::{cgroups, run_cgroups};
+        use std::os::unix::fs::PermissionsExt;
+        let layout = cgroups::read_layout().unwrap();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mut at: Vec<_> = layout
+            .v2
+            .iter()
+            .filter(|h| !h.read_only)
+            .map(|h| (h, None))
+            .collect();
+        // The v1 hierarchies of the controllers runs use (joining cpuset's would need its
+        // cpus and mems set first).
+        let used = |h: &&cgroups::Hierarchy| {
+            !h.read_only
+                && h.controllers
+                    .iter()
+                    .any(|c| ["memory", "pids", "cpu", "freezer"].contains(&c.as_str()))
+        };
+        at.extend(layout.v1.iter().filter(used).map(|h| (h, Some(h))));
+        let mut dirs = Vec::new();
+        for (h, v1) in at {
+            let base = run_cgroups::own_group(&own, v1).unwrap_or_default();
+            let dir = h
+                .mount_point
+                .join(base.trim_start_matches('/'))
+                .join(format!("{tag}-{}", std::process::id()));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+            dirs.push(dir);
+        }
+        UnwritableGroups(dirs)
+    }
+}
+
+impl Drop for UnwritableGroups {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            // Deepest first: the runs' groups, the daemon's parent, this one.
+            let mut all: Vec<_> = walk_dirs(dir);
+            all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            for d in all {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+fn walk_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_dirs(&e.path()));
+        }
+    }
+    out
+}
+
+/// Started outside systemd in the root group of a hierarchy (a root shell, the quickstart
+/// on a fresh machine), the daemon puts its runs' parent group in a directory that only
+/// CAP_DAC_OVERRIDE can write, and it drops that capability: it must make the group first.
+#[test]
+fn runs_work_for_a_daemon_started_in_groups_it_cannot_write_to() {
+    if !sandbox_available() {
+        return;
+    }
+    let groups = UnwritableGroups::make("agentkeys-test-ro");
+    let d = Daemon::start_with(DaemonOpts {
+        config: format!(
+            "[approvals]\nauthenticate = \"none\"\n{}",
+            agentkeys_tests::runs::own_uid_range()
+        ),
+        cgroups: groups.0.clone(),
+        ..Default::default()
+    });
+    let ok = d.ctl(&["run", "--", "/bin/true"]);
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, d.log());
+    for g in &groups.0 {
+        assert!(
+            g.join("agentkeys").is_dir(),
+            "no parent group in {}",
+            g.display()
+        );
+    }
+    drop(d);
+}
