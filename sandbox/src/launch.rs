@@ -217,15 +217,12 @@ fn read_report(reports: &mut BufReader<std::fs::File>) -> std::io::Result<Option
 impl Running {
     /// Warm start: the run's start is on record (`recorded`) and the command may start
     /// ([`FRAME_GO`]); otherwise the runner is told it must not (the socket closes, and it
-    /// ends the sandbox and reports a failure). Nothing to do for a cold start.
-    pub fn go(&mut self, recorded: bool) -> std::io::Result<()> {
-        let Some(sock) = self.go.take() else {
-            return Ok(());
-        };
-        if recorded {
-            sys::send_frame(sock.as_fd(), FRAME_GO, &[], &[])?;
+    /// ends the sandbox and reports a failure). Nothing to do for a cold start. A runner
+    /// that cannot be told has gone; [`Self::started`] says how it ended.
+    pub fn go(&mut self, recorded: bool) {
+        if let (Some(sock), true) = (self.go.take(), recorded) {
+            let _ = sys::send_frame(sock.as_fd(), FRAME_GO, &[], &[]);
         }
-        Ok(())
     }
 
     /// Blocks until the sandbox is built and the command executed; returns the host pid

@@ -157,7 +157,7 @@ impl Sandbox {
     /// the command start, as the daemon does once the run's start is on record.
     pub fn spawn_warm(&mut self, warm: launch::Warm, argv: &[&str]) -> std::io::Result<Running> {
         let mut running = self.spawn_warm_held(warm, argv)?;
-        running.go(true)?;
+        running.go(true);
         Ok(running)
     }
 

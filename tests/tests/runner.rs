@@ -222,7 +222,7 @@ fn a_warm_runner_never_starts_the_command_when_the_start_is_not_on_record() {
     let mut running = sb
         .spawn_warm_held(warm, &["sh", "-c", "echo ran > /workspace/ran"])
         .unwrap();
-    running.go(false).unwrap();
+    running.go(false);
     let out = sb.finish(running);
     match &out.outcome {
         Outcome::SetupFailed { step, error } => {

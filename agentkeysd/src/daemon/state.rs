@@ -323,7 +323,6 @@ impl Shared {
     }
 }
 
-/// Runs `f` on the store on the blocking pool: for writes that fsync.
 /// [`blocking`], started at once, with a word on `locked` as soon as the store's lock is
 /// held for `f`: whatever uses the store after that word waits for `f`'s work, and sees it.
 pub fn blocking_announced<T, F>(
@@ -343,6 +342,7 @@ where
     })
 }
 
+/// Runs `f` on the store on the blocking pool: for writes that fsync.
 pub async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, DaemonError>
 where
     T: Send + 'static,

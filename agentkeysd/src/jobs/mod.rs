@@ -217,8 +217,9 @@ impl Runs {
         }
     }
 
-    /// Kills every process of `run` and returns once none is left and the end is recorded.
-    /// The first reason given is the one reported.
+    /// Kills every process of `run` and returns once none is left and the end is told: its
+    /// row is being written then, under the store's lock, so any later reader of the audit
+    /// trail sees it. The first reason given is the one reported.
     pub async fn kill(&self, run: &Arc<Run>, reason: &str) {
         if run.is_done() {
             return;

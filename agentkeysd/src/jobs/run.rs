@@ -249,7 +249,7 @@ pub async fn start(
             Some(w) => {
                 let mut running = w.launch(&spec, req.stdio, fds)?;
                 let recorded = record_start(&shared);
-                running.go(recorded.is_ok())?;
+                running.go(recorded.is_ok());
                 (running, recorded)
             }
             None => {

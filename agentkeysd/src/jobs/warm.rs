@@ -39,10 +39,10 @@ pub fn refill(shared: &Arc<Shared>) {
         return;
     }
     let missing = {
-        // Counted under the pool's lock, so two callers do not both start the same spares.
-        let ready = lock(&runs.warm).len();
-        let warming = runs.warming.load(Ordering::Acquire);
-        let missing = SPARES.saturating_sub(ready + warming);
+        // Counted and claimed under the pool's lock (which `prepare_one` holds when it moves
+        // a runner from warming to ready), so two callers do not both start the same spares.
+        let pool = lock(&runs.warm);
+        let missing = SPARES.saturating_sub(pool.len() + runs.warming.load(Ordering::Acquire));
         runs.warming.fetch_add(missing, Ordering::AcqRel);
         missing
     };
@@ -76,22 +76,21 @@ fn prepare_one(shared: Arc<Shared>, cgroups: RunCgroups) {
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
         let runs = &shared.runs;
+        let mut pool = lock(&runs.warm);
+        runs.warming.fetch_sub(1, Ordering::AcqRel);
         match prepared {
+            Ok(warm) if pool.len() < SPARES => pool.push(warm),
             Ok(warm) => {
-                let mut pool = lock(&runs.warm);
-                if pool.len() < SPARES {
-                    pool.push(warm);
-                } else {
-                    drop(pool);
-                    discard(&cgroups, warm);
-                }
+                drop(pool);
+                // Ending a runner may wait for it: off the async workers.
+                tokio::task::spawn_blocking(move || discard(&cgroups, warm));
             }
             Err(e) => {
+                drop(pool);
                 runs.warm_failed.store(true, Ordering::Relaxed);
                 tracing::warn!(error = %e, "no warm runner: runs start cold");
             }
         }
-        runs.warming.fetch_sub(1, Ordering::AcqRel);
     });
 }
 

@@ -15,7 +15,10 @@
 //!
 //! # Durability
 //! WAL with `synchronous=FULL`: every state change (store, replace, delete, agent changes)
-//! is fsynced before it is acknowledged. The audit row of a denial commits with
+//! is fsynced before it is acknowledged. Two exceptions are fsynced elsewhere: a run's start
+//! ([`Store::start_run`] with `fsync` unset) commits with `synchronous=NORMAL` while the
+//! daemon fsyncs the WAL before the command may start, and a run's end without a session
+//! ([`Store::end_run`]) changes nothing but the audit trail. The audit row of a denial commits with
 //! `synchronous=NORMAL`: in WAL mode that is still atomic and survives a killed process, and
 //! only power loss can drop the newest such rows — a whole suffix, never a hole, so the chain
 //! stays consistent. The row of a successful *read* is queued ([`Store::queue_read`]) and
