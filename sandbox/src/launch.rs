@@ -269,7 +269,8 @@ impl Running {
             Some(Report::Failed { step, error }) => (Outcome::SetupFailed { step, error }, true),
             _ => (
                 match status {
-                    // Killed with its sandbox (cgroup kill on revoke): the run was signaled.
+                    // Killed with its sandbox (a kill on revoke reaches the runner where it
+                    // is in the run's v1 groups): the run was signaled.
                     Ok(s) if s.signal().is_some() && self.started.is_some() => {
                         Outcome::Signaled(s.signal().unwrap_or(libc::SIGKILL))
                     }

@@ -30,8 +30,9 @@ pub struct RealSyscalls {
     /// True in the init after `fork_init`.
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
-    /// The agent's namespaces: made by the runner (`prepare_identity`, or ahead by a warm runner), joined by the
-    /// init (`identity`); the runner keeps its own to kill the holder once the command runs.
+    /// The agent's namespaces: made by the runner (`prepare_identity`, or ahead by a warm
+    /// runner), joined by the init (`identity`); the runner keeps its own to kill the
+    /// holder once the command runs.
     pub agent_ns: Option<steps::identity::AgentNs>,
     /// Runner side: the run's groups, joined by `join_cgroups` or, in a warm start, before
     /// the spec came (`join_cgroups` then has nothing left to do).
@@ -185,13 +186,14 @@ impl Syscalls for RealSyscalls {
                 self.cgroups_rd = Some(cg_rd);
                 self.mounts_rx = Some(mounts_rx);
                 self.in_init = true;
-                // The init must not outlive the runner that reports on it.
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(|e| StepError::new("PR_SET_PDEATHSIG", e))?;
-                // The holder is the runner's: this copy only joins its namespaces.
+                // The holder is the runner's: this copy only joins its namespaces (and must
+                // not signal it when dropped, even on the error path below).
                 if let Some(ns) = &mut self.agent_ns {
                     ns.disown();
                 }
+                // The init must not outlive the runner that reports on it.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(|e| StepError::new("PR_SET_PDEATHSIG", e))?;
                 if let (true, Some(joined)) = (late, self.cgroups.take()) {
                     joined.join_v2_late()?;
                 }

@@ -159,14 +159,7 @@ fn copy(s: &Source, target: &Path) -> Result<(), StepError> {
 /// `/dev/shm` and the fd links.
 fn build_dev(root: &Path) -> Result<(), StepError> {
     let dev = mkdir(root, "/dev")?;
-    let pts = dev.join("pts");
-    let mk = |p: &Path| {
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(p)
-            .map_err(|e| StepError::new(format!("mkdir {}", p.display()), e))
-    };
-    mk(&pts)?;
+    let pts = mkdir(root, "/dev/pts")?;
     mount(
         Some("devpts"),
         &pts,
@@ -175,8 +168,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(|e| StepError::new("mount a new devpts", e))?;
-    let shm = dev.join("shm");
-    mk(&shm)?;
+    let shm = mkdir(root, "/dev/shm")?;
     tmpfs(&shm, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     for (name, target) in [
         ("ptmx", "pts/ptmx"),
@@ -194,12 +186,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
 /// `/etc/passwd` and `/etc/group` of the sandbox: the agent and nobody, nothing of the
 /// host's accounts.
 fn write_accounts(root: &Path, spec: &Spec) -> Result<(), StepError> {
-    let etc = root.join("etc");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&etc)
-        .map_err(|e| StepError::new("mkdir /etc", e))?;
+    let etc = mkdir(root, "/etc")?;
     let ids = &spec.ids;
     let passwd = format!(
         "agent:x:{}:{}:AgentKeys agent:{WORKSPACE_INSIDE}:/bin/sh\n\

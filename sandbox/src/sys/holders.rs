@@ -120,7 +120,7 @@ struct AgentNsArgs {
     parent: libc::pid_t,
 }
 
-/// The holder's whole life, on its own stack in the init's memory: in its new user
+/// The holder's whole life, on its own stack in the runner's memory: in its new user
 /// namespace (made by the clone, with every capability there) it makes the agent's
 /// network namespace and brings `lo` up, says how that went, and waits to be killed.
 /// Raw syscalls only (see [`raw_syscall`]); it touches nothing but its stack and `arg`.
@@ -248,9 +248,9 @@ pub(crate) fn spawn_agent_ns_holder(new_net: bool) -> io::Result<AgentNsHolder> 
 }
 
 impl AgentNsHolder {
-    /// The holder's pid as the host's `/proc` names it (the init's own pid namespace
-    /// numbers it differently): the `Pid:` of its pidfd's fdinfo, which the kernel gives
-    /// in the pid namespace of the proc instance read.
+    /// The holder's pid as this `/proc` names it, for writing its maps: the `Pid:` of its
+    /// pidfd's fdinfo, which the kernel gives in the pid namespace of the proc instance
+    /// read (the one `clone` returned is in the runner's, which `/proc` need not be).
     pub fn host_pid(&self) -> io::Result<u32> {
         let info =
             std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.pidfd.as_raw_fd()))?;

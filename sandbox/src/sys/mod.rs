@@ -2,8 +2,9 @@
 //! safe surface: the kernel-feature probes ([`super::probe`]), the new mount API
 //! (`open_tree`, `mount_setattr`, `move_mount`), `fork`/`clone` in the single-threaded
 //! runner, `close_range`, and the daemon's fd plumbing for spawning the runner. Submodules:
-//! the init's memory-sharing helper children (`holders`), the warm start's socket frames
-//! (`frames`) and the command's vfork-style start (`command`).
+//! the runner's memory-sharing helper children (`holders`), the warm start's socket frames
+//! (`frames`), the command's vfork-style start (`command`) and the daemon's `posix_spawn`
+//! of the runner (`spawn`).
 //!
 //! Every function returns `io::Result` through [`cvt`], so `-1` never leaks past the call.
 #![allow(unsafe_code)]
