@@ -6,10 +6,18 @@
 //! ```text
 //!   arch != this arch            → KILL_PROCESS
 //!   nr ≥ 0x4000_0000 (x32 ABI)   → ERRNO(ENOSYS)       (x86-64 only)
-//!   for each rule, in nr order:
+//!   a binary search on nr over the rules, sorted by nr:
+//!     nr ≥ first nr of the upper half → search the upper half, else the lower half
+//!   down to leaves of at most LEAF rules, each checked in turn:
 //!     nr == rule.nr → [condition matches → ERRNO(rule.errno)] else ALLOW
-//!   ALLOW
+//!   and a leaf none of whose rules matched: ALLOW
 //! ```
+//!
+//! Why a search rather than one rule after the other: when the filter is installed, the
+//! kernel runs it for every syscall number to find the calls it may allow without running
+//! it again (`seccomp_cache_prepare`), with interrupts off, in the sandbox's start. A chain
+//! of every rule made that about 150 µs here; the search visits a dozen instructions per
+//! number instead of every rule's.
 //!
 //! Once a rule's number matched, no later rule can match (the policy refuses duplicates),
 //! so a condition that does not hold ends in ALLOW without reloading the number. The tests
@@ -34,6 +42,7 @@ const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const JA: u16 = 0x05; // BPF_JMP | BPF_JA
 const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
@@ -57,6 +66,10 @@ fn arg_words(arg: u8) -> (u32, u32) {
     let base = ARGS + 8 * u32::from(arg);
     (base, base + 4)
 }
+
+/// Most rules in a leaf of the search: checked one after the other, as cheap as one more
+/// level of the search would be.
+const LEAF: usize = 4;
 
 /// Too large a rule for BPF's 8-bit jump offsets (never with the shipped policy).
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +108,42 @@ pub fn compile(rules: &[Rule]) -> Result<Program, TooLarge> {
         p.push(jump(JGE_K, 0x4000_0000, 0, 1));
         p.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
     }
-    for r in sorted {
+    p.extend(search(&sorted)?);
+    Ok(p)
+}
+
+/// The search over `rules` (sorted by number, with the number loaded): the lower half
+/// first, the upper half after it, each searched the same way down to a [`leaf`].
+fn search(rules: &[&Rule]) -> Result<Vec<Insn>, TooLarge> {
+    if rules.len() <= LEAF {
+        return leaf(rules);
+    }
+    let (lower, upper) = rules.split_at(rules.len() / 2);
+    let (below, above) = (search(lower)?, search(upper)?);
+    let split = nr_word(upper[0].nr);
+    let mut p = Vec::with_capacity(below.len() + above.len() + 2);
+    match u8::try_from(below.len()) {
+        // nr ≥ split: over the lower half, to the upper one.
+        Ok(skip) => p.push(jump(JGE_K, split, skip, 0)),
+        // Too far for a conditional jump's 8 bits: through an unconditional jump (32 bits).
+        Err(_) => {
+            let skip = u32::try_from(below.len()).map_err(|_| TooLarge {
+                syscall: lower[0].syscall.clone(),
+                len: below.len(),
+            })?;
+            p.push(jump(JGE_K, split, 0, 1));
+            p.push(stmt(JA, skip));
+        }
+    }
+    p.extend(below);
+    p.extend(above);
+    Ok(p)
+}
+
+/// A few rules checked one after the other, then ALLOW: the number is none of theirs.
+fn leaf(rules: &[&Rule]) -> Result<Vec<Insn>, TooLarge> {
+    let mut p = Vec::new();
+    for r in rules {
         let deny = stmt(RET_K, RET_ERRNO | r.errno.raw());
         let body = match &r.condition {
             Condition::Always => vec![deny],
@@ -204,10 +252,16 @@ mod tests {
 
     /// Runs a classic-BPF program over `d` with the instructions seccomp programs use.
     fn run(p: &[(u16, u8, u8, u32)], d: &[u8; 64]) -> u32 {
-        let (mut a, mut pc) = (0u32, 0usize);
+        run_counted(p, d).0
+    }
+
+    /// [`run`], and how many instructions it took.
+    fn run_counted(p: &[(u16, u8, u8, u32)], d: &[u8; 64]) -> (u32, usize) {
+        let (mut a, mut pc, mut steps) = (0u32, 0usize, 0usize);
         loop {
             let (code, jt, jf, k) = p[pc];
             pc += 1;
+            steps += 1;
             match code {
                 0x20 => {
                     let o = k as usize;
@@ -219,7 +273,7 @@ mod tests {
                 0x25 => pc += usize::from(if a > k { jt } else { jf }),
                 0x35 => pc += usize::from(if a >= k { jt } else { jf }),
                 0x45 => pc += usize::from(if a & k != 0 { jt } else { jf }),
-                0x06 => return k,
+                0x06 => return (k, steps),
                 other => panic!("instruction {other:#x} not interpreted"),
             }
         }
@@ -403,13 +457,72 @@ mod tests {
     fn jumps_stay_inside_the_program() {
         let policy = SeccompPolicy::shipped().unwrap();
         let p = compile(&policy.rules).unwrap();
-        for (i, insn) in p.iter().enumerate() {
-            if insn.code & 0x07 == 0x05 {
-                let far = i + 1 + usize::from(insn.jt.max(insn.jf));
-                assert!(far < p.len(), "instruction {i} jumps out: {insn:?}");
-            }
-        }
+        assert_jumps_inside(&p);
         assert_eq!(p.last().map(|i| i.k), Some(RET_ALLOW));
+    }
+
+    fn assert_jumps_inside(p: &Program) {
+        for (i, insn) in p.iter().enumerate() {
+            let far = match insn.code {
+                JA => i + 1 + insn.k as usize,
+                c if c & 0x07 == 0x05 => i + 1 + usize::from(insn.jt.max(insn.jf)),
+                _ => continue,
+            };
+            assert!(far < p.len(), "instruction {i} jumps out: {insn:?}");
+        }
+    }
+
+    /// What the kernel does with the program when it is installed: run it for each number
+    /// (up to a load of an argument, which it cannot know). A search takes a dozen steps
+    /// where a chain of every rule took about seventy.
+    #[test]
+    fn every_number_is_decided_in_a_few_instructions() {
+        let policy = SeccompPolicy::shipped().unwrap();
+        let p = ours(&compile(&policy.rules).unwrap());
+        let conditional = |nr: u32| {
+            policy
+                .rules
+                .iter()
+                .any(|r| r.nr == i64::from(nr) && !matches!(r.condition, Condition::Always))
+        };
+        let most = (0..1024)
+            .filter(|&nr| !conditional(nr))
+            .map(|nr| run_counted(&p, &data(AUDIT_ARCH, nr, [0; 6])).1)
+            .max()
+            .unwrap();
+        assert!(most <= 16, "{most} instructions for one number");
+    }
+
+    /// A policy past 255 instructions: the search's jumps over a lower half too long for
+    /// a conditional jump go through an unconditional one, and every number still gets
+    /// its rule's answer.
+    #[test]
+    fn a_large_policy_is_searched_through_long_jumps() {
+        let rules: Vec<Rule> = (0..300)
+            .map(|i| Rule {
+                syscall: format!("call{i}"),
+                nr: 2 * i + 1,
+                errno: if i % 2 == 0 {
+                    Errno::Eperm
+                } else {
+                    Errno::Enosys
+                },
+                condition: Condition::Always,
+            })
+            .collect();
+        let program = compile(&rules).unwrap();
+        assert!(program.iter().any(|i| i.code == JA), "no long jump");
+        assert_jumps_inside(&program);
+        let p = ours(&program);
+        for nr in 0..700u32 {
+            let want = match rules.iter().find(|r| r.nr == i64::from(nr)) {
+                Some(r) => RET_ERRNO | r.errno.raw(),
+                None => RET_ALLOW,
+            };
+            let (got, steps) = run_counted(&p, &data(AUDIT_ARCH, nr, [0; 6]));
+            assert_eq!(got, want, "nr {nr}");
+            assert!(steps <= 30, "{steps} instructions for nr {nr}");
+        }
     }
 
     #[test]
