@@ -123,7 +123,10 @@ impl Syscalls for RealSyscalls {
             Some(fd) => steps::mounts::clone_sources(spec, &policies.fs)
                 .and_then(|s| steps::mounts::send_sources(fd.as_fd(), &s))
                 .and_then(|()| steps::mounts::workspace(spec))
-                .and_then(|ws| steps::mounts::send_workspace(fd.as_fd(), ws.as_ref())),
+                // The idmapping's holder goes (`ws` dropped) after the send.
+                .and_then(|ws| {
+                    steps::mounts::send_workspace(fd.as_fd(), ws.as_ref().map(|w| &w.tree))
+                }),
             None => Err(StepError::refused(
                 "no socket to the init for the mounts",
                 std::io::ErrorKind::BrokenPipe,

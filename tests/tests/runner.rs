@@ -325,6 +325,38 @@ fn the_sandbox_is_the_same_under_the_daemons_umask_0077() {
     assert_eq!(lines.last(), Some(&"0022"), "{}", out.stdout);
 }
 
+/// Every read-only bind of the shipped policy shows the host's content: a small file as a
+/// copy with the same bytes, a directory as a mount with the same entries (the init copies
+/// the one while the runner clones the other).
+#[test]
+fn the_policys_host_files_are_in_the_sandbox_as_on_the_host() {
+    need_kernel!();
+    let policy = agentkeysd::sandbox::policy::fs::FsPolicy::shipped().unwrap();
+    let paths: Vec<&str> = policy
+        .binds
+        .iter()
+        .map(|b| b.path.as_str())
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect();
+    let describe = "import os,sys,hashlib\n\
+         for p in sys.argv[1:]:\n\
+         \x20 if os.path.isdir(p): print(p, 'dir', ','.join(sorted(os.listdir(p))))\n\
+         \x20 else: print(p, 'file', hashlib.sha256(open(p,'rb').read()).hexdigest())";
+    let mut argv = vec!["/usr/bin/python3", "-c", describe];
+    argv.extend(&paths);
+    let inside = Sandbox::new().run(&argv);
+    assert_eq!(inside.outcome, Outcome::Exited(0), "{}", inside.stderr);
+    let host = std::process::Command::new("/usr/bin/python3")
+        .args(&argv[1..])
+        .output()
+        .unwrap();
+    assert!(host.status.success());
+    let host = String::from_utf8(host.stdout).unwrap();
+    assert_eq!(inside.stdout, host);
+    // Both kinds are there: the test sees the copies and the mounts.
+    assert!(host.contains(" file ") && host.contains(" dir "), "{host}");
+}
+
 #[test]
 fn workspace_is_writable_and_new_files_belong_to_the_owner() {
     need_kernel!();

@@ -1,8 +1,9 @@
-//! Step 3, the init's half: the new root. Every source (the policy's binds, the workspace,
-//! the MCP socket, the bridge, device nodes) arrives as a detached mount the runner cloned,
-//! or as a small file to copy ([`super::mounts`]); each is attached (`move_mount`) or copied
-//! into a fresh tmpfs; then `pivot_root`, the old root detached, and the new root itself
-//! made read-only.
+//! Step 3, the init's half: the new root, a fresh tmpfs. The policy's small files are
+//! copied into it from the host's tree, which this mount namespace shows until
+//! `pivot_root`, while the runner clones the rest; every other source (the policy's other
+//! binds, the workspace, the MCP socket, the bridge, device nodes) arrives as a detached
+//! mount the runner cloned ([`super::mounts`]) and is attached (`move_mount`). Then
+//! `pivot_root`, the old root detached, and the new root itself made read-only.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -16,6 +17,7 @@ use nix::unistd::{Gid, Uid, chown, pivot_root};
 
 use super::mounts::{self, COPY_MAX, Kind, Source};
 use crate::plan::StepError;
+use crate::policy::fs::Bind;
 use crate::policy::fs::FsPolicy;
 use crate::spec::{SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
 use crate::steps::rlimits::read_secret;
@@ -60,7 +62,11 @@ pub fn build(spec: &Spec, policy: &FsPolicy, runner: BorrowedFd<'_>) -> Result<(
     build_dev(root)?;
     write_accounts(root, spec)?;
     let mut dirs = MadeDirs::default();
-    for s in &mounts::receive_sources(runner)? {
+    // While the runner still clones the mounts.
+    let copies = copy_small_files(root, &policy.binds, &mut dirs)?;
+    let sources = mounts::receive_sources(runner)?;
+    check_every_bind(&policy.binds, &copies, &sources)?;
+    for s in &sources {
         attach(root, s, &mut dirs)?;
     }
     for l in &policy.symlinks {
@@ -98,8 +104,63 @@ impl MadeDirs {
     }
 }
 
-/// Creates the mount point (a directory or an empty file, and their parents) and attaches,
-/// or for a [`Kind::Copy`] source writes the copy.
+/// Copies the policy's binds that are small regular files ([`mounts::copied`]); returns
+/// which. A bind that is not (a directory, a large file) or is not there is the runner's.
+fn copy_small_files(
+    root: &Path,
+    binds: &[Bind],
+    dirs: &mut MadeDirs,
+) -> Result<Vec<PathBuf>, StepError> {
+    let mut copies = Vec::new();
+    for b in binds {
+        let Some(file) = small_file(Path::new(&b.path)) else {
+            continue;
+        };
+        let target = root.join(rel(&b.path));
+        if let Some(parent) = target.parent() {
+            dirs.ensure(parent)?;
+        }
+        copy(&file, &b.path, &target)?;
+        copies.push(PathBuf::from(&b.path));
+    }
+    Ok(copies)
+}
+
+/// `path` opened read-only when [`mounts::copied`] says it is copied. Opened without
+/// blocking (a FIFO cannot stall the start) and without taking a terminal.
+fn small_file(path: &Path) -> Option<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    mounts::copied(&meta).then_some(file)
+}
+
+/// Every bind of the policy was copied here or cloned by the runner, not both: the two
+/// decide apart, and a path that changed between (a file replaced by a directory) would
+/// otherwise be missing from the new root without a word. An optional bind may be missing.
+fn check_every_bind(
+    binds: &[Bind],
+    copies: &[PathBuf],
+    sources: &[Source],
+) -> Result<(), StepError> {
+    for b in binds {
+        let path = Path::new(&b.path);
+        let copied = copies.iter().any(|c| c == path);
+        let cloned = sources.iter().any(|s| s.inside == path);
+        if copied == cloned && (copied || !b.optional) {
+            return Err(StepError::refused(
+                format!("{} changed while the sandbox was built", b.path),
+                std::io::ErrorKind::InvalidData,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the mount point (a directory or an empty file, and their parents) and attaches.
 fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError> {
     let target = root.join(rel(&s.inside.to_string_lossy()));
     if let Some(parent) = target.parent() {
@@ -113,7 +174,6 @@ fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError>
             .mode(0o444)
             .open(&target)
             .map(drop),
-        Kind::Copy => return copy(s, &target),
     };
     match made {
         Ok(()) => {}
@@ -124,13 +184,12 @@ fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError>
         .map_err(|e| StepError::new(format!("attach {}", s.inside.display()), e))
 }
 
-/// A [`Kind::Copy`] source: its bytes (at most [`COPY_MAX`]; a file that grew past it since
-/// the runner looked fails the run) in a new file with its permission bits, set-id bits
-/// dropped. Copied in the kernel (`sendfile` from the page cache, no buffer of ours) at
-/// explicit offsets: the runner's descriptor is shared, its offset stays where it was.
-fn copy(s: &Source, target: &Path) -> Result<(), StepError> {
-    let fail = |e: std::io::Error| StepError::new(format!("copy {}", s.inside.display()), e);
-    let st = nix::sys::stat::fstat(s.fd.as_fd()).map_err(|e| fail(e.into()))?;
+/// A small file's bytes (at most [`COPY_MAX`]; a file that grew past it since it was
+/// opened fails the run) in a new file with its permission bits, set-id bits dropped.
+/// Copied in the kernel (`sendfile` from the page cache, no buffer of ours).
+fn copy(from: &std::fs::File, name: &str, target: &Path) -> Result<(), StepError> {
+    let fail = |e: std::io::Error| StepError::new(format!("copy {name}"), e);
+    let st = nix::sys::stat::fstat(from.as_fd()).map_err(|e| fail(e.into()))?;
     let to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -142,7 +201,7 @@ fn copy(s: &Source, target: &Path) -> Result<(), StepError> {
     let mut left = COPY_MAX + 1;
     while left > 0 {
         let want = usize::try_from(left).unwrap_or(usize::MAX);
-        match nix::sys::sendfile::sendfile(to.as_fd(), s.fd.as_fd(), Some(&mut offset), want) {
+        match nix::sys::sendfile::sendfile(to.as_fd(), from.as_fd(), Some(&mut offset), want) {
             Ok(0) => return Ok(()),
             Ok(n) => left = left.saturating_sub(n as u64),
             Err(nix::errno::Errno::EINTR) => {}
@@ -291,4 +350,48 @@ fn rel(inside: &str) -> &str {
 pub(super) fn cstr(p: &Path) -> Result<CString, StepError> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|e| StepError::new(format!("path {}", p.display()), std::io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::fs::FsPolicy;
+
+    fn binds() -> Vec<Bind> {
+        let text = "[[bind]]\npath = \"/etc/hosts\"\nwhy = \"abc\"\n\
+                    [[bind]]\npath = \"/usr\"\nwhy = \"abc\"\n\
+                    [[bind]]\npath = \"/etc/gitconfig\"\noptional = true\nwhy = \"abc\"\n\
+                    [[symlink]]\npath = \"/bin\"\ntarget = \"usr/bin\"\nwhy = \"abc\"\n\
+                    [[device]]\nname = \"null\"\nwhy = \"abc\"\n";
+        FsPolicy::parse(text).unwrap().binds
+    }
+
+    fn cloned(inside: &str) -> Source {
+        Source {
+            fd: std::fs::File::open("/dev/null").unwrap().into(),
+            inside: inside.into(),
+            kind: Kind::Dir,
+        }
+    }
+
+    #[test]
+    fn every_bind_must_be_copied_or_cloned_once() {
+        let binds = binds();
+        let copies = vec![PathBuf::from("/etc/hosts")];
+        // Each once; the optional one absent from both, the devices' sources beside them.
+        check_every_bind(&binds, &copies, &[cloned("/usr"), cloned("/dev/null")]).unwrap();
+        // Missing from both.
+        let err = check_every_bind(&binds, &copies, &[]).unwrap_err();
+        assert!(err.what.contains("/usr changed"), "{}", err.what);
+        // Both: a path that was a small file for one side and not for the other.
+        let both = [cloned("/usr"), cloned("/etc/hosts")];
+        let err = check_every_bind(&binds, &copies, &both).unwrap_err();
+        assert!(err.what.contains("/etc/hosts changed"), "{}", err.what);
+        // An optional bind copied, or cloned, is as good as a required one.
+        let copies = vec![PathBuf::from("/etc/hosts"), PathBuf::from("/etc/gitconfig")];
+        check_every_bind(&binds, &copies, &[cloned("/usr")]).unwrap();
+        let err = check_every_bind(&binds, &copies, &[cloned("/usr"), cloned("/etc/gitconfig")])
+            .unwrap_err();
+        assert!(err.what.contains("/etc/gitconfig changed"), "{}", err.what);
+    }
 }

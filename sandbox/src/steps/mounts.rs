@@ -1,9 +1,9 @@
 //! Step 3, the runner's half: every source of the new root cloned as a detached mount
-//! (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr` — or, for a small
-//! regular file, opened for the init to copy ([`Kind::Copy`]) — and the workspace cloned and
-//! idmapped, all handed to the init over a socket (SCM_RIGHTS), the sources first, while
-//! the init makes its namespaces and its root's tmpfs on the other CPU. The init attaches them
-//! ([`super::filesystem`]). The host's tree is the runner's own (it never changes mount
+//! (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr`, and the workspace
+//! cloned and idmapped, all handed to the init over a socket (SCM_RIGHTS), the sources
+//! first, while the init makes its namespaces and its root's tmpfs on the other CPU. The
+//! init attaches them ([`super::filesystem`]). The policy's small regular files are not
+//! among them: the init copies those itself while it waits ([`copied`]). The host's tree is the runner's own (it never changes mount
 //! namespace), so each source is cloned from exactly what the host shows, and the idmap's
 //! maps are written through the host's `/proc`.
 
@@ -26,13 +26,26 @@ const IDMAP: u64 = libc::MOUNT_ATTR_IDMAP;
 /// The frame kind of a batch of mounts (runner → init).
 const FRAME_MOUNTS: u8 = b'M';
 
-/// Largest file of the policy's binds that is copied rather than mounted.
-pub const COPY_MAX: u64 = 256 * 1024;
+/// Largest file of the policy's binds that is copied rather than mounted. The copies sit on
+/// the init's path while the runner clones the mounts; the two larger files of the shipped
+/// policy (`/etc/ld.so.cache`, `/etc/mime.types`, 35 and 74 KiB here) are left to the
+/// runner as mounts.
+pub const COPY_MAX: u64 = 16 * 1024;
+
+/// Whether a bind of the policy is a small regular file (`/etc/hosts`, `/etc/ld.so.cache`,
+/// …), which the init copies into the new root rather than the runner cloning a mount of
+/// it: a copy costs a fraction of a mount, on both sides, and sees as much of later
+/// changes on the host as a bind of a file does (none once the file is replaced, which is
+/// how files in `/etc` are updated). `meta` follows symlinks. Both sides decide with this;
+/// the init checks that every bind arrived one way or the other.
+pub fn copied(meta: &std::fs::Metadata) -> bool {
+    meta.is_file() && meta.len() <= COPY_MAX
+}
 
 /// A source waiting for its place in the new root.
 #[derive(Debug)]
 pub struct Source {
-    /// The detached mount, or for [`Kind::Copy`] the file opened read-only.
+    /// The detached mount.
     pub fd: OwnedFd,
     pub inside: PathBuf,
     pub kind: Kind,
@@ -45,22 +58,29 @@ pub enum Kind {
     Dir,
     /// A detached mount of anything else (a file, a device node, a socket).
     File,
-    /// A small regular file of the policy's binds (`/etc/hosts`, `/etc/ld.so.cache`, …):
-    /// the init copies it into the new root, which is made read-only afterwards. A copy
-    /// costs a fraction of a mount, on both sides, and sees as much of later changes on the
-    /// host as a bind of a file does: none once the file is replaced, which is how files in
-    /// `/etc` are updated.
-    Copy,
+}
+
+/// The workspace cloned and idmapped, and the process holding the namespace its idmapping
+/// came from. Drop it once the mount is on its way to the init: the holder is killed and
+/// waited for, which the init need not wait for (the mount keeps its own reference to the
+/// namespace).
+#[derive(Debug)]
+pub struct Workspace {
+    pub tree: OwnedFd,
+    _idmap: sys::UsernsHolder,
 }
 
 /// Clones the workspace and idmaps it, when the spec has one.
-pub fn workspace(spec: &Spec) -> Result<Option<OwnedFd>, StepError> {
+pub fn workspace(spec: &Spec) -> Result<Option<Workspace>, StepError> {
     let Some(ws) = &spec.workspace else {
         return Ok(None);
     };
     let tree = clone_workspace(ws)?;
-    idmap_workspace(&tree, ws, spec)?;
-    Ok(Some(tree))
+    let idmap = idmap_workspace(&tree, ws, spec)?;
+    Ok(Some(Workspace {
+        tree,
+        _idmap: idmap,
+    }))
 }
 
 /// One frame of the runner's mounts: where each of its fds goes, in order. The sources come
@@ -173,23 +193,18 @@ fn bad(what: String) -> StepError {
     )
 }
 
-/// Clones every read-only source while the host's tree is still visible.
+/// Clones every read-only source but the small files the init copies ([`copied`]).
 pub fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
     let ro = RDONLY | NOSUID | NODEV;
     let mut out = Vec::new();
     for b in &policy.binds {
         let path = Path::new(&b.path);
-        if b.optional && std::fs::symlink_metadata(path).is_err() {
-            continue;
+        match std::fs::metadata(path) {
+            Ok(meta) if copied(&meta) => continue,
+            Err(_) if b.optional && std::fs::symlink_metadata(path).is_err() => continue,
+            // Anything else is cloned; a path that is not there fails with its name.
+            _ => out.push(source(path, path, true, ro)?),
         }
-        out.push(match small_file(path) {
-            Some(fd) => Source {
-                fd,
-                inside: path.to_owned(),
-                kind: Kind::Copy,
-            },
-            None => source(path, path, true, ro)?,
-        });
     }
     for d in &policy.devices {
         let host = Path::new("/dev").join(&d.name);
@@ -218,20 +233,6 @@ fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Sou
         inside: inside.to_owned(),
         kind: if dir { Kind::Dir } else { Kind::File },
     })
-}
-
-/// `path` opened read-only when it is (or leads by symlinks to) a regular file of at most
-/// [`COPY_MAX`] bytes. Opened without blocking (a FIFO cannot stall the start) and without
-/// taking a terminal; anything else is left to a mount.
-fn small_file(path: &Path) -> Option<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    (meta.is_file() && meta.len() <= COPY_MAX).then(|| file.into())
 }
 
 /// The workspace. The daemon passes it as `/proc/self/fd/N`: an `O_PATH` descriptor it
@@ -273,7 +274,11 @@ fn clone_tree(host: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, StepE
 /// so what the agent creates belongs to the owner. A file system that cannot idmap fails
 /// the run with its name (no fallback: a plain bind would hand the agent files it cannot
 /// write, or create files owned by the agent's uid in the owner's tree).
-fn idmap_workspace(tree: &OwnedFd, host: &Path, spec: &Spec) -> Result<(), StepError> {
+fn idmap_workspace(
+    tree: &OwnedFd,
+    host: &Path,
+    spec: &Spec,
+) -> Result<sys::UsernsHolder, StepError> {
     let holder = sys::spawn_userns_holder()
         .map_err(|e| StepError::new("create the workspace's idmapping namespace", e))?;
     let pid = holder.pid;
@@ -314,8 +319,7 @@ fn idmap_workspace(tree: &OwnedFd, host: &Path, spec: &Spec) -> Result<(), StepE
             )
         })
     })();
-    drop(holder);
-    result
+    result.map(|()| holder)
 }
 
 /// A name for the file system type of `path` (for the idmap error).

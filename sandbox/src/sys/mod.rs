@@ -16,7 +16,7 @@ mod spawn;
 
 pub(crate) use command::{Command, CommandFailure, spawn_command};
 pub(crate) use frames::{dup_above, install_fd, is_socket, recv_frame, send_frame};
-pub(crate) use holders::{AgentNsHolder, spawn_agent_ns_holder, spawn_userns_holder};
+pub(crate) use holders::{AgentNsHolder, UsernsHolder, spawn_agent_ns_holder, spawn_userns_holder};
 pub(crate) use spawn::{Spawned, spawn_with_fds};
 
 use std::ffi::CStr;
