@@ -17,8 +17,7 @@ use nix::unistd::{Gid, Uid, chown, pivot_root};
 
 use super::mounts::{self, COPY_MAX, Kind, Source};
 use crate::plan::StepError;
-use crate::policy::fs::Bind;
-use crate::policy::fs::FsPolicy;
+use crate::policy::fs::{Bind, FsPolicy};
 use crate::spec::{SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
 use crate::steps::rlimits::read_secret;
 use crate::sys;
@@ -355,7 +354,6 @@ pub(super) fn cstr(p: &Path) -> Result<CString, StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::fs::FsPolicy;
 
     fn binds() -> Vec<Bind> {
         let text = "[[bind]]\npath = \"/etc/hosts\"\nwhy = \"abc\"\n\
