@@ -3,9 +3,10 @@
 //! cloned and idmapped, all handed to the init over a socket (SCM_RIGHTS), the sources
 //! first, while the init makes its namespaces and its root's tmpfs on the other CPU. The
 //! init attaches them ([`super::filesystem`]). The policy's small regular files are not
-//! among them: the init copies those itself while it waits ([`copied`]). The host's tree is the runner's own (it never changes mount
-//! namespace), so each source is cloned from exactly what the host shows, and the idmap's
-//! maps are written through the host's `/proc`.
+//! among them: the init copies those itself while it waits ([`copied`]). The host's tree
+//! is the runner's own (it never changes mount namespace), so each source is cloned from
+//! exactly what the host shows, and the idmap's maps are written through the host's
+//! `/proc`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ const FRAME_MOUNTS: u8 = b'M';
 /// runner as mounts.
 pub const COPY_MAX: u64 = 16 * 1024;
 
-/// Whether a bind of the policy is a small regular file (`/etc/hosts`, `/etc/ld.so.cache`,
+/// Whether a bind of the policy is a small regular file (`/etc/hosts`, `/etc/resolv.conf`,
 /// …), which the init copies into the new root rather than the runner cloning a mount of
 /// it: a copy costs a fraction of a mount, on both sides, and sees as much of later
 /// changes on the host as a bind of a file does (none once the file is replaced, which is
