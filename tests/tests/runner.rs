@@ -18,6 +18,16 @@ macro_rules! need_kernel {
     };
 }
 
+/// The pids in a cgroup's `cgroup.procs` (an unreadable group fails the test).
+#[allow(clippy::unwrap_used)]
+fn procs(dir: &std::path::Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
 /// A Python one-liner run in the sandbox.
 fn py(code: &str) -> Vec<String> {
     vec!["/usr/bin/python3".into(), "-c".into(), code.into()]
@@ -73,20 +83,13 @@ fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process(
     // Every process of the agent is gone when the kill returns, the init first of all; what
     // may still be in the v1 groups is the runner (and its namespace holder, its other
     // child), which reports the end next. Nothing of them is in the v2 group.
-    let procs = |dir: &agentkeysd::sandbox::spec::CgroupDir| -> Vec<i32> {
-        std::fs::read_to_string(dir.path.join("cgroup.procs"))
-            .unwrap()
-            .lines()
-            .map(|p| p.parse().unwrap())
-            .collect()
-    };
     for (dir, v1) in plan
         .v2
         .iter()
         .map(|d| (d, false))
         .chain(plan.v1.iter().map(|d| (d, true)))
     {
-        for p in procs(dir) {
+        for p in procs(&dir.path) {
             let gone = !std::path::Path::new(&format!("/proc/{p}")).exists();
             let runners = v1 && p != pid && (p == runner || parent_of(p) == runner);
             assert!(
@@ -100,7 +103,7 @@ fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process(
     assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL));
     // And once the runner has reported and is reaped, nothing at all.
     for dir in plan.v2.iter().chain(&plan.v1) {
-        assert_eq!(procs(dir), [] as [i32; 0], "{}", dir.path.display());
+        assert_eq!(procs(&dir.path), [] as [i32; 0], "{}", dir.path.display());
     }
     let out = run_in_runner(|_| {}, &["sh", "-c", "id -u; id -g"]);
     assert_eq!(
@@ -123,13 +126,6 @@ fn what_the_command_leaves_behind_is_gone_when_its_end_is_reported() {
     let out = sb.finish(running);
     assert_eq!(out.outcome, Outcome::Exited(3), "{}", out.stderr);
     let plan = sb.plan().clone();
-    let procs = |dir: &std::path::Path| -> Vec<i32> {
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap()
-            .lines()
-            .map(|p| p.parse().unwrap())
-            .collect()
-    };
     for dir in plan.v2.iter().chain(&plan.v1) {
         let left = procs(&dir.path);
         assert!(
@@ -162,8 +158,7 @@ fn the_run_is_in_its_cgroups_and_its_cgroup_namespace_starts_there() {
     let plan = sb.plan().clone();
     let runner = parent_of(init);
     for dir in plan.v2.iter().chain(&plan.v1) {
-        let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
-        let pids: Vec<i32> = procs.lines().map(|p| p.parse().unwrap()).collect();
+        let pids = procs(&dir.path);
         let show = || {
             format!(
                 "{}: {pids:?} (runner {runner}, init {init})",
@@ -245,8 +240,7 @@ fn a_warm_runner_never_starts_the_command_when_the_start_is_not_on_record() {
     // Nothing of the run is left in its groups.
     let plan = sb.plan().clone();
     for dir in plan.v2.iter().chain(&plan.v1) {
-        let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
-        assert_eq!(procs.trim(), "", "{}", dir.path.display());
+        assert_eq!(procs(&dir.path), [0i32; 0], "{}", dir.path.display());
     }
 }
 
@@ -261,14 +255,9 @@ fn a_warm_runner_waits_in_its_cgroups_then_runs_the_spec_it_is_given() {
     // exists, empty.
     let plan = sb.plan().clone();
     for dir in plan.v2.iter().chain(&plan.v1) {
-        let procs = std::fs::read_to_string(dir.path.join("cgroup.procs")).unwrap();
+        let pids = procs(&dir.path);
         let want = if plan.v2.as_ref() == Some(dir) { 0 } else { 2 };
-        assert_eq!(
-            procs.lines().count(),
-            want,
-            "{}: {procs}",
-            dir.path.display()
-        );
+        assert_eq!(pids.len(), want, "{}: {pids:?}", dir.path.display());
     }
     let running = sb
         .spawn_warm(
