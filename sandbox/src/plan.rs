@@ -417,16 +417,7 @@ mod tests {
             ]
         );
         assert_eq!(out.unwrap(), Finished::Runner { init_pid: 42 });
-        // One that cannot clone the new root's sources says so as the file system step,
-        // and goes no further.
-        let (r, out) = run_with(
-            Net::None,
-            Side::Runner { init_pid: 42 },
-            Some("clone_mounts"),
-        );
-        assert_eq!(out.unwrap_err().step(), Step::Filesystem);
-        assert_eq!(r.calls.last().map(String::as_str), Some("clone_mounts(42)"));
-        // A runner that cannot place the run says so as the cgroup step, before any fork…
+        // A runner that cannot place the run says so as the cgroup step, before any fork.
         let (r, out) = run_with(
             Net::None,
             Side::Runner { init_pid: 42 },
@@ -434,21 +425,18 @@ mod tests {
         );
         assert_eq!(out.unwrap_err().step(), Step::Cgroup);
         assert_eq!(r.calls, ["join_cgroups"]);
-        // One without the daemon's record of the start does not run the command…
-        let (r, out) = run_with(Net::None, Side::Runner { init_pid: 42 }, Some("await_go"));
-        assert_eq!(out.unwrap_err().step(), Step::Record);
-        assert_eq!(r.calls.last().map(String::as_str), Some("await_go(42)"));
-        // …and one that cannot write the limits says so as the cgroup step.
-        let (r, out) = run_with(
-            Net::None,
-            Side::Runner { init_pid: 42 },
-            Some("limit_cgroups"),
-        );
-        assert_eq!(out.unwrap_err().step(), Step::Cgroup);
-        assert_eq!(
-            r.calls.last().map(String::as_str),
-            Some("limit_cgroups(42)")
-        );
+        // After the fork, each failure says so as its own step and goes no further: one that
+        // cannot clone the new root's sources, one without the daemon's record of the start
+        // (the command does not run), one that cannot write the limits.
+        for (fail_at, step) in [
+            ("clone_mounts", Step::Filesystem),
+            ("await_go", Step::Record),
+            ("limit_cgroups", Step::Cgroup),
+        ] {
+            let (r, out) = run_with(Net::None, Side::Runner { init_pid: 42 }, Some(fail_at));
+            assert_eq!(out.unwrap_err().step(), step, "{fail_at}");
+            assert_eq!(r.calls.last(), Some(&format!("{fail_at}(42)")));
+        }
     }
 
     #[test]
