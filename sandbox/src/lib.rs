@@ -54,4 +54,4 @@ pub mod spec;
 mod steps;
 mod sys;
 
-pub use runner::{SETUP_FAILED, runner_main};
+pub use runner::{SETUP_FAILED, runner_entry};

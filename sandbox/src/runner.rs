@@ -73,14 +73,38 @@ pub fn send_status(fd: &OwnedFd, status: &Status) {
     .write_all(status.encode().as_bytes());
 }
 
+/// What the runner binary's `main` calls (it starts without Rust's own start-up, see
+/// `bin/agentkeys-runner.rs`): the runner's whole life, with that start-up's parts it
+/// needs done here. Returns the exit code.
+pub fn runner_entry() -> i32 {
+    // Its stdio must be open: otherwise the first fds it opens would land on 0–2 and be
+    // handed to the agent as its stdio. (Rust's start-up would put /dev/null there.)
+    let open = |fd| nix::fcntl::fcntl(sys::borrow_inherited_fd(fd), nix::fcntl::FcntlArg::F_GETFD);
+    if (0..3).any(|fd| open(fd).is_err()) {
+        return SETUP_FAILED;
+    }
+    sys::ignore_sigpipe();
+    // A panic must not unwind into the C runtime: it ends the runner like a failed step.
+    std::panic::catch_unwind(runner_main).unwrap_or(SETUP_FAILED)
+}
+
 /// The runner binary's whole life; returns its exit code.
-pub fn runner_main() -> i32 {
+fn runner_main() -> i32 {
     // The modes the sandbox is built with are the ones written in the steps, whatever the
     // daemon's own umask (systemd gives it 0077, which would make the new root's /etc and
     // /dev unreadable to the agent); the agent's command starts with the usual 022 too.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let report = sys::borrow_inherited_fd(REPORT_FD);
     let warm = sys::is_socket(sys::borrow_inherited_fd(SPEC_FD));
+    // First: a warm runner then has them ready before its run's spec comes.
+    let policies = match Policies::shipped() {
+        Ok(p) => p,
+        Err(e) => return fail(report, "policy", &e.to_string()),
+    };
+    let program = match policies.seccomp.program() {
+        Ok(p) => p,
+        Err(e) => return fail(report, "seccomp", &e.to_string()),
+    };
     let (spec, joined, go, agent_ns) = if warm {
         match warm_start(report) {
             Ok(Some(w)) => (w.spec, Some(w.joined), Some(w.go), Some(w.agent_ns)),
@@ -93,14 +117,6 @@ pub fn runner_main() -> i32 {
             Ok(s) => (s, None, None, None),
             Err(e) => return fail(report, "spec", &e),
         }
-    };
-    let policies = match Policies::shipped() {
-        Ok(p) => p,
-        Err(e) => return fail(report, "policy", &e.to_string()),
-    };
-    let program = match policies.seccomp.program() {
-        Ok(p) => p,
-        Err(e) => return fail(report, "seccomp", &e.to_string()),
     };
     let mut real = RealSyscalls::default();
     real.cgroups = joined;

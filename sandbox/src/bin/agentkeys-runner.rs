@@ -8,14 +8,26 @@
 //!
 //! Exit code: the command's; 128+N if it died of signal N; 125 if the sandbox could not be
 //! built (the reason is on fd 4 and stderr).
+//!
+//! `no_main`: the C runtime calls [`main`] directly, without Rust's start-up for `fn main`
+//! (which reads `/proc/self/maps` to find the main thread's stack, sets up an alternate
+//! signal stack and polls fds 0–2): 0.15–0.2 ms of every run's start, measured.
+//! `agentkeys_sandbox::runner_entry` does what of it the runner needs.
+#![no_main]
+// The one attribute below names a C symbol; the crate has no other unsafe.
+#![allow(unsafe_code)]
 
-fn main() {
-    if std::env::args_os().len() > 1 {
+use std::ffi::{c_char, c_int};
+
+/// The process's entry point, called by the C runtime with the usual arguments.
+#[unsafe(no_mangle)]
+pub extern "C" fn main(argc: c_int, _argv: *const *const c_char) -> c_int {
+    if argc > 1 {
         eprintln!(
             "usage: agentkeys-runner 3<SPEC 4>REPORT [5<SECRET…]\n\
              (started by agentkeysd; the spec format is agentkeys_sandbox::spec)"
         );
-        std::process::exit(2);
+        return 2;
     }
-    std::process::exit(agentkeys_sandbox::runner_main());
+    agentkeys_sandbox::runner_entry()
 }

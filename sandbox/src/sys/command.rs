@@ -159,7 +159,8 @@ extern "C" fn run_command(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// Resets every catchable signal to its default action. Ignored signals survive exec, and
-/// Rust's runtime ignores SIGPIPE in the runner: the agent must start with defaults.
+/// the runner ignores SIGPIPE ([`super::ignore_sigpipe`]): the agent must start with
+/// defaults.
 fn reset_signal_dispositions() {
     for sig in 1..libc::SIGRTMIN() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {

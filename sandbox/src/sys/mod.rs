@@ -421,6 +421,14 @@ pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
     .map(drop)
 }
 
+/// SIGPIPE ignored, as Rust's start-up would do (the runner has its own entry): a write to
+/// a closed pipe is an EPIPE its caller handles, not the runner's end.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN installs no handler code; signal(2) with a valid number changes only
+    // this process's disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// Borrows an fd the runner was started with (report pipe, secret memfds) for the whole
 /// process lifetime. Whether it is open and what it is gets checked by its users.
 pub(crate) fn borrow_inherited_fd(raw: RawFd) -> BorrowedFd<'static> {
