@@ -249,39 +249,52 @@ impl Running {
     }
 
     /// Reads the reports to the end and reaps the runner.
-    pub fn wait(self) -> Outcome {
-        self.wait_reported().0
+    pub fn wait(mut self) -> Outcome {
+        let (outcome, _) = self.wait_reported();
+        self.reap();
+        outcome
     }
 
-    /// [`Running::wait`], and whether the end came as the runner's report. A reported end
-    /// comes from the sandbox's init once nothing of the agent is left (only the init's own
-    /// exit may still be under way); otherwise the runner was killed or died, and what is
-    /// left of the run must still be ended.
-    pub fn wait_reported(mut self) -> (Outcome, bool) {
+    /// Blocks until the run's end: its report, or the runner's exit without one. The bool
+    /// says whether the end came as the runner's report. A reported end comes from the
+    /// sandbox's init once nothing of the agent is left (only the init's own exit, and the
+    /// runner's, may still be under way): it returns at once, and the runner is reaped
+    /// later ([`Self::reap`]), off the path that tells the end. Otherwise the runner was
+    /// killed or died (it is reaped here, for its status), and what is left of the run must
+    /// still be ended.
+    pub fn wait_reported(&mut self) -> (Outcome, bool) {
         let mut last = self.early_end.take();
-        while let Ok(Some(r)) = self.next_report() {
-            last = Some(r);
+        loop {
+            match last {
+                Some(Report::Exited { code }) => return (Outcome::Exited(code), true),
+                Some(Report::Signaled { signal }) => return (Outcome::Signaled(signal), true),
+                Some(Report::Failed { step, error }) => {
+                    return (Outcome::SetupFailed { step, error }, true);
+                }
+                _ => {}
+            }
+            match self.next_report() {
+                Ok(Some(r)) => last = Some(r),
+                _ => break,
+            }
         }
         let status = self.child.wait();
-        match last {
-            Some(Report::Exited { code }) => (Outcome::Exited(code), true),
-            Some(Report::Signaled { signal }) => (Outcome::Signaled(signal), true),
-            Some(Report::Failed { step, error }) => (Outcome::SetupFailed { step, error }, true),
-            _ => (
-                match status {
-                    // Killed with its sandbox (a kill on revoke reaches the runner where it
-                    // is in the run's v1 groups): the run was signaled.
-                    Ok(s) if s.signal().is_some() && self.started.is_some() => {
-                        Outcome::Signaled(s.signal().unwrap_or(libc::SIGKILL))
-                    }
-                    Ok(s) => {
-                        Outcome::RunnerDied(format!("the runner ended ({s}) without a report"))
-                    }
-                    Err(e) => Outcome::RunnerDied(format!("waiting for the runner: {e}")),
-                },
-                false,
-            ),
-        }
+        let outcome = match status {
+            // Killed with its sandbox (a kill on revoke reaches the runner where it is in
+            // the run's v1 groups): the run was signaled.
+            Ok(s) if s.signal().is_some() && self.started.is_some() => {
+                Outcome::Signaled(s.signal().unwrap_or(libc::SIGKILL))
+            }
+            Ok(s) => Outcome::RunnerDied(format!("the runner ended ({s}) without a report")),
+            Err(e) => Outcome::RunnerDied(format!("waiting for the runner: {e}")),
+        };
+        (outcome, false)
+    }
+
+    /// Reaps the runner (after [`Self::wait_reported`]; it exits right after its last
+    /// report). Idempotent.
+    pub fn reap(&mut self) {
+        let _ = self.child.wait();
     }
 
     fn next_report(&mut self) -> std::io::Result<Option<Report>> {

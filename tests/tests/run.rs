@@ -385,6 +385,139 @@ async fn jobs_over_dbus_refuse_malformed_calls_and_other_owners() {
     );
 }
 
+/// `Run`'s `status` pipe: one JSON line once the run has ended and its end is recorded
+/// (`Get` says the same by then), then EOF; a killed run's line says so. What is not the
+/// write end of a pipe is refused, and a client that filled its pipe gets no line but
+/// changes nothing: the daemon keeps serving, and `Get` still has the end.
+#[tokio::test]
+async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_nothing() {
+    use std::collections::HashMap;
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use zbus::zvariant::Variant;
+    if !sandbox_available() {
+        return;
+    }
+    let d = daemon();
+    let conn = d.connect().await;
+    let jobs = JobsProxy::new(&conn).await.unwrap();
+    let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+    let stdio = [null(), null(), null()];
+    let spec = |argv: &[&str], status: &OwnedFd| -> HashMap<&'static str, Variant<'static>> {
+        let mut spec = HashMap::new();
+        let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+        spec.insert("argv", Variant::from(argv));
+        for (key, fd) in ["stdin", "stdout", "stderr"].into_iter().zip(&stdio) {
+            spec.insert(
+                key,
+                Variant::from(zbus::Fd::from(fd))
+                    .try_to_owned()
+                    .unwrap()
+                    .into(),
+            );
+        }
+        spec.insert(
+            "status",
+            Variant::from(zbus::Fd::from(status))
+                .try_to_owned()
+                .unwrap()
+                .into(),
+        );
+        spec
+    };
+    // Everything until EOF (bounded: a pipe never closed is a failure, not a hang).
+    let read_all = |rd: OwnedFd| async move {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut s = String::new();
+            std::fs::File::from(rd).read_to_string(&mut s).unwrap();
+            s
+        });
+        tokio::time::timeout(agentkeys_tests::EVENT_TIMEOUT, read)
+            .await
+            .expect("the status pipe was not closed in time")
+            .unwrap()
+    };
+    // Exactly one line, then EOF.
+    let line = |s: &str| -> serde_json::Value {
+        let line = s
+            .strip_suffix('\n')
+            .unwrap_or_else(|| panic!("not one line: {s:?}"));
+        assert!(!line.contains('\n'), "more than one line: {s:?}");
+        serde_json::from_str(line).unwrap()
+    };
+
+    // An exit: the line, then EOF; the end is in `Get` already.
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    let job = jobs.run(spec(&["sh", "-c", "exit 3"], &wr)).await.unwrap();
+    drop(wr);
+    let got = read_all(rd).await;
+    assert_eq!(
+        line(&got),
+        serde_json::json!({"state": "exited", "exit_code": 3})
+    );
+    let info = jobs.get(&job).await.unwrap();
+    assert_eq!(
+        agentkeysd::api::dict::get_str(&info, "state")
+            .unwrap()
+            .as_deref(),
+        Some("exited")
+    );
+
+    // A kill: said so, with the status a shell would give.
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    let job = jobs.run(spec(&["sleep", "1000"], &wr)).await.unwrap();
+    drop(wr);
+    jobs.cancel(&job).await.unwrap();
+    let got = read_all(rd).await;
+    assert_eq!(
+        line(&got),
+        serde_json::json!({"state": "killed", "exit_code": 137})
+    );
+
+    // Not the write end of a pipe: refused, nothing started.
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    let file: OwnedFd = tempfile::tempfile().unwrap().into();
+    for bad in [&rd, &file] {
+        let e = jobs.run(spec(&["true"], bad)).await.unwrap_err();
+        assert_eq!(e.kind(), agentkeysd::api::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.message().contains("status"), "{e}");
+    }
+    assert!(
+        jobs.list().await.unwrap().len() == 2,
+        "the refused runs left no record"
+    );
+    drop(wr);
+
+    // A full pipe: the line is dropped, not waited for.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+    while nix::unistd::write(&wr, &[b'x'; 4096]).is_ok() {}
+    let mut changes = jobs.receive_job_state_changed().await.unwrap();
+    let job = jobs.run(spec(&["true"], &wr)).await.unwrap();
+    drop(wr);
+    // The end is signalled after the status pipe was tried.
+    loop {
+        use futures_util::StreamExt;
+        let sig = tokio::time::timeout(agentkeys_tests::EVENT_TIMEOUT, changes.next())
+            .await
+            .expect("no JobStateChanged in time")
+            .expect("signal stream ended");
+        let a = sig.args().unwrap();
+        if a.job == job.as_str() && a.state != "running" {
+            assert_eq!(a.state, "exited");
+            break;
+        }
+    }
+    let mut rd = std::fs::File::from(rd);
+    let mut left = Vec::new();
+    let _ = rd.read_to_end(&mut left);
+    assert!(
+        left.iter().all(|&b| b == b'x'),
+        "nothing was added to a full pipe"
+    );
+    let out = d.ctl(&["run", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(out.code, 4, "the daemon kept serving: {}", out.stderr);
+}
+
 /// More runs at once than the daemon keeps warm runners (`jobs::warm::SPARES`, 2): the
 /// ones that find none start cold. Every run still runs, passes its output and exit code
 /// through, and its end is told exactly once.

@@ -60,7 +60,22 @@ impl RunState {
             RunState::Failed { .. } => "failed",
         }
     }
+
+    /// The exit status a shell would give the run: the command's (128+N for signal N), 137
+    /// when it was killed, 127 when it could not be executed; `None` while it runs.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            RunState::Running { .. } => None,
+            RunState::Exited { code, .. } => Some(*code),
+            RunState::Killed { .. } => Some(137),
+            RunState::Failed { .. } => Some(127),
+        }
+    }
 }
+
+/// Longest end line written to a run's status pipe: at most `PIPE_BUF`, so the write is
+/// atomic (all of it or nothing), and it always fits in a pipe the client has not filled.
+const END_LINE_MAX: usize = 512;
 
 /// One run.
 #[derive(Debug)]
@@ -88,6 +103,8 @@ pub struct Run {
     mcp: Mutex<Option<crate::mcp::McpHandle>>,
     /// The sandbox's init on the host, for forwarding signals.
     pidfd: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// The client's status pipe (`Run`'s `status`, non-blocking), told the end once.
+    status: Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,6 +149,27 @@ impl Run {
                 tracing::error!(run = %self.id, error = %e, "cannot kill the run's cgroup")
             }
             Err(e) => tracing::error!(run = %self.id, error = %e, "kill task failed"),
+        }
+    }
+
+    /// Writes the run's end to the status pipe the client passed, if any, and closes it:
+    /// one line of JSON, `{"state":"exited","exit_code":0}`. Never blocks: a client that
+    /// filled or closed its pipe gets nothing (the end is still in `Get`).
+    fn tell_end(&self) {
+        let Some(fd) = lock(&self.status).take() else {
+            return;
+        };
+        let state = self.state();
+        let mut line = serde_json::json!({
+            "state": state.name(),
+            "exit_code": state.exit_code(),
+        })
+        .to_string();
+        line.push('\n');
+        if line.len() <= END_LINE_MAX
+            && let Err(e) = nix::unistd::write(&fd, line.as_bytes())
+        {
+            tracing::debug!(run = %self.id, error = %e, "could not tell the end on the status pipe");
         }
     }
 

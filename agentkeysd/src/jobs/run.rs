@@ -47,6 +47,8 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     pub stdio: [OwnedFd; 3],
     pub tty: bool,
+    /// The write end of the client's status pipe, made non-blocking: told the run's end.
+    pub status: Option<OwnedFd>,
 }
 
 /// Starts a run; returns once the command runs in its sandbox (or why it could not).
@@ -332,6 +334,7 @@ pub async fn start(
         done,
         mcp: Mutex::new(mcp.map(|(_, h)| h)),
         pidfd: Mutex::new(pidfd),
+        status: Mutex::new(req.status),
     });
     shared.runs.insert(run.clone());
     tracing::info!(run = %run_id, owner = req.owner, agent = ?run.agent_name, net = req.net.as_str(), pid, "run started");
@@ -365,14 +368,17 @@ async fn see_to_end(
     shared: Arc<Shared>,
     conn: zbus::Connection,
     run: Arc<Run>,
-    running: launch::Running,
+    mut running: launch::Running,
     ending: Ending,
     cgroups: crate::sandbox::run_cgroups::RunCgroups,
     run_dir: PathBuf,
     timeout: Option<Duration>,
 ) {
-    let mut wait = tokio::task::spawn_blocking(move || running.wait_reported());
-    let outcome = match timeout {
+    let mut wait = tokio::task::spawn_blocking(move || {
+        let end = running.wait_reported();
+        (end, running)
+    });
+    let waited = match timeout {
         Some(t) => tokio::select! {
             r = &mut wait => r,
             () = tokio::time::sleep(t) => {
@@ -382,8 +388,10 @@ async fn see_to_end(
         },
         None => wait.await,
     };
-    let (outcome, reported) =
-        outcome.unwrap_or_else(|e| (Outcome::RunnerDied(e.to_string()), false));
+    let ((outcome, reported), running) = match waited {
+        Ok((end, running)) => (end, Some(running)),
+        Err(e) => ((Outcome::RunnerDied(e.to_string()), false), None),
+    };
     // A reported end comes from the init once it has killed and reaped everything the
     // command left behind (daemonized children), so no process of the agent is left; only
     // the init's own exit is still under way. Without a report the runner was killed (with
@@ -425,6 +433,8 @@ async fn see_to_end(
     let recorded = ending.end_announced(&how).await;
     shared.runs.retire(&run.id);
     run.done.send_replace(true);
+    // The client that started the run first: it waits for exactly this.
+    run.tell_end();
     emit_state(&conn, &run).await;
     recorded.await;
     tracing::info!(run = %run.id, how, "run ended");
@@ -435,7 +445,14 @@ async fn see_to_end(
     // told, off its path.
     wait_for_init(&run).await;
     let plan = run.cgroup.clone();
-    let _ = tokio::task::spawn_blocking(move || cleanup_dirs(&cgroups, &plan, &run_dir)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        // It exited right after its report, if it had not already.
+        if let Some(mut r) = running {
+            r.reap();
+        }
+        cleanup_dirs(&cgroups, &plan, &run_dir);
+    })
+    .await;
 }
 
 /// Waits (at most 10 s) for the sandbox's init to exit: its pidfd turns readable once the

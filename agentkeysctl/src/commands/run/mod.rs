@@ -2,8 +2,8 @@
 //! hardened runner, with the agent's granted keys injected, and passes its terminal,
 //! signals and exit status through as if it ran here.
 
+mod end;
 mod tty;
-mod watch;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -115,10 +115,7 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
             },
         )
     };
-    // Subscribed before Run, so the end of even the shortest run is seen.
-    let mut watch = watch::subscribe(&client.conn)
-        .await
-        .map_err(|e| daemon_error(e.into(), &op()))?;
+    let (mut end, status) = end::pipe()?;
     let pty = if tty::interactive() {
         Some(tty::open_pty()?)
     } else {
@@ -171,6 +168,7 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
     spec.insert("stdout", Variant::from(Fd::from(&stdio[1])));
     spec.insert("stderr", Variant::from(Fd::from(&stdio[2])));
     spec.insert("tty", Variant::from(pty.is_some()));
+    spec.insert("status", Variant::from(Fd::from(&status)));
     // Before Run: a signal that arrives while the run starts is forwarded, not fatal.
     let sig = |kind| {
         signal(kind)
@@ -183,7 +181,12 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
         sig(SignalKind::quit())?,
         sig(SignalKind::window_change())?,
     );
-    let job = match watch.run(&jobs, spec).await {
+    let ran = jobs.run(spec).await;
+    // The daemon (and through it the runner) holds the agent's ends and the status pipe's
+    // now, or never will.
+    drop(stdio);
+    drop(status);
+    let job = match ran {
         Ok(job) => job,
         Err(e) => {
             // As a shell says it: 127 for a command that cannot be executed.
@@ -197,8 +200,6 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
             return Err(err);
         }
     };
-    // The daemon (and through it the runner) holds the agent's ends now.
-    drop(stdio);
     let (output, raw, master) = match pty {
         Some(p) => {
             drop(p.slave);
@@ -210,19 +211,9 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
         None => (None, None, None),
     };
     let mut interrupts = 0;
-    loop {
+    let ended = loop {
         tokio::select! {
-            ended = watch.ended() => match ended {
-                // A closed connection shows in `Get`'s error below.
-                Ok(()) | Err(watch::WatchError::Closed) => break,
-                Err(watch::WatchError::Refused(why)) => {
-                    // Nothing would tell this run's end: it does not run unwatched.
-                    let _ = jobs.cancel(&job).await;
-                    return Err(CliError::new(Exit::Error, "cannot watch the run for its end")
-                        .cause(format!("the bus refused to send the daemon's JobStateChanged signals ({why})"))
-                        .fix("the bus may limit match rules per connection: check its configuration"));
-                }
-            },
+            ended = end.ended() => break ended,
             _ = int.recv() => {
                 interrupts += 1;
                 if interrupts == 1 {
@@ -241,20 +232,32 @@ pub async fn run(g: &Global, args: &RunArgs, _out: &mut Out) -> Result<(), CliEr
                 }
             }
         }
-    }
-    drop(watch);
-    let info = jobs.get(&job).await.map_err(|e| daemon_error(e, &op()))?;
+    };
+    // A plain exit needs nothing more; how a run was killed or failed is in `Get`, and so
+    // is what is known of a run whose status pipe closed without a word.
+    let code = match ended {
+        end::Ended::Exited(code) => i64::from(code),
+        end::Ended::Other | end::Ended::Lost => {
+            let info = jobs.get(&job).await.map_err(|e| daemon_error(e, &op()))?;
+            explain(&info)
+        }
+    };
     drop(master);
     if let Some(out) = output {
         // Ends once every holder of the pty's slave is gone, which the run's end ensures.
         let _ = out.join();
     }
     drop(raw);
-    finish(&info)
+    if code == 0 {
+        return Ok(());
+    }
+    Err(CliError::Status(
+        u8::try_from(code.clamp(1, 255)).unwrap_or(1),
+    ))
 }
 
-/// The run's end as this command's exit status.
-fn finish(info: &agentkeysd::api::dict::Dict) -> Result<(), CliError> {
+/// Says why a run was killed or failed (on stderr); returns its exit status.
+fn explain(info: &agentkeysd::api::dict::Dict) -> i64 {
     let state = dict::get_str(info, "state")
         .ok()
         .flatten()
@@ -281,12 +284,7 @@ fn finish(info: &agentkeysd::api::dict::Dict) -> Result<(), CliError> {
         }
         _ => {}
     }
-    if code == 0 {
-        return Ok(());
-    }
-    Err(CliError::Status(
-        u8::try_from(code.clamp(1, 255)).unwrap_or(1),
-    ))
+    code
 }
 
 fn dup(fd: &impl AsFd) -> Result<OwnedFd, CliError> {

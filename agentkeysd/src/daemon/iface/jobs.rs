@@ -44,6 +44,7 @@ const RUN_OPTIONS: &[&str] = &[
     "cpu_millis",
     "timeout",
     "stdin",
+    "status",
     "stdout",
     "stderr",
     "tty",
@@ -86,7 +87,9 @@ impl Jobs {
     /// NAME=credential), `files` (as, credentials), `net` (s: none | host), `memory` (t,
     /// bytes), `pids` (t), `cpu_millis` (t, 1000 = one CPU), `timeout` (t, seconds),
     /// `stdin`/`stdout`/`stderr` (h, required), `tty` (b: stdin is a terminal to make the
-    /// command's controlling terminal). Returns the run's id once the command runs.
+    /// command's controlling terminal), `status` (h: the write end of a pipe; when the run
+    /// has ended and its end is recorded, one JSON line `{"state": s, "exit_code": n}` is
+    /// written to it and it is closed). Returns the run's id once the command runs.
     async fn run(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -231,6 +234,10 @@ impl Jobs {
         if tty && !nix::unistd::isatty(&stdio[0]).unwrap_or(false) {
             return Err(DaemonError::Invalid("tty: stdin is not a terminal".into()));
         }
+        let status = match dict::get_fd(spec, "status")? {
+            Some(fd) => Some(status_pipe(fd)?),
+            None => None,
+        };
         Ok(RunRequest {
             caller: *caller,
             owner: caller.uid,
@@ -244,6 +251,7 @@ impl Jobs {
             timeout,
             stdio,
             tty,
+            status,
         })
     }
 
@@ -339,6 +347,21 @@ fn open_workspace(caller: &Caller, path: &str) -> Result<(PathBuf, OwnedFd), Dae
     Ok((real, fd))
 }
 
+/// `Run`'s `status`: the write end of a pipe, made non-blocking (the end is written to it
+/// from the daemon's event loop, which must never wait on a client).
+fn status_pipe(fd: OwnedFd) -> Result<OwnedFd, DaemonError> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let bad = || DaemonError::Invalid("status: expected the write end of a pipe".into());
+    let st = nix::sys::stat::fstat(&fd).map_err(|_| bad())?;
+    let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|_| bad())?;
+    let flags = OFlag::from_bits_retain(flags);
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO || flags & OFlag::O_ACCMODE != OFlag::O_WRONLY {
+        return Err(bad());
+    }
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(|_| bad())?;
+    Ok(fd)
+}
+
 fn run_dict(r: &Run) -> Dict {
     let mut d = DictBuilder::new()
         .str("id", &r.id)
@@ -360,20 +383,17 @@ fn run_dict(r: &Run) -> Dict {
     }
     let state = r.state();
     d = d.str("state", state.name());
+    if let Some(code) = state.exit_code() {
+        d = d.i64("exit_code", i64::from(code));
+    }
     d = match state {
         RunState::Running { pid } => d.i64("pid", i64::from(pid)),
-        RunState::Exited { code, signal } => {
-            let d = d.i64("exit_code", i64::from(code));
-            match signal {
-                Some(s) => d.i64("signal", i64::from(s)),
-                None => d,
-            }
-        }
-        RunState::Killed { reason } => d.str("reason", reason).i64("exit_code", 137),
-        RunState::Failed { step, error } => d
-            .str("step", step)
-            .str("error", error)
-            .i64("exit_code", 127),
+        RunState::Exited {
+            signal: Some(s), ..
+        } => d.i64("signal", i64::from(s)),
+        RunState::Exited { signal: None, .. } => d,
+        RunState::Killed { reason } => d.str("reason", reason),
+        RunState::Failed { step, error } => d.str("step", step).str("error", error),
     };
     d.build()
 }
