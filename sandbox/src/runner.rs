@@ -155,7 +155,7 @@ fn supervise(
     report: BorrowedFd<'_>,
     init_pid: i32,
     status: Option<OwnedFd>,
-    mut agent_ns: Option<AgentNs>,
+    agent_ns: Option<AgentNs>,
 ) -> i32 {
     let mut ended = None;
     let mut setup_failed = false;
@@ -166,8 +166,11 @@ fn supervise(
                 Some(Status::Started) => {
                     send_report(report, &Report::Started { pid: init_pid });
                     // The init joined the agent's namespaces before the exec: the holder
-                    // has done its part.
-                    drop(agent_ns.take());
+                    // has done its part. It is reaped when this returns, after the end's
+                    // report: waiting for its exit here would hold up reading the end.
+                    if let Some(ns) = &agent_ns {
+                        ns.kill();
+                    }
                 }
                 Some(Status::Failed { step, error }) => {
                     eprintln!("agentkeys-runner: {step}: {error}");

@@ -45,6 +45,11 @@ impl AgentNs {
             .map_err(|e| StepError::new("move the agent namespace holder's fds", e))
     }
 
+    /// See [`AgentNsHolder::kill`].
+    pub fn kill(&self) {
+        self.0.kill();
+    }
+
     /// In the init after the fork (see [`AgentNsHolder::disown`]).
     pub fn disown(&mut self) {
         self.0.disown();

@@ -248,6 +248,18 @@ pub(crate) fn spawn_agent_ns_holder(new_net: bool) -> io::Result<AgentNsHolder> 
 }
 
 impl AgentNsHolder {
+    /// Ends the holder without waiting for it (it is reaped when this is dropped): once the
+    /// init has joined its namespaces it has done its part, and its exit need not hold up
+    /// whoever kills it.
+    pub(crate) fn kill(&self) {
+        if let Some(h) = &self._holder {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(h.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     /// The holder's pid as this `/proc` names it, for writing its maps: the `Pid:` of its
     /// pidfd's fdinfo, which the kernel gives in the pid namespace of the proc instance
     /// read (the one `clone` returned is in the runner's, which `/proc` need not be).
