@@ -323,21 +323,22 @@ impl Shared {
     }
 }
 
-/// [`blocking`], started at once, with a word on `locked` as soon as the store's lock is
-/// held for `f`: whatever uses the store after that word waits for `f`'s work, and sees it.
-pub fn blocking_announced<T, F>(
+/// [`blocking`], started at once, calling `locked` as soon as the store's lock is held for
+/// `f`: whatever uses the store after that call waits for `f`'s work, and sees it.
+pub fn blocking_announced<T, F, L>(
     shared: &Arc<Shared>,
-    locked: tokio::sync::oneshot::Sender<()>,
+    locked: L,
     f: F,
 ) -> tokio::task::JoinHandle<Result<T, DaemonError>>
 where
     T: Send + 'static,
     F: FnOnce(&mut Store) -> Result<T, DaemonError> + Send + 'static,
+    L: FnOnce() + Send + 'static,
 {
     let shared = shared.clone();
     tokio::task::spawn_blocking(move || {
         let mut store = shared.store();
-        let _ = locked.send(());
+        locked();
         f(&mut store)
     })
 }

@@ -429,12 +429,15 @@ async fn see_to_end(
     };
     *lock(&run.state) = state;
     *lock(&run.ended_at) = Some(crate::store::now_s());
-    // The end is told while its row is written (the row holds the store already).
-    let recorded = ending.end_announced(&how).await;
+    // The end is told while its row is written (the row holds the store already): first to
+    // the client that started the run, which waits for exactly this, on the thread that
+    // took the store (no hop back to this task first).
+    let told = run.clone();
+    let recorded = ending
+        .end_announced(&how, Box::new(move || told.tell_end()))
+        .await;
     shared.runs.retire(&run.id);
     run.done.send_replace(true);
-    // The client that started the run first: it waits for exactly this.
-    run.tell_end();
     emit_state(&conn, &run).await;
     recorded.await;
     tracing::info!(run = %run.id, how, "run ended");
@@ -495,9 +498,14 @@ struct Ending {
 
 impl Ending {
     /// Records the end in the background: returns once the record holds the store (so
-    /// anything that reads the store later sees it) with what finishes it. The end can be
-    /// told meanwhile; the row itself commits without an fsync unless a session ends.
-    async fn end_announced(&self, how: &str) -> impl std::future::Future<Output = ()> + use<> {
+    /// anything that reads the store later sees it; `held` is called then, on the thread
+    /// holding it) with what finishes it. The end can be told meanwhile; the row itself
+    /// commits without an fsync unless a session ends.
+    async fn end_announced(
+        &self,
+        how: &str,
+        held: Box<dyn FnOnce() + Send>,
+    ) -> impl std::future::Future<Output = ()> + use<> {
         let (actor, owner, id, session, how) = (
             self.actor,
             self.owner,
@@ -505,13 +513,17 @@ impl Ending {
             self.session.clone(),
             how.to_owned(),
         );
-        let (locked, held) = tokio::sync::oneshot::channel();
+        let (locked, is_locked) = tokio::sync::oneshot::channel();
         let run_id = id.clone();
-        let write = crate::daemon::state::blocking_announced(&self.shared, locked, move |s| {
+        let on_lock = move || {
+            held();
+            let _ = locked.send(());
+        };
+        let write = crate::daemon::state::blocking_announced(&self.shared, on_lock, move |s| {
             Ok(s.end_run(&actor, owner, &id, session.as_deref(), &how)?)
         });
         // An error before the lock (the task could not run) shows in `write`.
-        let _ = held.await;
+        let _ = is_locked.await;
         async move {
             let ended = match write.await {
                 Ok(r) => r,
@@ -525,7 +537,7 @@ impl Ending {
 
     /// Records the end and returns once it is written (or its failure logged).
     async fn end(&self, how: &str) {
-        self.end_announced(how).await.await;
+        self.end_announced(how, Box::new(|| {})).await.await;
     }
 }
 
