@@ -59,17 +59,38 @@ pub fn spawn_run(d: &Daemon, args: &[&str]) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// The next `JobStateChanged`: (job, state).
+async fn next_change(
+    changes: &mut agentkeysd::api::proxies::JobStateChangedStream,
+) -> (String, String) {
+    let sig = tokio::time::timeout(EVENT_TIMEOUT, changes.next())
+        .await
+        .expect("no JobStateChanged in time")
+        .expect("signal stream ended");
+    let a = sig.args().unwrap();
+    (a.job.to_string(), a.state.to_string())
+}
+
 /// Waits for the next run to report `running` (subscribe before starting it) and returns
 /// its id.
 pub async fn next_running(changes: &mut agentkeysd::api::proxies::JobStateChangedStream) -> String {
     loop {
-        let sig = tokio::time::timeout(EVENT_TIMEOUT, changes.next())
-            .await
-            .expect("no JobStateChanged in time")
-            .expect("signal stream ended");
-        let a = sig.args().unwrap();
-        if a.state == "running" {
-            return a.job.to_string();
+        let (job, state) = next_change(changes).await;
+        if state == "running" {
+            return job;
+        }
+    }
+}
+
+/// Waits for run `job`'s end (its first state but `running`) and returns that state.
+pub async fn next_end(
+    changes: &mut agentkeysd::api::proxies::JobStateChangedStream,
+    job: &str,
+) -> String {
+    loop {
+        let (j, state) = next_change(changes).await;
+        if j == job && state != "running" {
+            return state;
         }
     }
 }

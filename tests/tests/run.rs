@@ -7,7 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use agentkeys_tests::runs::{
-    agent_with, finish, next_running, pids_of_uid, sandbox_available, spawn_run, store,
+    agent_with, finish, next_end, next_running, pids_of_uid, sandbox_available, spawn_run, store,
 };
 use agentkeys_tests::{Daemon, DaemonOpts};
 use agentkeysd::api::proxies::JobsProxy;
@@ -495,18 +495,7 @@ async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_noth
     let job = jobs.run(spec(&["true"], &wr)).await.unwrap();
     drop(wr);
     // The end is signalled after the status pipe was tried.
-    loop {
-        use futures_util::StreamExt;
-        let sig = tokio::time::timeout(agentkeys_tests::EVENT_TIMEOUT, changes.next())
-            .await
-            .expect("no JobStateChanged in time")
-            .expect("signal stream ended");
-        let a = sig.args().unwrap();
-        if a.job == job.as_str() && a.state != "running" {
-            assert_eq!(a.state, "exited");
-            break;
-        }
-    }
+    assert_eq!(next_end(&mut changes, &job).await, "exited");
     let mut rd = std::fs::File::from(rd);
     let mut left = Vec::new();
     let _ = rd.read_to_end(&mut left);
