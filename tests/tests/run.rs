@@ -403,28 +403,21 @@ async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_noth
     let jobs = JobsProxy::new(&conn).await.unwrap();
     let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
     let stdio = [null(), null(), null()];
-    let spec = |argv: &[&str], status: &OwnedFd| -> HashMap<&'static str, Variant<'static>> {
+    // `Run`'s options: `argv`, stdio on /dev/null, and `status`.
+    fn spec<'a>(
+        argv: &[&str],
+        stdio: &'a [OwnedFd; 3],
+        status: &'a OwnedFd,
+    ) -> HashMap<&'static str, Variant<'a>> {
         let mut spec = HashMap::new();
         let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
         spec.insert("argv", Variant::from(argv));
-        for (key, fd) in ["stdin", "stdout", "stderr"].into_iter().zip(&stdio) {
-            spec.insert(
-                key,
-                Variant::from(zbus::Fd::from(fd))
-                    .try_to_owned()
-                    .unwrap()
-                    .into(),
-            );
+        let fds = stdio.iter().chain([status]);
+        for (key, fd) in ["stdin", "stdout", "stderr", "status"].into_iter().zip(fds) {
+            spec.insert(key, Variant::from(zbus::Fd::from(fd)));
         }
-        spec.insert(
-            "status",
-            Variant::from(zbus::Fd::from(status))
-                .try_to_owned()
-                .unwrap()
-                .into(),
-        );
         spec
-    };
+    }
     // Everything until EOF (bounded: a pipe never closed is a failure, not a hang).
     let read_all = |rd: OwnedFd| async move {
         let read = tokio::task::spawn_blocking(move || {
@@ -448,7 +441,10 @@ async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_noth
 
     // An exit: the line, then EOF; the end is in `Get` already.
     let (rd, wr) = nix::unistd::pipe().unwrap();
-    let job = jobs.run(spec(&["sh", "-c", "exit 3"], &wr)).await.unwrap();
+    let job = jobs
+        .run(spec(&["sh", "-c", "exit 3"], &stdio, &wr))
+        .await
+        .unwrap();
     drop(wr);
     let got = read_all(rd).await;
     assert_eq!(
@@ -465,7 +461,10 @@ async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_noth
 
     // A kill: said so, with the status a shell would give.
     let (rd, wr) = nix::unistd::pipe().unwrap();
-    let job = jobs.run(spec(&["sleep", "1000"], &wr)).await.unwrap();
+    let job = jobs
+        .run(spec(&["sleep", "1000"], &stdio, &wr))
+        .await
+        .unwrap();
     drop(wr);
     jobs.cancel(&job).await.unwrap();
     let got = read_all(rd).await;
@@ -478,7 +477,7 @@ async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_noth
     let (rd, wr) = nix::unistd::pipe().unwrap();
     let file: OwnedFd = tempfile::tempfile().unwrap().into();
     for bad in [&rd, &file] {
-        let e = jobs.run(spec(&["true"], bad)).await.unwrap_err();
+        let e = jobs.run(spec(&["true"], &stdio, bad)).await.unwrap_err();
         assert_eq!(e.kind(), agentkeysd::api::ErrorKind::InvalidArgument, "{e}");
         assert!(e.message().contains("status"), "{e}");
     }
@@ -492,7 +491,7 @@ async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_noth
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
     while nix::unistd::write(&wr, &[b'x'; 4096]).is_ok() {}
     let mut changes = jobs.receive_job_state_changed().await.unwrap();
-    let job = jobs.run(spec(&["true"], &wr)).await.unwrap();
+    let job = jobs.run(spec(&["true"], &stdio, &wr)).await.unwrap();
     drop(wr);
     // The end is signalled after the status pipe was tried.
     assert_eq!(next_end(&mut changes, &job).await, "exited");
