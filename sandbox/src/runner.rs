@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::plan::{self, Ended, Finished, PlanError};
 use super::policy::Policies;
+use super::policy::bpf::Program;
 use super::real::RealSyscalls;
 use super::spec::{
     CgroupPlan, FRAME_PREPARE, FRAME_SPEC, MAX_FRAME_FDS, MAX_SPEC_BYTES, Net, REPORT_FD, Report,
@@ -96,30 +97,41 @@ fn runner_main() -> i32 {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let report = sys::borrow_inherited_fd(REPORT_FD);
     let warm = sys::is_socket(sys::borrow_inherited_fd(SPEC_FD));
-    // First: a warm runner then has them ready before its run's spec comes.
-    let policies = match Policies::shipped() {
-        Ok(p) => p,
-        Err(e) => return fail(report, "policy", &e.to_string()),
-    };
-    let program = match policies.seccomp.program() {
-        Ok(p) => p,
-        Err(e) => return fail(report, "seccomp", &e.to_string()),
-    };
-    let (spec, joined, go, agent_ns) = if warm {
+    let (spec, joined, go, agent_ns, (policies, program)) = if warm {
+        // The policies first: a warm runner then has them ready before its spec comes.
+        let loaded = match load_policies() {
+            Ok(l) => l,
+            Err((step, e)) => return fail(report, step, &e),
+        };
         match warm_start(report) {
-            Ok(Some(w)) => (w.spec, Some(w.joined), Some(w.go), Some(w.agent_ns)),
+            Ok(Some(w)) => (w.spec, w.joined, Some(w.go), Some(w.agent_ns), loaded),
             // The daemon let this warm runner go unused (shutdown): nothing to report.
             Ok(None) => return 0,
             Err((step, e)) => return fail(report, step, &e),
         }
     } else {
-        match read_spec() {
-            Ok(s) => (s, None, None, None),
+        let spec = match read_spec() {
+            Ok(s) => s,
             Err(e) => return fail(report, "spec", &e),
+        };
+        // Like a warm start, the cgroups and the agent's namespaces before the policies:
+        // the holder makes the network namespace (the costliest part of a start) on the
+        // other CPU while this one decodes the policies, instead of later, while the
+        // runner and the init both build the sandbox.
+        let prepared = join_cgroups(&spec.cgroup).and_then(|joined| {
+            let ns = match spec.net {
+                Net::None => Some(spawn_agent_ns()?),
+                Net::Host => None,
+            };
+            Ok((joined, ns))
+        });
+        match prepared.and_then(|(joined, ns)| Ok((joined, ns, load_policies()?))) {
+            Ok((joined, agent_ns, loaded)) => (spec, joined, None, agent_ns, loaded),
+            Err((step, e)) => return fail(report, step, &e),
         }
     };
     let mut real = RealSyscalls::default();
-    real.cgroups = joined;
+    real.cgroups = Some(joined);
     real.go = go;
     real.agent_ns = agent_ns;
     match plan::run(&mut real, &spec, &policies, &program) {
@@ -140,6 +152,29 @@ fn runner_main() -> i32 {
         }
         Err(e) => fail(report, e.step().name(), &e.chain()),
     }
+}
+
+/// The shipped policies and the seccomp program compiled from them.
+fn load_policies() -> Result<(Policies, Program), StartError> {
+    let policies = Policies::shipped().map_err(|e| ("policy", e.to_string()))?;
+    let program = policies
+        .seccomp
+        .program()
+        .map_err(|e| ("seccomp", e.to_string()))?;
+    Ok((policies, program))
+}
+
+/// The plan's step 1 ahead of it, in both starts: the run's cgroups created and joined,
+/// so that everything after is charged to them. The plan then finds it done.
+fn join_cgroups(plan: &CgroupPlan) -> Result<Joined, StartError> {
+    super::steps::cgroup::join(plan).map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))
+}
+
+/// The first half of step 5 ahead of the plan, for `--net none`: the holder of the agent's
+/// user and network namespaces (making a network namespace is the costliest part of a
+/// start; the holder makes it on the other CPU).
+fn spawn_agent_ns() -> Result<AgentNs, StartError> {
+    AgentNs::spawn(Net::None).map_err(|e| ("identity", PlanError::Identity(e).chain()))
 }
 
 fn failed(e: &PlanError) -> Status {
@@ -263,16 +298,13 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<WarmStart>, StartError> {
     };
     let plan: CgroupPlan = serde_json::from_slice(&body)
         .map_err(|e| ("spec", format!("the cgroup plan is not valid: {e}")))?;
-    let joined =
-        super::steps::cgroup::join(&plan).map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))?;
     // The agent's namespaces for `--net none` (the default), ahead of the run: making a
     // network namespace is the costliest part of a start. Its fds go above every number
     // the spec's fds will take.
-    let agent_ns = AgentNs::spawn(Net::None)
-        .and_then(|mut ns| {
-            ns.raise_fds(SECRET_FD_BASE + MAX_FRAME_FDS as i32)
-                .map(|()| ns)
-        })
+    let joined = join_cgroups(&plan)?;
+    let mut agent_ns = spawn_agent_ns()?;
+    agent_ns
+        .raise_fds(SECRET_FD_BASE + MAX_FRAME_FDS as i32)
         .map_err(|e| ("identity", PlanError::Identity(e).chain()))?;
     send_report(report, &Report::Prepared);
     let Some((body, fds)) = frame(FRAME_SPEC)? else {
