@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::process::ExitCode;
 
 use agentkeysd::api::{Error as ApiError, ErrorKind};
 
@@ -150,28 +149,28 @@ impl fmt::Display for Report {
 }
 
 /// Prints the outcome of a command and turns it into the process exit code.
-pub fn finish(result: Result<(), CliError>) -> ExitCode {
+pub fn finish(result: Result<(), CliError>) -> u8 {
     let Err(err) = result else {
-        return ExitCode::SUCCESS;
+        return Exit::Ok.code();
     };
     if let CliError::Status(code) = err {
-        return ExitCode::from(code);
+        return code;
     }
     if let CliError::Report(r) = &err {
         // Nowhere left to report a failure to write stderr; the exit code still says it.
         let _ = writeln!(io::stderr().lock(), "{r}");
     }
-    ExitCode::from(err.exit().code())
+    err.exit().code()
 }
 
 /// Prints a clap error (or `--help`/`--version`) and returns its exit code: 2 for usage
 /// errors, 0 for help and version. A closed stdout is not an error here either.
-pub fn clap_exit(err: &clap::Error) -> ExitCode {
+pub fn clap_exit(err: &clap::Error) -> u8 {
     let _ = err.print();
     if err.use_stderr() {
-        ExitCode::from(Exit::Usage.code())
+        Exit::Usage.code()
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok.code()
     }
 }
 

@@ -19,6 +19,14 @@
 //! Exit codes: 0 ok, 1 error (for `doctor`: a check failed), 2 usage (also bad input and the daemon's InvalidArgument),
 //! 3 denied, 4 not found, 5 expired, 6 daemon unreachable, 7 locked, 130 interrupted
 //! (Ctrl-C while `pair` waits).
+//!
+//! `no_main`: the C runtime calls [`main`] directly, without Rust's start-up for `fn main`
+//! (which reads `/proc/self/maps` for the main thread's stack guard, sets up an alternate
+//! signal stack and polls fds 0–2), a part of every command's start and so of every
+//! `agentkeysctl run` (issue 4 times that against bwrap). `main` does what of it the client
+//! needs: SIGPIPE ignored (a closed stdout is an error to handle, not a death), a panic
+//! caught (exit 101, as Rust's start-up does), stdout flushed at the end.
+#![cfg_attr(not(test), no_main)]
 #![deny(unsafe_code)]
 
 mod cli;
@@ -32,11 +40,28 @@ mod secret_input;
 mod sys;
 mod time;
 
-use std::process::ExitCode;
+use std::ffi::{c_char, c_int};
+use std::io::Write;
 
-fn main() -> ExitCode {
-    match cli::parse() {
+/// Exit code of a panic, as Rust's own start-up reports one.
+const PANICKED: c_int = 101;
+
+/// The process's entry point, called by the C runtime with the usual arguments (clap reads
+/// them through `std::env`, which has them either way).
+// The attribute names a C symbol; there is no unsafe block here. (A test build has the
+// harness's `main` instead.)
+#[allow(unsafe_code)]
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    sys::ignore_sigpipe();
+    // A panic must not unwind into the C runtime.
+    let code = std::panic::catch_unwind(|| match cli::parse() {
         Ok(cli) => errors::finish(commands::run(cli)),
         Err(e) => errors::clap_exit(&e),
-    }
+    })
+    .map_or(PANICKED, c_int::from);
+    // Rust's start-up would flush it at exit; the C runtime does not know it. A closed
+    // stdout is not an error here (STYLE §10).
+    let _ = std::io::stdout().flush();
+    code
 }
