@@ -148,7 +148,8 @@ pub enum Finished {
 pub trait Syscalls {
     /// Runner side, before the fork: creates the run's cgroups and joins them so that the
     /// init is born in them (v1: the runner moves itself; v2: `fork_init` clones the init
-    /// into the group). Nothing to do when a warm start joined them already.
+    /// into the group). Nothing to do when the runner's start joined them already (the
+    /// shipped runner does, cold or warm: `runner.rs`).
     fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError>;
     /// Runner side, after the fork: in a warm start, waits for the daemon's word that the
     /// run's start is on record (a cold start is recorded before the runner exists). On
@@ -177,8 +178,9 @@ pub trait Syscalls {
     fn fork_init(&mut self) -> Result<Side, StepError>;
     fn set_hostname(&mut self, name: &str) -> Result<(), StepError>;
     /// Runner side, before the fork: the agent's user namespace (and for `--net none` its
-    /// network namespace with `lo` up) made by a holder child while the plan goes on (or
-    /// ahead, by a warm runner); maps written. The init inherits it.
+    /// network namespace with `lo` up) made by a holder child while the plan goes on (for
+    /// `--net none` ahead of the plan, by the runner's start); maps written. The init
+    /// inherits it.
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError>;
     /// The new root (attaching the mounts `clone_mounts` sent), secret files, `pivot_root`.
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;

@@ -30,12 +30,13 @@ pub struct RealSyscalls {
     /// True in the init after `fork_init`.
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
-    /// The agent's namespaces: made by the runner (`prepare_identity`, or ahead by a warm
-    /// runner), joined by the init (`identity`); the runner keeps its own to kill the
-    /// holder once the command runs.
+    /// The agent's namespaces: made by the runner before the plan (for `--net none`; for
+    /// `--net host` by `prepare_identity`), joined by the init (`identity`); the runner
+    /// keeps its own to kill the holder once the command runs.
     pub agent_ns: Option<steps::identity::AgentNs>,
-    /// Runner side: the run's groups, joined by `join_cgroups` or, in a warm start, before
-    /// the spec came (`join_cgroups` then has nothing left to do).
+    /// Runner side: the run's groups, joined by the runner's start before the plan (cold:
+    /// right after the spec; warm: before the spec came), so `join_cgroups` has nothing left
+    /// to do; it joins them itself only when none were given.
     pub cgroups: Option<steps::cgroup::Joined>,
     /// Runner side, warm start: the spec socket, on which the daemon says the run's start
     /// is on record ([`crate::spec::FRAME_GO`]).
