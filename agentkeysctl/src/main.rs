@@ -24,8 +24,10 @@
 //! (which reads `/proc/self/maps` for the main thread's stack guard, sets up an alternate
 //! signal stack and polls fds 0–2), a part of every command's start and so of every
 //! `agentkeysctl run` (issue 4 times that against bwrap). `main` does what of it the client
-//! needs: SIGPIPE ignored (a closed stdout is an error to handle, not a death), a panic
-//! caught (exit 101, as Rust's start-up does), stdout flushed at the end.
+//! needs: fds 0–2 open (a closed one is /dev/null, so that no file the command opens takes
+//! its number and gets what is meant for stdout, such as `read`'s secret), SIGPIPE ignored
+//! (a closed stdout is an error to handle, not a death), a panic caught (exit 101, as
+//! Rust's start-up does), stdout flushed at the end.
 #![cfg_attr(not(test), no_main)]
 #![deny(unsafe_code)]
 
@@ -42,6 +44,7 @@ mod time;
 
 use std::ffi::{c_char, c_int};
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd};
 
 /// Exit code of a panic, as Rust's own start-up reports one.
 const PANICKED: c_int = 101;
@@ -53,6 +56,9 @@ const PANICKED: c_int = 101;
 #[allow(unsafe_code)]
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    if !open_stdio() {
+        return errors::Exit::Error.code().into();
+    }
     sys::ignore_sigpipe();
     // A panic must not unwind into the C runtime.
     let code = std::panic::catch_unwind(|| match cli::parse() {
@@ -64,4 +70,31 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // stdout is not an error here (STYLE §10).
     let _ = std::io::stdout().flush();
     code
+}
+
+/// fds 0–2 open, as Rust's start-up leaves them: each closed one becomes /dev/null. False
+/// when one is closed and /dev/null cannot be opened (Rust's start-up aborts then).
+fn open_stdio() -> bool {
+    let closed = |fd: BorrowedFd<'_>| {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF)
+    };
+    let (i, o, e) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    if ![i.as_fd(), o.as_fd(), e.as_fd()].into_iter().any(closed) {
+        return true;
+    }
+    // `open` returns the lowest free number: the closed ones among 0–2 are filled in order.
+    loop {
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null");
+        match null {
+            Ok(f) if f.as_raw_fd() > 2 => return true,
+            Ok(f) => {
+                // Kept open for the process's life.
+                let _ = f.into_raw_fd();
+            }
+            Err(_) => return false,
+        }
+    }
 }

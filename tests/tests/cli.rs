@@ -65,6 +65,25 @@ async fn a_broken_pipe_is_a_clean_exit() {
     );
 }
 
+/// Started with stdout closed, the CLI writes what is meant for it to /dev/null, as Rust's
+/// start-up arranges, not into whatever it opened first (its event loop, the bus's socket,
+/// which would then carry `read`'s secret).
+#[test]
+fn a_closed_stdout_is_dev_null_not_the_next_file_opened() {
+    let d = Daemon::start();
+    d.ctl_in(&["store", "closed-out"], Some(b"value-of-closed-out"))
+        .ok();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", r#"exec "$0" read closed-out >&-"#])
+        .arg(bin("agentkeysctl"))
+        .env("AGENTKEYS_BUS", &d.bus.address);
+    let out = run(cmd, None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("cannot write"), "{}", out.stderr);
+    // The daemon is unharmed and the value unchanged.
+    assert_eq!(d.ctl(&["read", "closed-out"]).ok(), "value-of-closed-out");
+}
+
 #[test]
 fn whoami_reports_what_the_daemon_sees() {
     let d = Daemon::start();
