@@ -59,7 +59,7 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     if !open_stdio() {
         return errors::Exit::Error.code().into();
     }
-    sys::ignore_sigpipe();
+    agentkeysd::sandbox::ignore_sigpipe();
     // A panic must not unwind into the C runtime.
     let code = std::panic::catch_unwind(|| match cli::parse() {
         Ok(cli) => errors::finish(commands::run(cli)),

@@ -1,6 +1,5 @@
 //! The client's only `unsafe`: the terminal-size ioctls `run` needs to give an interactive
-//! agent a pty of the same size as the user's terminal (nix has no safe wrapper for them),
-//! and SIGPIPE ignored at start (`main` runs without Rust's start-up, which does it).
+//! agent a pty of the same size as the user's terminal (nix has no safe wrapper for them).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -35,13 +34,4 @@ pub fn set_window_size(fd: BorrowedFd<'_>, ws: &Winsize) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// SIGPIPE ignored, as Rust's start-up leaves it: a write to a closed pipe fails with EPIPE
-/// (which the commands treat as a clean end) instead of killing the process.
-pub fn ignore_sigpipe() {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal context; the
-    // process is single-threaded here (called first thing in `main`).
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }

@@ -55,3 +55,4 @@ mod steps;
 mod sys;
 
 pub use runner::{SETUP_FAILED, runner_entry};
+pub use sys::ignore_sigpipe;

@@ -421,9 +421,10 @@ pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
     .map(drop)
 }
 
-/// SIGPIPE ignored, as Rust's start-up would do (the runner has its own entry): a write to
-/// a closed pipe is an EPIPE its caller handles, not the runner's end.
-pub(crate) fn ignore_sigpipe() {
+/// SIGPIPE ignored, as Rust's start-up would do, for the binaries that start without it
+/// (`agentkeys-runner`, `agentkeysctl`): a write to a closed pipe is an EPIPE its caller
+/// handles, not the process's end.
+pub fn ignore_sigpipe() {
     // SAFETY: SIG_IGN installs no handler code; signal(2) with a valid number changes only
     // this process's disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
