@@ -1,8 +1,9 @@
 //! `agentkeys-runner`'s main: read and check the spec (fd 3), join the run's cgroups and
 //! start the holder of the agent's namespaces, load the policies, run the plan (a warm
-//! runner loads its policies first, then prepares the rest as the daemon sends it). The runner process stays in the host's pid namespace, reports `Started` once the
-//! command was executed, relays how it ended and exits; the init (its child) runs the rest
-//! of the plan and tells the runner over a private pipe how things went.
+//! runner loads its policies first, then prepares the rest as the daemon sends it). The
+//! runner process stays in the host's pid namespace, reports `Started` once the command
+//! was executed, relays how it ended and exits; the init (its child) runs the rest of the
+//! plan and tells the runner over a private pipe how things went.
 //!
 //! Exit codes of the runner: the command's code; 128+N when it died of signal N; 125 when
 //! the sandbox could not be built (the reason is on fd 4 and stderr).

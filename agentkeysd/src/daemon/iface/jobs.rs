@@ -4,8 +4,9 @@
 //! client's own, or the pty it made for an interactive agent) and returns once the command
 //! runs in its sandbox; `JobStateChanged(job, state)` says when it ends (`exited`,
 //! `killed`, `failed`), and `Get` says how. A client that only waits for its own run's end
-//! passes `status`, a pipe that gets one line then (what `agentkeysctl run` does). `Signal` is an addition to DESIGN §3.1's list:
-//! `agentkeysctl run` forwards the signals it receives (Ctrl-C without a terminal).
+//! passes `status`, a pipe that gets one line then (what `agentkeysctl run` does).
+//! `Signal` is an addition to DESIGN §3.1's list: `agentkeysctl run` forwards the signals
+//! it receives (Ctrl-C without a terminal).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
