@@ -135,7 +135,8 @@ pub struct DaemonSection {
     /// Start even when a tracer (debugger, strace) is attached. Off by default: a tracer
     /// can read every secret the daemon handles.
     pub allow_tracer: bool,
-    /// How long SIGTERM waits for calls in flight before exiting anyway.
+    /// How long SIGTERM waits for calls in flight (and warm runners being prepared) before
+    /// exiting anyway.
     pub shutdown_timeout_s: u32,
 }
 

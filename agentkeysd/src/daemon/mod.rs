@@ -10,9 +10,10 @@
 //! While serving, `WATCHDOG=1` at half of `WATCHDOG_USEC` when systemd asks for it.
 //!
 //! Shutdown (SIGTERM/SIGINT): the watchdog pings end, the PAM socket goes, `STOPPING=1`,
-//! release the bus name so no new call arrives, refuse and drain calls in flight (bounded
-//! by `daemon.shutdown_timeout_s`), drop the store and the vault (every secret slot is
-//! zeroized on drop), exit 0.
+//! release the bus name so no new call arrives, end the runs and the warm runners (with
+//! their cgroups, also those of runners still being prepared), refuse and drain calls in
+//! flight (all bounded by `daemon.shutdown_timeout_s`), drop the store and the vault (every
+//! secret slot is zeroized on drop), exit 0.
 
 pub mod args;
 pub mod authz;
@@ -191,7 +192,6 @@ async fn run(
     let shared = Arc::new(Shared::new(store, vault, config, services, host_public));
     // Where runs' cgroups go; a host without them still serves keys, and Run says why not.
     shared.runs.configure(args.runtime_dir.clone(), cgroups);
-    crate::jobs::warm::refill(&shared);
     shared.spawn_audit_flusher();
     // Before READY=1, so that a login right after start-up finds it.
     let pam_socket = login::listen(&args.runtime_dir, &shared)?;
@@ -199,6 +199,8 @@ async fn run(
     // not by the default action (which would skip the drain, the audit flush and zeroizing).
     let stop = StopSignals::install()?;
     let conn = serve(&args.bus, &shared).await?;
+    // Only once nothing can fail before `shutdown`, which ends them with their cgroups.
+    crate::jobs::warm::refill(&shared);
     let status = format!(
         "serving on the {} bus; secret memory: {}",
         args.bus,
@@ -441,10 +443,14 @@ async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
         tracing::warn!(error = %e, "could not release the bus name");
     }
     let timeout = Duration::from_secs(u64::from(shared.config.daemon.shutdown_timeout_s));
+    let deadline = std::time::Instant::now() + timeout;
+    // Before the runs end: each end would start a warm runner.
+    crate::jobs::warm::close(shared);
     // A run outliving its daemon could no longer be revoked: its processes go first.
     shared.runs.kill_all("agentkeysd stopped").await;
-    crate::jobs::warm::stop(shared);
-    if !shared.drain(timeout).await {
+    crate::jobs::warm::stop(shared, deadline).await;
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if !shared.drain(left).await {
         tracing::warn!("calls still in flight after {timeout:?}; stopping anyway");
     }
     // Every read served has its row in the chain before we go.

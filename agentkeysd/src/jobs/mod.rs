@@ -189,6 +189,9 @@ pub struct Runs {
     warming: AtomicUsize,
     /// Warm starts failed once: runs start cold from then on.
     warm_failed: AtomicBool,
+    /// The daemon is stopping: no warm runner is started, and one that is ready only now
+    /// is ended rather than kept.
+    warm_closed: AtomicBool,
 }
 
 /// Fixed at start-up.

@@ -14,10 +14,12 @@
 //!
 //! Invariants: at most [`SPARES`] warm runners (ready or being prepared); they hold no
 //! secret (those come with the spec); one that died or that nobody took is ended, reaped
-//! and its cgroups removed.
+//! and its cgroups removed, also one still being prepared when the daemon stops ([`close`],
+//! [`stop`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::daemon::state::Shared;
 use crate::sandbox::launch::{self, Warm};
@@ -35,7 +37,7 @@ pub fn refill(shared: &Arc<Shared>) {
     let Ok((_, cgroups)) = runs.setup() else {
         return;
     };
-    if runs.warm_failed.load(Ordering::Relaxed) {
+    if runs.warm_failed.load(Ordering::Relaxed) || runs.warm_closed.load(Ordering::Acquire) {
         return;
     }
     let missing = {
@@ -76,21 +78,31 @@ fn prepare_one(shared: Arc<Shared>, cgroups: RunCgroups) {
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
         let runs = &shared.runs;
-        let mut pool = lock(&runs.warm);
-        runs.warming.fetch_sub(1, Ordering::AcqRel);
-        match prepared {
-            Ok(warm) if pool.len() < SPARES => pool.push(warm),
-            Ok(warm) => {
-                drop(pool);
-                // Ending a runner may wait for it: off the async workers.
-                tokio::task::spawn_blocking(move || discard(&cgroups, warm));
+        let unwanted = {
+            let mut pool = lock(&runs.warm);
+            match prepared {
+                // Kept only while the daemon is not stopping: `stop` takes the pool after
+                // `close`, so it finds a runner kept here.
+                Ok(warm) if pool.len() < SPARES && !runs.warm_closed.load(Ordering::Acquire) => {
+                    pool.push(warm);
+                    runs.warming.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+                Ok(warm) => Some(warm),
+                Err(e) => {
+                    runs.warm_failed.store(true, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "no warm runner: runs start cold");
+                    None
+                }
             }
-            Err(e) => {
-                drop(pool);
-                runs.warm_failed.store(true, Ordering::Relaxed);
-                tracing::warn!(error = %e, "no warm runner: runs start cold");
-            }
+        };
+        if let Some(warm) = unwanted {
+            // Ending a runner may wait for it: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || discard(&cgroups, warm)).await;
         }
+        // Only now: `stop` waits for this count to reach zero, so a runner being prepared
+        // when the daemon stops is gone with its cgroups before the daemon is.
+        runs.warming.fetch_sub(1, Ordering::AcqRel);
     });
 }
 
@@ -113,8 +125,18 @@ pub fn take(shared: &Shared) -> Option<Warm> {
     }
 }
 
-/// At shutdown: the warm runners go, with their cgroups.
-pub fn stop(shared: &Shared) {
+/// At shutdown, first: no warm runner is started from now on (the runs ended next would
+/// start some), and one that becomes ready is ended.
+pub fn close(shared: &Shared) {
+    shared.runs.warm_closed.store(true, Ordering::Release);
+}
+
+/// At shutdown, after [`close`]: waits (until `deadline` at most) for the runners still
+/// being prepared to be ended, then ends the ready ones; all go with their cgroups.
+pub async fn stop(shared: &Shared, deadline: Instant) {
+    while shared.runs.warming.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let pool = std::mem::take(&mut *lock(&shared.runs.warm));
     if let Ok((_, cgroups)) = shared.runs.setup() {
         for w in pool {
