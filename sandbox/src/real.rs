@@ -8,7 +8,7 @@ use super::policy::bpf::Program;
 
 use super::plan::{Ended, Side, StepError, Syscalls};
 use super::policy::Policies;
-use super::spec::{Net, Spec};
+use super::spec::{Net, OWN_FD_FLOOR, Spec};
 use super::steps::{self, rlimits::SecretVar};
 use super::sys::{self, Forked};
 
@@ -66,7 +66,7 @@ impl RealSyscalls {
 impl Syscalls for RealSyscalls {
     fn join_cgroups(&mut self, spec: &Spec) -> Result<(), StepError> {
         if self.cgroups.is_none() {
-            self.cgroups = Some(steps::cgroup::join(&spec.cgroup)?);
+            self.cgroups = Some(steps::cgroup::join(&spec.cgroup, OWN_FD_FLOOR)?);
         }
         Ok(())
     }
@@ -163,19 +163,14 @@ impl Syscalls for RealSyscalls {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| StepError::new("socket for the mounts", e))?;
-        let v2 = self
-            .cgroups
-            .as_ref()
-            .and_then(steps::cgroup::Joined::open_v2)
-            .transpose()?;
-        let (forked, late) = match v2.as_ref().map(|fd| sys::fork_into_cgroup(fd.as_fd())) {
+        let v2 = self.cgroups.as_ref().and_then(steps::cgroup::Joined::v2_fd);
+        let (forked, late) = match v2.map(sys::fork_into_cgroup) {
             None => (sys::fork_single_threaded(), false),
             Some(Err(e)) if e.raw_os_error() == Some(libc::ENOSYS) => {
                 (sys::fork_single_threaded(), true)
             }
             Some(other) => (other, false),
         };
-        drop(v2);
         match forked.map_err(|e| StepError::new("fork the init", e))? {
             Forked::Parent(pid) => {
                 drop((wr, cg_rd, mounts_rx));
@@ -198,8 +193,11 @@ impl Syscalls for RealSyscalls {
                 // The init must not outlive the runner that reports on it.
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                     .map_err(|e| StepError::new("PR_SET_PDEATHSIG", e))?;
-                if let (true, Some(joined)) = (late, self.cgroups.take()) {
-                    joined.join_v2_late()?;
+                if let Some(mut joined) = self.cgroups.take() {
+                    joined.disown();
+                    if late {
+                        joined.join_v2_late()?;
+                    }
                 }
                 Ok(Side::Init)
             }

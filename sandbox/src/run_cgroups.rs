@@ -3,6 +3,7 @@
 //! removing its groups. v2 first (membership and `cgroup.kill` even where it carries no
 //! controller, as on hybrid hosts), v1 for the controllers a host still binds there.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,44 @@ impl RunCgroups {
         }
     }
 
+    /// Removes the groups of runs that ended without their daemon removing them (it was
+    /// killed): children of the parents whose name `is_run` accepts, with no process in any
+    /// hierarchy and not held by a runner (its lock on [`CgroupPlan::held_dir`]). Another
+    /// daemon may share these parents (tests, a quickstart beside the host's daemon): its
+    /// runners, warm ones waiting for their run too, hold their groups; one caught between
+    /// making its groups and locking them makes them again (`steps::cgroup::join`).
+    /// (No age test: a cgroup v2 directory's times are those of its inode's last
+    /// instantiation, not of its making.) Returns how many runs' groups were removed.
+    pub fn sweep(&self, is_run: impl Fn(&str) -> bool) -> usize {
+        let mut names = BTreeSet::new();
+        for (parent, _) in self.v2.iter().chain(&self.v1) {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if is_run(name) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+        let stale = |dir: &Path| !dir.exists() || !populated(dir).unwrap_or(true);
+        let mut swept = 0;
+        for name in names {
+            let plan = self.plan(&name);
+            // Locked while this checks and removes: a runner cannot take it meanwhile.
+            let Some(_unheld) = plan.held_dir().and_then(lock_unheld) else {
+                continue;
+            };
+            let mut dirs = plan.v2.iter().chain(&plan.v1).map(|d| d.path.as_path());
+            if dirs.all(stale) && self.remove(&plan).is_ok() {
+                swept += 1;
+            }
+        }
+        swept
+    }
+
     /// Removes the run's groups (after its processes are gone).
     pub fn remove(&self, plan: &CgroupPlan) -> io::Result<()> {
         let dirs = plan.v2.iter().chain(plan.v1.iter());
@@ -187,6 +226,23 @@ fn wait_empty_v2(dir: &Path) -> io::Result<()> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// `dir` locked exclusively, when no runner holds it (a runner's shared lock, see
+/// `steps::cgroup::join`) and it is there.
+fn lock_unheld(dir: &Path) -> Option<std::fs::File> {
+    let f = std::fs::File::open(dir).ok()?;
+    f.try_lock().ok()?;
+    Some(f)
+}
+
+/// Whether a group (v2: with its descendants; v1: itself) holds a process.
+fn populated(dir: &Path) -> io::Result<bool> {
+    match populated_v2(dir)? {
+        Some(p) => Ok(p),
+        // v1 has no cgroup.events.
+        None => Ok(!members(dir)?.is_empty()),
     }
 }
 

@@ -16,7 +16,7 @@ use super::policy::Policies;
 use super::policy::bpf::Program;
 use super::real::RealSyscalls;
 use super::spec::{
-    CgroupPlan, FRAME_PREPARE, FRAME_SPEC, MAX_FRAME_FDS, MAX_SPEC_BYTES, Net, REPORT_FD, Report,
+    CgroupPlan, FRAME_PREPARE, FRAME_SPEC, MAX_SPEC_BYTES, Net, OWN_FD_FLOOR, REPORT_FD, Report,
     SECRET_FD_BASE, SPEC_FD, Spec,
 };
 use super::steps::cgroup::Joined;
@@ -169,7 +169,8 @@ fn load_policies() -> Result<(Policies, Program), StartError> {
 /// The plan's step 1 ahead of it, in both starts: the run's cgroups created and joined,
 /// so that everything after is charged to them. The plan then finds it done.
 fn join_cgroups(plan: &CgroupPlan) -> Result<Joined, StartError> {
-    super::steps::cgroup::join(plan).map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))
+    super::steps::cgroup::join(plan, OWN_FD_FLOOR)
+        .map_err(|e| ("cgroup", PlanError::Cgroup(e).chain()))
 }
 
 /// The first half of step 5 ahead of the plan, for `--net none`: the holder of the agent's
@@ -306,7 +307,7 @@ fn warm_start(report: BorrowedFd<'_>) -> Result<Option<WarmStart>, StartError> {
     let joined = join_cgroups(&plan)?;
     let mut agent_ns = spawn_agent_ns()?;
     agent_ns
-        .raise_fds(SECRET_FD_BASE + MAX_FRAME_FDS as i32)
+        .raise_fds(OWN_FD_FLOOR)
         .map_err(|e| ("identity", PlanError::Identity(e).chain()))?;
     send_report(report, &Report::Prepared);
     let Some((body, fds)) = frame(FRAME_SPEC)? else {

@@ -53,6 +53,10 @@ pub const FRAME_GO: u8 = b'G';
 /// of the runner's mounts for the init.
 pub const MAX_FRAME_FDS: usize = 64;
 
+/// The runner's own fds that must outlive a warm start's placing of the spec's fds (at 0–2
+/// and from [`SECRET_FD_BASE`] on) are moved to this number or above.
+pub const OWN_FD_FLOOR: i32 = SECRET_FD_BASE + MAX_FRAME_FDS as i32;
+
 /// One sandboxed run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +168,17 @@ pub struct CgroupPlan {
     pub v2: Option<CgroupDir>,
     /// The run's cgroup v1 directories, each with the controllers it limits.
     pub v1: Vec<CgroupDir>,
+}
+
+impl CgroupPlan {
+    /// The group a run's runner keeps locked while it lives (the v2 one, else the first v1
+    /// one): the daemons' sweep of leftover groups passes over it.
+    pub fn held_dir(&self) -> Option<&std::path::Path> {
+        self.v2
+            .as_ref()
+            .or(self.v1.first())
+            .map(|d| d.path.as_path())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

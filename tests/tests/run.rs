@@ -671,3 +671,160 @@ fn runs_work_for_a_daemon_started_in_groups_it_cannot_write_to() {
     }
     drop(d);
 }
+
+/// The run groups under a daemon's parents (`agentkeys` in each of `groups`), by name.
+fn run_groups_under(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for g in &groups.0 {
+        for e in std::fs::read_dir(g.join("agentkeys"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("run_") && e.path().is_dir() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A daemon stopped the moment a run has ended (when it starts the next warm runner)
+/// leaves no run group behind: the runs', the warm runners' and those still being made.
+#[test]
+fn a_stopped_daemon_leaves_no_run_cgroups_behind() {
+    if !sandbox_available() {
+        return;
+    }
+    let groups = UnwritableGroups::make("agentkeys-test-stop");
+    if groups.0.is_empty() {
+        agentkeys_tests::skip("no writable cgroup hierarchy to start the daemon in");
+        return;
+    }
+    for _ in 0..5 {
+        let d = Daemon::start_with(DaemonOpts {
+            config: format!(
+                "[approvals]\nauthenticate = \"none\"\n{}",
+                agentkeys_tests::runs::own_uid_range()
+            ),
+            cgroups: groups.0.clone(),
+            ..Default::default()
+        });
+        let ok = d.ctl(&["run", "--", "/bin/true"]);
+        assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, d.log());
+        let log = d.log();
+        // SIGTERM, as systemd stops it (the drop waits for the exit).
+        drop(d);
+        let left = run_groups_under(&groups);
+        assert!(left.is_empty(), "left behind: {left:?}\n{log}");
+    }
+}
+
+/// Groups a killed daemon left (empty, no runner holding them) are removed by the next
+/// daemon that starts under the same parents; a group a runner holds, one with a process
+/// in it, and a directory that is no run's are left alone.
+#[test]
+fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
+    if !sandbox_available() {
+        return;
+    }
+    let groups = UnwritableGroups::make("agentkeys-test-sweep");
+    if groups.0.is_empty() {
+        agentkeys_tests::skip("no writable cgroup hierarchy to start the daemon in");
+        return;
+    }
+    let [left, held, busy] = ['a', 'b', 'c'].map(|c| format!("run_{}", c.to_string().repeat(26)));
+    let other = "run_not-a-run-id";
+    let dirs = |name: &str| -> Vec<std::path::PathBuf> {
+        groups
+            .0
+            .iter()
+            .map(|g| g.join("agentkeys").join(name))
+            .collect()
+    };
+    for name in [&left, &held, &busy, other] {
+        for d in dirs(name) {
+            std::fs::create_dir_all(&d).unwrap();
+        }
+    }
+    // A runner's lock (shared, as `steps::cgroup::join` takes it) on each of `held`'s.
+    let locks: Vec<std::fs::File> = dirs(&held)
+        .iter()
+        .map(|d| {
+            let f = std::fs::File::open(d).unwrap();
+            f.lock_shared().unwrap();
+            f
+        })
+        .collect();
+    // A process in one of `busy`'s (killed before `groups` are removed, also on failure).
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sleeper = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+    let busy_dir = dirs(&busy).pop().unwrap();
+    std::fs::write(busy_dir.join("cgroup.procs"), sleeper.0.id().to_string()).unwrap();
+
+    let d = Daemon::start_with(DaemonOpts {
+        config: format!(
+            "[approvals]\nauthenticate = \"none\"\n{}",
+            agentkeys_tests::runs::own_uid_range()
+        ),
+        cgroups: groups.0.clone(),
+        ..Default::default()
+    });
+    let log = d.log();
+    for dir in dirs(&left) {
+        assert!(!dir.exists(), "{} was not removed\n{log}", dir.display());
+    }
+    for dir in [dirs(&held), dirs(&busy), dirs(other)].concat() {
+        assert!(dir.is_dir(), "{} was removed\n{log}", dir.display());
+    }
+    assert!(
+        log.contains("removed the cgroups of runs that ended without a daemon"),
+        "{log}"
+    );
+    // Runs still work beside what was left alone, and a runner holds its run's group (what
+    // makes a starting daemon's sweep pass over it): the first populated one found is a
+    // warm runner's or that of the run, which waits on its stdin.
+    let mut run = d
+        .ctl_command(None, &["run", "--", "/bin/sh", "-c", "read x; exit 3"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let live = loop {
+        let populated = run_groups_under(&groups).into_iter().find(|p| {
+            p != &busy_dir
+                && std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|t| !t.is_empty())
+        });
+        match populated {
+            Some(p) => break p,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            None => panic!("the run never appeared in its cgroups\n{}", d.log()),
+        }
+    };
+    let name = live.file_name().unwrap().to_owned();
+    let locked = groups.0.iter().any(|g| {
+        let dir = g.join("agentkeys").join(&name);
+        std::fs::File::open(dir).is_ok_and(|f| f.try_lock().is_err())
+    });
+    assert!(
+        locked,
+        "no group of the live run {name:?} is locked by its runner"
+    );
+    drop(run.stdin.take());
+    assert_eq!(run.wait().unwrap().code(), Some(3), "{}", d.log());
+    drop(d);
+    drop((sleeper, locks));
+}

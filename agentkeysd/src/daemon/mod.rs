@@ -136,8 +136,9 @@ fn start(args: Args) -> Result<(), StartError> {
     let hardened = harden::harden(config.daemon.allow_tracer)?;
     // After hardening: the journald layer opens a socket that must survive it.
     logging::init(&config.log.level);
-    if let Err(e) = &cgroups {
-        tracing::warn!(error = %e, "sandboxed runs are unavailable: no cgroups for them");
+    match &cgroups {
+        Err(e) => tracing::warn!(error = %e, "sandboxed runs are unavailable: no cgroups for them"),
+        Ok(c) => sweep_cgroups(c),
     }
     tracing::debug!(kept = ?hardened.kept_caps, removed_env = ?hardened.removed_env, "hardened");
     if let Some(pid) = hardened.traced_by {
@@ -230,6 +231,19 @@ fn prepare_cgroups() -> Result<RunCgroups, String> {
     let layout = crate::sandbox::cgroups::read_layout()
         .map_err(|e| format!("reading the cgroup layout: {e}"))?;
     RunCgroups::prepare(&layout).map_err(|e| e.to_string())
+}
+
+/// Removes the groups of runs a killed daemon left behind. Each costs kernel memory, and
+/// every one in the cpu hierarchy makes each run's cpu limit dearer to set (the kernel
+/// walks all the hierarchy's groups to check it).
+fn sweep_cgroups(cgroups: &RunCgroups) {
+    let swept = cgroups.sweep(crate::store::is_run_id);
+    if swept > 0 {
+        tracing::info!(
+            runs = swept,
+            "removed the cgroups of runs that ended without a daemon"
+        );
+    }
 }
 
 fn ensure_runtime_dir(path: &Path) -> Result<(), StartError> {

@@ -6,14 +6,14 @@
 //! runner, before it forks the init, moves only itself into the v1 groups (`0` to `tasks`
 //! moves the calling thread alone, which the kernel does without that lock; the runner is
 //! single-threaded), and forks the init straight into the v2 group with `clone3`'s
-//! `CLONE_INTO_CGROUP` ([`Joined::open_v2`]); the init inherits the v1 groups. The limits are
+//! `CLONE_INTO_CGROUP` ([`Joined::v2_fd`]); the init inherits the v1 groups. The limits are
 //! written after the fork, while the init builds the file system; the init waits for them
 //! ([`await_limits`]) only before it starts the command, so no code of the agent's runs
 //! without them. v2 where the hierarchy carries a controller, v1 where the host binds it
 //! there.
 
 use std::io::Write;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -30,23 +30,20 @@ pub const LIMITED: &[u8] = b"2";
 /// The run's groups, made and (v1) joined by the runner: what its fork of the init needs.
 #[derive(Debug)]
 pub struct Joined {
+    /// The run's first group ([`CgroupPlan::held_dir`]), open and locked (`flock`, shared)
+    /// for as long as the runner lives, so that a starting daemon's sweep of leftover groups
+    /// (`RunCgroups::sweep`) passes over it. Its number is above every fd a warm start
+    /// places. When it is the v2 group, the init is cloned into the group through it.
+    held: Option<std::fs::File>,
     /// The v2 group the init is to be born in.
     v2: Option<PathBuf>,
 }
 
 impl Joined {
-    /// The v2 group, opened for `CLONE_INTO_CGROUP` (just before the fork: an fd opened
-    /// earlier could be in the way of the fds a warm start places).
-    pub fn open_v2(&self) -> Option<Result<OwnedFd, StepError>> {
-        let path = self.v2.as_ref()?;
-        Some(
-            nix::fcntl::open(
-                path,
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(|e| StepError::new(format!("open {}", path.display()), e)),
-        )
+    /// The v2 group, open for `CLONE_INTO_CGROUP`.
+    pub fn v2_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.v2.as_ref()?;
+        self.held.as_ref().map(AsFd::as_fd)
     }
 
     /// Where `clone3` is missing (or filtered with ENOSYS): the init, forked the usual way,
@@ -57,21 +54,64 @@ impl Joined {
             None => Ok(()),
         }
     }
+
+    /// In the init after the fork: its copy of the held group's fd is let go without a
+    /// `close` of ours (the init closes every fd it does not pass on, and the number may
+    /// be another file's by the time this would be dropped); the lock stays the runner's.
+    pub fn disown(&mut self) {
+        if let Some(f) = self.held.take() {
+            let _ = f.into_raw_fd();
+        }
+    }
 }
 
 /// Creates every directory of `plan` (an existing one is reused: the daemon names runs
-/// uniquely) and moves the calling process into the v1 ones.
-pub fn join(plan: &CgroupPlan) -> Result<Joined, StepError> {
-    for dir in plan.v2.iter().chain(&plan.v1) {
-        make_dir(&dir.path)?;
-    }
+/// uniquely), locks the first one ([`Joined::held`]) and moves the calling process into
+/// the v1 ones. `fd_floor`: the lowest number the held fd may take.
+pub fn join(plan: &CgroupPlan, fd_floor: RawFd) -> Result<Joined, StepError> {
+    let mut rounds = 0;
+    let held = loop {
+        for dir in plan.v2.iter().chain(&plan.v1) {
+            make_dir(&dir.path)?;
+        }
+        let held = plan.held_dir().map(|d| hold(d, fd_floor)).transpose()?;
+        // A starting daemon's sweep may have taken the groups for leftovers between their
+        // making and the lock (it removes a run's groups under that lock): made again.
+        rounds += 1;
+        match &held {
+            Some(f) if rounds < 3 && removed(f) => continue,
+            _ => break held,
+        }
+    };
     for dir in &plan.v1 {
         // "0": this thread, without the threadgroup lock (see the module's doc).
         write(&dir.path.join("tasks"), "0")?;
     }
     Ok(Joined {
+        held,
         v2: plan.v2.as_ref().map(|d| d.path.clone()),
     })
+}
+
+/// Whether the group open at `dir` was removed since (its files are gone with it).
+fn removed(dir: &std::fs::File) -> bool {
+    nix::sys::stat::fstatat(dir, "cgroup.procs", nix::fcntl::AtFlags::empty())
+        == Err(nix::errno::Errno::ENOENT)
+}
+
+/// `dir` opened at `fd_floor` or above and locked shared.
+fn hold(dir: &Path, fd_floor: RawFd) -> Result<std::fs::File, StepError> {
+    let fail = |e: std::io::Error| StepError::new(format!("lock {}", dir.display()), e);
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail(e.into()))?;
+    let file = std::fs::File::from(crate::sys::dup_above(fd.as_fd(), fd_floor).map_err(fail)?);
+    drop(fd);
+    file.lock_shared().map_err(fail)?;
+    Ok(file)
 }
 
 /// Writes the limits of each directory's controllers.
