@@ -410,10 +410,14 @@ fn host_etc_and_the_owners_home_are_out_of_reach() {
          for p in ['/root','/home','/etc/shadow']:\n\
          \x20 r.append(p+':'+str(os.path.exists(p)))\n\
          open('/tmp/ok','w'); open('/dev/shm/ok','w'); open('/dev/null','w').write('x')\n\
-         print(' '.join(r))",
+         print(' '.join(r))\n\
+         print(' '.join(oct(os.stat(p).st_mode & 0o7777) for p in ['/tmp','/dev/shm']))",
     );
     assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
-    for part in out.stdout.split_whitespace() {
+    let (results, modes) = out.stdout.trim_end().split_once('\n').unwrap();
+    // Sticky and world-writable, as a tmpfs mounted with mode=1777.
+    assert_eq!(modes, "0o1777 0o1777");
+    for part in results.split_whitespace() {
         let (path, result) = part.split_once(':').unwrap();
         match path {
             "/root" | "/home" | "/etc/shadow" => assert_eq!(result, "False", "{part}"),

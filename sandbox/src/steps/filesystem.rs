@@ -39,9 +39,12 @@ pub fn build(spec: &Spec, policy: &FsPolicy, runner: BorrowedFd<'_>) -> Result<(
         None::<&str>,
     )
     .map_err(|e| StepError::new("make / private (MS_REC|MS_PRIVATE)", e))?;
+    // No size of its own: /tmp and /dev/shm are directories of this file system (what the
+    // agent writes there is charged to its memory cgroup, as it would be on tmpfs mounts of
+    // their own, which cost a superblock each to make and to tear down).
     tmpfs(
         NEW_ROOT,
-        "mode=0755,size=16m",
+        "mode=0755",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
     let root = Path::new(NEW_ROOT);
@@ -56,8 +59,7 @@ pub fn build(spec: &Spec, policy: &FsPolicy, runner: BorrowedFd<'_>) -> Result<(
     .map_err(|e| StepError::new("mount a new proc", e))?;
     // The private /tmp before the binds, so a configured read-only path under /tmp is
     // mounted on top of it rather than hidden beneath it.
-    let tmp = mkdir(root, "/tmp")?;
-    tmpfs(&tmp, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    writable(root, "/tmp")?;
     build_dev(root)?;
     write_accounts(root, spec)?;
     let mut dirs = MadeDirs::default();
@@ -226,8 +228,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(|e| StepError::new("mount a new devpts", e))?;
-    let shm = mkdir(root, "/dev/shm")?;
-    tmpfs(&shm, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    writable(root, "/dev/shm")?;
     for (name, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -324,6 +325,22 @@ fn enter(root: &Path) -> Result<(), StepError> {
         None::<&str>,
     )
     .map_err(|e| StepError::new("make / read-only", e))
+}
+
+/// A sticky, world-writable directory of the root's tmpfs (`/tmp`, `/dev/shm`), bound onto
+/// itself: a mount of its own, which stays writable when the root is made read-only.
+fn writable(root: &Path, inside: &str) -> Result<(), StepError> {
+    let dir = mkdir(root, inside)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| StepError::new(format!("chmod {inside}"), e))?;
+    mount(
+        Some(&dir),
+        &dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| StepError::new(format!("bind {inside} onto itself"), e))
 }
 
 fn tmpfs(at: impl AsRef<Path>, data: &str, flags: MsFlags) -> Result<(), StepError> {
