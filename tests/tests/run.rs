@@ -629,6 +629,32 @@ impl Drop for UnwritableGroups {
     }
 }
 
+/// Groups of this test's own ([`UnwritableGroups`]), or `None` (the reason said) where runs
+/// or such groups are unavailable.
+fn test_groups(tag: &str) -> Option<UnwritableGroups> {
+    if !sandbox_available() {
+        return None;
+    }
+    let groups = UnwritableGroups::make(tag);
+    if groups.0.is_empty() {
+        agentkeys_tests::skip("no writable cgroup hierarchy to start the daemon in");
+        return None;
+    }
+    Some(groups)
+}
+
+/// A daemon started in `groups`, as if systemd had started it there.
+fn daemon_in(groups: &UnwritableGroups) -> Daemon {
+    Daemon::start_with(DaemonOpts {
+        config: format!(
+            "[approvals]\nauthenticate = \"none\"\n{}",
+            agentkeys_tests::runs::own_uid_range()
+        ),
+        cgroups: groups.0.clone(),
+        ..Default::default()
+    })
+}
+
 fn walk_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![dir.to_path_buf()];
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -644,22 +670,10 @@ fn walk_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// CAP_DAC_OVERRIDE can write, and it drops that capability: it must make the group first.
 #[test]
 fn runs_work_for_a_daemon_started_in_groups_it_cannot_write_to() {
-    if !sandbox_available() {
+    let Some(groups) = test_groups("agentkeys-test-ro") else {
         return;
-    }
-    let groups = UnwritableGroups::make("agentkeys-test-ro");
-    if groups.0.is_empty() {
-        agentkeys_tests::skip("no writable cgroup hierarchy to start the daemon in");
-        return;
-    }
-    let d = Daemon::start_with(DaemonOpts {
-        config: format!(
-            "[approvals]\nauthenticate = \"none\"\n{}",
-            agentkeys_tests::runs::own_uid_range()
-        ),
-        cgroups: groups.0.clone(),
-        ..Default::default()
-    });
+    };
+    let d = daemon_in(&groups);
     let ok = d.ctl(&["run", "--", "/bin/true"]);
     assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, d.log());
     for g in &groups.0 {
@@ -693,23 +707,11 @@ fn run_groups_under(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
 /// leaves no run group behind: the runs', the warm runners' and those still being made.
 #[test]
 fn a_stopped_daemon_leaves_no_run_cgroups_behind() {
-    if !sandbox_available() {
+    let Some(groups) = test_groups("agentkeys-test-stop") else {
         return;
-    }
-    let groups = UnwritableGroups::make("agentkeys-test-stop");
-    if groups.0.is_empty() {
-        agentkeys_tests::skip("no writable cgroup hierarchy to start the daemon in");
-        return;
-    }
+    };
     for _ in 0..5 {
-        let d = Daemon::start_with(DaemonOpts {
-            config: format!(
-                "[approvals]\nauthenticate = \"none\"\n{}",
-                agentkeys_tests::runs::own_uid_range()
-            ),
-            cgroups: groups.0.clone(),
-            ..Default::default()
-        });
+        let d = daemon_in(&groups);
         let ok = d.ctl(&["run", "--", "/bin/true"]);
         assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, d.log());
         let log = d.log();
@@ -725,14 +727,9 @@ fn a_stopped_daemon_leaves_no_run_cgroups_behind() {
 /// in it, and a directory that is no run's are left alone.
 #[test]
 fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
-    if !sandbox_available() {
+    let Some(groups) = test_groups("agentkeys-test-sweep") else {
         return;
-    }
-    let groups = UnwritableGroups::make("agentkeys-test-sweep");
-    if groups.0.is_empty() {
-        agentkeys_tests::skip("no writable cgroup hierarchy to start the daemon in");
-        return;
-    }
+    };
     let [left, held, busy] = ['a', 'b', 'c'].map(|c| format!("run_{}", c.to_string().repeat(26)));
     let other = "run_not-a-run-id";
     let dirs = |name: &str| -> Vec<std::path::PathBuf> {
@@ -773,14 +770,7 @@ fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
     let busy_dir = dirs(&busy).pop().unwrap();
     std::fs::write(busy_dir.join("cgroup.procs"), sleeper.0.id().to_string()).unwrap();
 
-    let d = Daemon::start_with(DaemonOpts {
-        config: format!(
-            "[approvals]\nauthenticate = \"none\"\n{}",
-            agentkeys_tests::runs::own_uid_range()
-        ),
-        cgroups: groups.0.clone(),
-        ..Default::default()
-    });
+    let d = daemon_in(&groups);
     let log = d.log();
     for dir in dirs(&left) {
         assert!(!dir.exists(), "{} was not removed\n{log}", dir.display());
