@@ -66,7 +66,7 @@ impl Joined {
 }
 
 /// Creates every directory of `plan` (an existing one is reused: the daemon names runs
-/// uniquely), locks the first one ([`Joined::held`]) and moves the calling process into
+/// uniquely), locks the first one (see `Joined`) and moves the calling process into
 /// the v1 ones. `fd_floor`: the lowest number the held fd may take.
 pub fn join(plan: &CgroupPlan, fd_floor: RawFd) -> Result<Joined, StepError> {
     let mut rounds = 0;
