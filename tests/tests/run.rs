@@ -236,26 +236,33 @@ async fn withdrawing_a_grant_cancel_and_timeout_end_runs() {
     assert!(out.stderr.contains("timed out"), "{}", out.stderr);
 }
 
-#[tokio::test]
-async fn sigint_without_a_terminal_reaches_the_command() {
+#[test]
+fn sigint_without_a_terminal_reaches_the_command() {
     if !sandbox_available() {
         return;
     }
     let d = daemon();
-    let conn = d.connect().await;
-    let jobs = JobsProxy::new(&conn).await.unwrap();
-    let mut changes = jobs.receive_job_state_changed().await.unwrap();
-    let child = spawn_run(
+    // The command says when its trap is set: `running` only means it was started, and a
+    // SIGINT that reaches `sh` before `trap` ran would end it with 130 instead.
+    let mut child = spawn_run(
         &d,
         &[
             "run",
             "--",
             "sh",
             "-c",
-            "trap 'echo got INT; exit 3' INT; sleep 1000 & wait",
+            "trap 'echo got INT; exit 3' INT; echo trapped; sleep 1000 & wait",
         ],
     );
-    next_running(&mut changes).await;
+    let mut line = [0u8; 8];
+    use std::io::Read;
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .expect("the command never said its trap was set");
+    assert_eq!(&line, b"trapped\n");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
