@@ -41,6 +41,13 @@ pub struct RealSyscalls {
     /// Runner side, warm start: the spec socket, on which the daemon says the run's start
     /// is on record ([`crate::spec::FRAME_GO`]).
     pub go: Option<OwnedFd>,
+    /// Runner side: the idmapped workspace after it was sent, kept until the limits are
+    /// written. Dropping it reaps the idmapping's holder, which waits for that process to
+    /// be scheduled and exit; the init needs the limits sooner than the runner needs that.
+    /// It is dropped before any wait for the init ([`Self::end_init`]): the holder was
+    /// forked after `unshare(CLONE_NEWPID)`, so it is in the init's pid namespace, and the
+    /// init's exit does not end before the holder is reaped.
+    sent_workspace: Option<steps::mounts::Workspace>,
 }
 
 impl RealSyscalls {
@@ -56,6 +63,9 @@ impl RealSyscalls {
 
     /// Runner side, when a step of its own failed: the init must not go on alone.
     fn end_init(&mut self, init_pid: i32) {
+        // First the idmapping's holder: a process of the init's pid namespace, whose exit
+        // (as its pid 1) waits until every other process of it is reaped.
+        self.sent_workspace = None;
         let pid = nix::unistd::Pid::from_raw(init_pid);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
@@ -109,6 +119,7 @@ impl Syscalls for RealSyscalls {
             self.cgroups_wr = None;
             self.end_init(init_pid);
         }
+        self.sent_workspace = None;
         done
     }
 
@@ -124,9 +135,12 @@ impl Syscalls for RealSyscalls {
             Some(fd) => steps::mounts::clone_sources(spec, &policies.fs)
                 .and_then(|s| steps::mounts::send_sources(fd.as_fd(), &s))
                 .and_then(|()| steps::mounts::workspace(spec))
-                // The idmapping's holder goes (`ws` dropped) after the send.
                 .and_then(|ws| {
-                    steps::mounts::send_workspace(fd.as_fd(), ws.as_ref().map(|w| &w.tree))
+                    let sent =
+                        steps::mounts::send_workspace(fd.as_fd(), ws.as_ref().map(|w| &w.tree));
+                    // The idmapping's holder goes after the limits (`limit_cgroups`).
+                    self.sent_workspace = ws;
+                    sent
                 }),
             None => Err(StepError::refused(
                 "no socket to the init for the mounts",

@@ -26,6 +26,10 @@ use super::sys;
 /// Exit code when the sandbox could not be built.
 pub const SETUP_FAILED: i32 = 125;
 
+/// The buffer a cold start reads its spec into first (a spec is about 1 KiB; a larger one
+/// grows it).
+const SPEC_READ_CAPACITY: usize = 16 * 1024;
+
 /// What the init tells the runner, one line each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -368,7 +372,9 @@ fn install_fds(fds: Vec<OwnedFd>) -> std::io::Result<()> {
 fn read_spec() -> Result<Spec, String> {
     let fd = sys::take_inherited_fd(SPEC_FD)
         .map_err(|e| format!("fd {SPEC_FD} (the spec pipe): {e}"))?;
-    let mut buf = Vec::new();
+    // Room for a usual spec up front: one read and the one that sees the end, rather than
+    // a read for each doubling of an empty buffer.
+    let mut buf = Vec::with_capacity(SPEC_READ_CAPACITY);
     std::fs::File::from(fd)
         .take(MAX_SPEC_BYTES as u64 + 1)
         .read_to_end(&mut buf)
