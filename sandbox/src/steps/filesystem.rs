@@ -127,16 +127,20 @@ fn copy_small_files(
     Ok(copies)
 }
 
-/// `path` opened read-only when [`mounts::copied`] says it is copied. Opened without
-/// blocking (a FIFO cannot stall the start) and without taking a terminal.
+/// `path` opened read-only when [`mounts::copied`] says it is copied (decided on a `stat`,
+/// so the policy's directories are not opened at all; [`copy`] checks the opened file
+/// again). Opened without blocking (a FIFO cannot stall the start) and without taking a
+/// terminal.
 fn small_file(path: &Path) -> Option<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
+    let meta = std::fs::metadata(path).ok()?;
+    if !mounts::copied(&meta) {
+        return None;
+    }
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    mounts::copied(&meta).then_some(file)
+        .ok()
 }
 
 /// Every bind of the policy was copied here or cloned by the runner, not both: the two
@@ -191,6 +195,14 @@ fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError>
 fn copy(from: &std::fs::File, name: &str, target: &Path) -> Result<(), StepError> {
     let fail = |e: std::io::Error| StepError::new(format!("copy {name}"), e);
     let st = nix::sys::stat::fstat(from.as_fd()).map_err(|e| fail(e.into()))?;
+    // What was opened is what `small_file` saw: a regular file (not a directory or a FIFO
+    // that replaced it since).
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(StepError::refused(
+            format!("{name} changed while the sandbox was built"),
+            std::io::ErrorKind::InvalidData,
+        ));
+    }
     let to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
