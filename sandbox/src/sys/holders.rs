@@ -44,7 +44,10 @@ pub(crate) fn spawn_userns_holder() -> io::Result<UsernsHolder> {
 
 /// First thing in a holder: SIGKILL when `parent` (the caller of clone) ends; and if it has
 /// ended already (before this ran), exit now — a holder must never outlive its runner, or
-/// it keeps the run's cgroups busy.
+/// it keeps the run's cgroups busy. `getppid` gives 0 when the parent is outside the
+/// holder's pid namespace (the workspace's idmapping holder, cloned after the runner's
+/// `unshare(CLONE_NEWPID)`): that check cannot be made then, and is not needed, since such
+/// a holder is in the run's pid namespace, which the end of its init empties.
 fn die_with_parent(parent: libc::pid_t) {
     let pdeathsig = [
         libc::PR_SET_PDEATHSIG as usize,
@@ -56,7 +59,7 @@ fn die_with_parent(parent: libc::pid_t) {
     unsafe { raw_syscall(libc::SYS_prctl, pdeathsig) };
     // SAFETY: getppid takes nothing and returns an integer.
     let now = unsafe { raw_syscall(libc::SYS_getppid, [0; 4]) };
-    if now != parent as isize {
+    if now != 0 && now != parent as isize {
         // SAFETY: exit(2) ends this task; it touches nothing of the parent's memory.
         unsafe { raw_syscall(libc::SYS_exit, [0; 4]) };
     }
@@ -339,5 +342,60 @@ impl Drop for UsernsHolder {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         // Must not return before the child is gone: it runs on `_stack`.
         while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The workspace's idmapping holder is cloned after the runner's
+    /// `unshare(CLONE_NEWPID)`, so `getppid` gives it 0: it must still hold its namespace
+    /// until it is dropped, not take that 0 for its parent's death and exit at once.
+    /// Kernel tier: a pid namespace needs root.
+    #[test]
+    fn a_holder_in_a_new_pid_namespace_waits_to_be_killed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: a new pid namespace needs root");
+            assert!(
+                std::env::var_os("AGENTKEYS_TEST_STRICT").is_none(),
+                "a skip is a failure in strict mode"
+            );
+            return;
+        }
+        // In a child of the test: the unshare decides where every later child of the
+        // process goes, which must not reach the harness or other tests.
+        // SAFETY: the child makes syscalls and reads /proc only, then `_exit`s; it never
+        // returns into the harness.
+        let forked = unsafe { libc::fork() };
+        assert!(forked >= 0, "fork: {}", io::Error::last_os_error());
+        if forked == 0 {
+            let code = holder_state_after_start().unwrap_or(3);
+            // SAFETY: ends the forked child without running the harness's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let child = nix::unistd::Pid::from_raw(forked);
+        let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(child, 0),
+            "exit 1: the holder exited on its own; 2: it never paused; 3: no holder"
+        );
+    }
+
+    /// In a new pid namespace, spawns a holder and waits until it has run its start: 0 if
+    /// it then pauses, 1 if it exited, 2 if neither within 10 s.
+    fn holder_state_after_start() -> Option<i32> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).ok()?;
+        let holder = spawn_userns_holder().ok()?;
+        for _ in 0..10_000 {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", holder.pid)).ok()?;
+            match stat.rsplit_once(") ")?.1.chars().next()? {
+                'S' => return Some(0),
+                'Z' => return Some(1),
+                _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        Some(2)
     }
 }
