@@ -630,7 +630,16 @@ impl Drop for UnwritableGroups {
             let mut all: Vec<_> = walk_dirs(dir);
             all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
             for d in all {
-                let _ = std::fs::remove_dir(d);
+                // A group whose last process was just reaped can refuse for a moment (its
+                // release is asynchronous); once seen left behind by a pass of the suite.
+                for _ in 0..200 {
+                    match std::fs::remove_dir(&d) {
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                            std::thread::sleep(std::time::Duration::from_millis(5))
+                        }
+                        _ => break,
+                    }
+                }
             }
         }
     }
