@@ -433,9 +433,7 @@ async fn see_to_end(
     // the client that started the run, which waits for exactly this, on the thread that
     // took the store (no hop back to this task first).
     let told = run.clone();
-    let recorded = ending
-        .end_announced(&how, Box::new(move || told.tell_end()))
-        .await;
+    let recorded = ending.end_announced(&how, move || told.tell_end()).await;
     shared.runs.retire(&run.id);
     run.done.send_replace(true);
     emit_state(&conn, &run).await;
@@ -501,11 +499,11 @@ impl Ending {
     /// anything that reads the store later sees it; `held` is called then, on the thread
     /// holding it) with what finishes it. The end can be told meanwhile; the row itself
     /// commits without an fsync unless a session ends.
-    async fn end_announced(
+    async fn end_announced<H: FnOnce() + Send + 'static>(
         &self,
         how: &str,
-        held: Box<dyn FnOnce() + Send>,
-    ) -> impl std::future::Future<Output = ()> + use<> {
+        held: H,
+    ) -> impl std::future::Future<Output = ()> + use<H> {
         let (actor, owner, id, session, how) = (
             self.actor,
             self.owner,
@@ -537,7 +535,7 @@ impl Ending {
 
     /// Records the end and returns once it is written (or its failure logged).
     async fn end(&self, how: &str) {
-        self.end_announced(how, Box::new(|| {})).await.await;
+        self.end_announced(how, || {}).await.await;
     }
 }
 
