@@ -4,6 +4,7 @@
 //! timeout kill every process of the run; bad requests change nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 use agentkeys_tests::runs::{
@@ -255,7 +256,6 @@ fn sigint_without_a_terminal_reaches_the_command() {
         ],
     );
     let mut line = [0u8; 8];
-    use std::io::Read;
     child
         .stdout
         .as_mut()
@@ -399,7 +399,6 @@ async fn jobs_over_dbus_refuse_malformed_calls_and_other_owners() {
 #[tokio::test]
 async fn the_status_pipe_tells_the_end_once_recorded_and_a_full_one_changes_nothing() {
     use std::collections::HashMap;
-    use std::io::Read;
     use std::os::fd::OwnedFd;
     use zbus::zvariant::Variant;
     if !sandbox_available() {
