@@ -158,15 +158,13 @@ pub trait Syscalls {
     /// Runner side, after the fork: writes the limits and says so (the init waits for that
     /// in `exec`, before the command starts). On failure the init is killed.
     fn limit_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
-    /// Runner side, after the fork: clones the new root's sources and the idmapped
-    /// workspace, and hands them to the init (which attaches them in `build_filesystem`).
-    /// A failure ends the init too.
-    fn clone_mounts(
-        &mut self,
-        spec: &Spec,
-        policies: &Policies,
-        init_pid: i32,
-    ) -> Result<(), StepError>;
+    /// Runner side, before the fork: clones the new root's read-only sources (and finds or
+    /// makes its `/etc` snapshot); the init inherits them and attaches them in
+    /// `build_filesystem`.
+    fn clone_sources(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
+    /// Runner side, after the fork: clones and idmaps the workspace and hands it to the
+    /// init (which attaches it in `build_filesystem`). A failure ends the init too.
+    fn send_workspace(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
     /// Init side: a cgroup namespace (rooted at the run's groups, which it was born in).
     fn enter_cgroups(&mut self) -> Result<(), StepError>;
     /// Runner side, before the fork: `unshare` of the pid namespace.
@@ -182,7 +180,8 @@ pub trait Syscalls {
     /// `--net none` ahead of the plan, by the runner's start); maps written. The init
     /// inherits it.
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError>;
-    /// The new root (attaching the mounts `clone_mounts` sent), secret files, `pivot_root`.
+    /// The new root (attaching the sources `clone_sources` made and the workspace
+    /// `send_workspace` sent), secret files, `pivot_root`.
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
     /// rlimits; reads the secret variables from their memfds; closes every other fd.
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError>;
@@ -211,14 +210,19 @@ pub fn run<S: Syscalls>(
     // 5a. Early, so that the agent's network namespace is made on the other CPU, idle while
     //     the runner forks and the init starts.
     sys.prepare_identity(spec).map_err(PlanError::Identity)?;
+    // 3a. Before the fork, so the init finds the new root's sources ready as it builds it:
+    //     after the fork the runner would clone them while the init and the namespace
+    //     holder have the two CPUs, and the init would wait for them.
+    sys.clone_sources(spec, policies)
+        .map_err(PlanError::Filesystem)?;
     // 2. As root of the initial user namespace, so these namespaces belong to it and the
     //    agent can never reconfigure them; the fork makes the init pid 1 of the new pid ns,
     //    and the init makes the others for itself (the runner stays in the host's).
     sys.unshare_pid().map_err(PlanError::Namespaces)?;
     if let Side::Runner { init_pid } = sys.fork_init().map_err(PlanError::Namespaces)? {
-        // 3a. The runner clones the new root's sources (and idmaps the workspace) for the
-        //     init, while the init makes its namespaces (two CPUs' worth of work at once).
-        sys.clone_mounts(spec, policies, init_pid)
+        // 3b. The runner idmaps the workspace for the init while the init makes its
+        //     namespaces and the new root (two CPUs' worth of work at once).
+        sys.send_workspace(spec, init_pid)
             .map_err(PlanError::Filesystem)?;
         // 9a. The daemon records the run's start while the sandbox is built; no command
         //     starts before that record is durable.
@@ -301,8 +305,11 @@ mod tests {
         fn limit_cgroups(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
             self.call(format!("limit_cgroups({init_pid})"))
         }
-        fn clone_mounts(&mut self, _: &Spec, _: &Policies, init_pid: i32) -> Result<(), StepError> {
-            self.call(format!("clone_mounts({init_pid})"))
+        fn clone_sources(&mut self, _: &Spec, _: &Policies) -> Result<(), StepError> {
+            self.call("clone_sources".into())
+        }
+        fn send_workspace(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
+            self.call(format!("send_workspace({init_pid})"))
         }
         fn enter_cgroups(&mut self) -> Result<(), StepError> {
             self.call("enter_cgroups".into())
@@ -378,6 +385,7 @@ mod tests {
         let mut want = vec![
             "join_cgroups",
             "prepare_identity(none)",
+            "clone_sources",
             "unshare_pid",
             "fork_init",
             "unshare(none)",
@@ -394,6 +402,7 @@ mod tests {
         let mut want = vec![
             "join_cgroups",
             "prepare_identity(host)",
+            "clone_sources",
             "unshare_pid",
             "fork_init",
             "unshare(host)",
@@ -411,9 +420,10 @@ mod tests {
             [
                 "join_cgroups",
                 "prepare_identity(none)",
+                "clone_sources",
                 "unshare_pid",
                 "fork_init",
-                "clone_mounts(42)",
+                "send_workspace(42)",
                 "await_go(42)",
                 "limit_cgroups(42)"
             ]
@@ -428,10 +438,10 @@ mod tests {
         assert_eq!(out.unwrap_err().step(), Step::Cgroup);
         assert_eq!(r.calls, ["join_cgroups"]);
         // After the fork, each failure says so as its own step and goes no further: one that
-        // cannot clone the new root's sources, one without the daemon's record of the start
+        // cannot idmap the workspace, one without the daemon's record of the start
         // (the command does not run), one that cannot write the limits.
         for (fail_at, step) in [
-            ("clone_mounts", Step::Filesystem),
+            ("send_workspace", Step::Filesystem),
             ("await_go", Step::Record),
             ("limit_cgroups", Step::Cgroup),
         ] {
@@ -443,7 +453,8 @@ mod tests {
 
     #[test]
     fn a_failing_step_stops_the_plan_with_its_own_variant() {
-        let cases: [(&str, Step); 12] = [
+        let cases: [(&str, Step); 13] = [
+            ("clone_sources", Step::Filesystem),
             ("enter_cgroups", Step::Cgroup),
             ("unshare_pid", Step::Namespaces),
             ("unshare(", Step::Namespaces),

@@ -23,9 +23,12 @@ pub struct RealSyscalls {
     cgroups_wr: Option<OwnedFd>,
     /// Init side: where it learns that.
     cgroups_rd: Option<OwnedFd>,
-    /// Runner side: where it sends the init the new root's mounts.
+    /// The new root's read-only sources, cloned by the runner before the fork; the init's
+    /// copy attaches them, the runner's is closed at the fork.
+    sources: Option<steps::mounts::Sources>,
+    /// Runner side: where it sends the init the idmapped workspace.
     mounts_tx: Option<OwnedFd>,
-    /// Init side: where it receives them.
+    /// Init side: where it receives it.
     mounts_rx: Option<OwnedFd>,
     /// True in the init after `fork_init`.
     pub in_init: bool,
@@ -123,27 +126,27 @@ impl Syscalls for RealSyscalls {
         done
     }
 
-    fn clone_mounts(
-        &mut self,
-        spec: &Spec,
-        policies: &Policies,
-        init_pid: i32,
-    ) -> Result<(), StepError> {
+    fn clone_sources(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
+        let sources = steps::mounts::clone_sources(spec, &policies.fs)?;
+        self.sources = Some(steps::etc_cache::put_first(
+            spec,
+            &policies.fs.binds,
+            sources,
+        ));
+        Ok(())
+    }
+
+    fn send_workspace(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
         let tx = self.mounts_tx.take();
         let sent = match &tx {
-            // The sources first: the init attaches them while the workspace is idmapped.
-            Some(fd) => steps::mounts::clone_sources(spec, &policies.fs)
-                .and_then(|s| steps::mounts::send_sources(fd.as_fd(), &s))
-                .and_then(|()| steps::mounts::workspace(spec))
-                .and_then(|ws| {
-                    let sent =
-                        steps::mounts::send_workspace(fd.as_fd(), ws.as_ref().map(|w| &w.tree));
-                    // The idmapping's holder goes after the limits (`limit_cgroups`).
-                    self.sent_workspace = ws;
-                    sent
-                }),
+            Some(fd) => steps::mounts::workspace(spec).and_then(|ws| {
+                let sent = steps::mounts::send_workspace(fd.as_fd(), ws.as_ref().map(|w| &w.tree));
+                // The idmapping's holder goes after the limits (`limit_cgroups`).
+                self.sent_workspace = ws;
+                sent
+            }),
             None => Err(StepError::refused(
-                "no socket to the init for the mounts",
+                "no socket to the init for the workspace",
                 std::io::ErrorKind::BrokenPipe,
             )),
         };
@@ -187,6 +190,8 @@ impl Syscalls for RealSyscalls {
         };
         match forked.map_err(|e| StepError::new("fork the init", e))? {
             Forked::Parent(pid) => {
+                // The init has its own copies of the sources.
+                self.sources = None;
                 drop((wr, cg_rd, mounts_rx));
                 self.status_rd = Some(rd);
                 self.cgroups_wr = Some(cg_wr);
@@ -231,11 +236,17 @@ impl Syscalls for RealSyscalls {
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
         let rx = self.mounts_rx.take().ok_or_else(|| {
             StepError::refused(
-                "no socket from the runner for the mounts",
+                "no socket from the runner for the workspace",
                 std::io::ErrorKind::BrokenPipe,
             )
         })?;
-        steps::filesystem::build(spec, &policies.fs, rx.as_fd())
+        let sources = self.sources.take().ok_or_else(|| {
+            StepError::refused(
+                "the new root's sources were not cloned",
+                std::io::ErrorKind::NotFound,
+            )
+        })?;
+        steps::filesystem::build(spec, &policies.fs, sources, rx.as_fd())
     }
 
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {

@@ -93,6 +93,11 @@ pub struct Spec {
     pub landlock: Enforcement,
     /// Host name inside the sandbox's UTS namespace.
     pub hostname: String,
+    /// Host directory (root's, not writable by others) where runners keep snapshots of the
+    /// sandbox's `/etc` files, one read-only mount for a run instead of a copy of each
+    /// file at every start (`steps::etc_cache`). `None`: every run copies them.
+    #[serde(default)]
+    pub etc_cache: Option<PathBuf>,
 }
 
 /// A secret passed as the memfd at `SECRET_FD_BASE + fd`.
@@ -297,6 +302,7 @@ impl Spec {
             ("mcp_socket", self.mcp_socket.as_ref()),
             ("bridge", self.bridge.as_ref()),
             ("cwd", Some(&self.cwd)),
+            ("etc_cache", self.etc_cache.as_ref()),
         ] {
             if p.is_some_and(|p| !abs(p)) {
                 return bad(field, "must be an absolute path without `..`");
@@ -365,6 +371,7 @@ pub(crate) mod tests {
             tty: false,
             landlock: Enforcement::Required,
             hostname: "agent".into(),
+            etc_cache: Some("/run/agentkeys/etc-cache".into()),
         }
     }
 
@@ -374,6 +381,11 @@ pub(crate) mod tests {
         s.validate().unwrap();
         let back: Spec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+        // A spec without the cache (an older daemon's) is still read: every run copies.
+        let mut json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        json.as_object_mut().unwrap().remove("etc_cache");
+        let back: Spec = serde_json::from_value(json).unwrap();
+        assert_eq!(back.etc_cache, None);
     }
 
     #[test]
@@ -395,6 +407,10 @@ pub(crate) mod tests {
             ("limits", Box::new(|s| s.limits.pids = 0)),
             ("hostname", Box::new(|s| s.hostname = "a b".into())),
             ("ids", Box::new(|s| s.ids.agent_uid = 0)),
+            (
+                "etc_cache",
+                Box::new(|s| s.etc_cache = Some("/run/../tmp".into())),
+            ),
         ];
         for (field, tweak) in cases {
             let mut s = sample_spec();

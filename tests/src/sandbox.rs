@@ -47,6 +47,9 @@ pub struct Sandbox {
     pub spec: Spec,
     pub cgroups: RunCgroups,
     pub workspace: tempfile::TempDir,
+    /// This sandbox's cache of `/etc` snapshots (0700, root's), as the daemon's runtime dir
+    /// has one.
+    pub etc_cache: tempfile::TempDir,
     secrets: Vec<OwnedFd>,
     out: tempfile::NamedTempFile,
     err: tempfile::NamedTempFile,
@@ -54,7 +57,8 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// A spec like the daemon's: net none, default limits, a workspace owned by
-    /// [`OWNER_UID`], fresh cgroups under this process's own groups.
+    /// [`OWNER_UID`], fresh cgroups under this process's own groups, a cache of `/etc`
+    /// snapshots of its own.
     pub fn new() -> Sandbox {
         let layout = read_layout().unwrap();
         let cgroups = RunCgroups::prepare(&layout).unwrap();
@@ -66,6 +70,7 @@ impl Sandbox {
             Some(nix::unistd::Gid::from_raw(OWNER_UID)),
         )
         .unwrap();
+        let etc_cache = tempfile::tempdir().unwrap();
         let spec = Spec {
             cgroup: cgroups.plan(&run_id),
             run_id,
@@ -91,11 +96,13 @@ impl Sandbox {
             tty: false,
             landlock: Enforcement::Required,
             hostname: "agent".into(),
+            etc_cache: Some(etc_cache.path().to_owned()),
         };
         Sandbox {
             spec,
             cgroups,
             workspace,
+            etc_cache,
             secrets: Vec::new(),
             out: tempfile::NamedTempFile::new().unwrap(),
             err: tempfile::NamedTempFile::new().unwrap(),
@@ -128,9 +135,12 @@ impl Sandbox {
         (self.secrets.len() - 1) as u32
     }
 
-    /// Starts `argv` in the sandbox (stdout/stderr to files read by [`Self::finish`]).
+    /// Starts `argv` in the sandbox (stdout/stderr to files read by [`Self::finish`], emptied
+    /// first: a sandbox may run more than one command).
     pub fn spawn(&mut self, argv: &[&str]) -> Running {
         self.spec.argv = argv.iter().map(|s| (*s).to_owned()).collect();
+        self.out.as_file().set_len(0).unwrap();
+        self.err.as_file().set_len(0).unwrap();
         let stdin: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
         let out: OwnedFd = self.out.reopen().unwrap().into();
         let err: OwnedFd = self.err.reopen().unwrap().into();

@@ -314,9 +314,11 @@ fn the_sandbox_is_the_same_under_the_daemons_umask_0077() {
     assert_eq!(lines.last(), Some(&"0022"), "{}", out.stdout);
 }
 
-/// Every read-only bind of the shipped policy shows the host's content: a small file as a
-/// copy with the same bytes, a directory as a mount with the same entries (the init copies
-/// the one while the runner clones the other).
+/// Every read-only bind of the shipped policy shows the host's content (a small file with the
+/// same bytes, a directory with the same entries), whichever way it came: from a new `/etc`
+/// snapshot, from the snapshot an earlier run made, or copied by the init (no cache, or a
+/// cache that others may write, which is not used). The sandbox's own accounts are there
+/// either way, and its `/etc` is read-only.
 #[test]
 fn the_policys_host_files_are_in_the_sandbox_as_on_the_host() {
     need_kernel!();
@@ -333,17 +335,55 @@ fn the_policys_host_files_are_in_the_sandbox_as_on_the_host() {
          \x20 else: print(p, 'file', hashlib.sha256(open(p,'rb').read()).hexdigest())";
     let mut argv = vec!["/usr/bin/python3", "-c", describe];
     argv.extend(&paths);
-    let inside = Sandbox::new().run(&argv);
-    assert_eq!(inside.outcome, Outcome::Exited(0), "{}", inside.stderr);
     let host = std::process::Command::new("/usr/bin/python3")
         .args(&argv[1..])
         .output()
         .unwrap();
     assert!(host.status.success());
     let host = String::from_utf8(host.stdout).unwrap();
-    assert_eq!(inside.stdout, host);
-    // Both kinds are there: the test sees the copies and the mounts.
+    // Both kinds are there: the test sees the small files and the mounts.
     assert!(host.contains(" file ") && host.contains(" dir "), "{host}");
+    let accounts = "import os\n\
+         print(open('/etc/passwd').read().split(':')[:3])\n\
+         print(bool(os.statvfs('/etc').f_flag & os.ST_RDONLY))";
+    let snapshots = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    let check = |sb: &mut Sandbox, how: &str| {
+        let inside = sb.run(&argv);
+        assert_eq!(
+            inside.outcome,
+            Outcome::Exited(0),
+            "{how}: {}",
+            inside.stderr
+        );
+        assert_eq!(inside.stdout, host, "{how}");
+        let own = sb.run(&["/usr/bin/python3", "-c", accounts]);
+        assert_eq!(
+            own.stdout,
+            format!("['agent', 'x', '{INSIDE_UID}']\nTrue\n"),
+            "{how}: {}",
+            own.stderr
+        );
+    };
+    let mut first = Sandbox::new();
+    let cache = first.etc_cache.path().to_owned();
+    check(&mut first, "a new snapshot");
+    assert_eq!(snapshots(&cache), 1);
+    let mut second = Sandbox::new();
+    second.spec.etc_cache = Some(cache.clone());
+    check(&mut second, "the snapshot of an earlier run");
+    assert_eq!(snapshots(&cache), 1, "made again");
+    let mut copied = Sandbox::new();
+    copied.spec.etc_cache = None;
+    check(&mut copied, "copies");
+    let mut open = Sandbox::new();
+    let others = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(open.etc_cache.path(), others).unwrap();
+    check(&mut open, "a cache others may write");
+    assert_eq!(
+        snapshots(open.etc_cache.path()),
+        0,
+        "used a cache others may write"
+    );
 }
 
 #[test]

@@ -100,6 +100,7 @@ fn the_module_builds_into_a_policy_package_that_unpacks_again() {
         "agentkeysd_runtime_t",
         "agentkeysd_pam_sock_t",
         "agentkeysd_conf_t",
+        "agentkeys_etc_cache_t",
     ] {
         assert!(has(&m, t), "{t} not in the module");
     }
@@ -111,6 +112,7 @@ fn the_module_builds_into_a_policy_package_that_unpacks_again() {
         "/run/agentkeys(/.*)?\t\tsystem_u:object_r:agentkeysd_runtime_t:s0",
         "/run/agentkeys/pam\\.sock\t-s\tsystem_u:object_r:agentkeysd_pam_sock_t:s0",
         "/etc/agentkeys(/.*)?\t\tsystem_u:object_r:agentkeysd_conf_t:s0",
+        "/run/agentkeys/etc-cache(/.*)?\tsystem_u:object_r:agentkeys_etc_cache_t:s0",
     ] {
         assert!(fc.lines().any(|l| l == line), "{line:?} not in:\n{fc}");
     }

@@ -240,6 +240,7 @@ pub async fn start(
         hostname: agent
             .as_ref()
             .map_or_else(|| "agentkeys".to_owned(), |a| a.name.clone()),
+        etc_cache: Some(runtime_dir.join(super::ETC_CACHE)),
     };
     let runner = shared.config.runner.runner_path();
     let for_launch = shared.clone();

@@ -1,9 +1,11 @@
-//! Step 3, the init's half: the new root, a fresh tmpfs. The policy's small files are
-//! copied into it from the host's tree, which this mount namespace shows until
-//! `pivot_root`, while the runner clones the rest; every other source (the policy's other
-//! binds, the workspace, the MCP socket, the bridge, device nodes) arrives as a detached
-//! mount the runner cloned ([`super::mounts`]) and is attached (`move_mount`). Then
-//! `pivot_root`, the old root detached, and the new root itself made read-only.
+//! Step 3, the init's half: the new root, a fresh tmpfs. Its sources (the policy's binds,
+//! the MCP socket, the bridge, device nodes) are detached mounts the runner cloned before
+//! the fork ([`super::mounts`]), attached here (`move_mount`), the run's `/etc` snapshot
+//! first ([`super::etc_cache`]); without a snapshot, the policy's small files are copied
+//! into the root from the host's tree, which this mount namespace shows until
+//! `pivot_root`, and the accounts written. The workspace comes last, idmapped by the
+//! runner meanwhile. Then `pivot_root`, the old root detached, and the new root itself
+//! made read-only.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chown, pivot_root};
 
-use super::mounts::{self, COPY_MAX, Kind, Source};
+use super::mounts::{self, COPY_MAX, Kind, Source, Sources};
 use crate::plan::StepError;
 use crate::policy::fs::{Bind, FsPolicy};
 use crate::spec::{SECRETS_DIR_INSIDE, Spec, WORKSPACE_INSIDE};
@@ -26,10 +28,15 @@ use crate::sys;
 /// namespace is private and every source is a detached mount already).
 const NEW_ROOT: &str = "/tmp";
 
-/// Builds the new root and enters it. What does not depend on the runner's mounts is made
-/// first, while the runner is still cloning them; then they are attached as they come from
-/// `runner`: the sources, then the (idmapped) workspace.
-pub fn build(spec: &Spec, policy: &FsPolicy, runner: BorrowedFd<'_>) -> Result<(), StepError> {
+/// Builds the new root and enters it: the sources the runner cloned before the fork
+/// (the `/etc` snapshot first, when there is one; otherwise the accounts and the small
+/// files are written here), then the (idmapped) workspace as it comes from `runner`.
+pub fn build(
+    spec: &Spec,
+    policy: &FsPolicy,
+    sources: Sources,
+    runner: BorrowedFd<'_>,
+) -> Result<(), StepError> {
     // No mount event of ours may leak back to the host, nor the host's into the sandbox.
     mount(
         None::<&str>,
@@ -61,11 +68,16 @@ pub fn build(spec: &Spec, policy: &FsPolicy, runner: BorrowedFd<'_>) -> Result<(
     // mounted on top of it rather than hidden beneath it.
     writable(root, "/tmp")?;
     build_dev(root)?;
-    write_accounts(root, spec)?;
     let mut dirs = MadeDirs::default();
-    // While the runner still clones the mounts.
-    let copies = copy_small_files(root, &policy.binds, &mut dirs)?;
-    let sources = mounts::receive_sources(runner)?;
+    let copies = match sources.etc {
+        // The run's /etc snapshot (the first source) holds the accounts and the small files.
+        Some(covered) => covered,
+        None => {
+            write_accounts(root, spec)?;
+            copy_small_files(root, &policy.binds, &mut dirs)?
+        }
+    };
+    let sources = sources.list;
     check_every_bind(&policy.binds, &copies, &sources)?;
     for s in &sources {
         attach(root, s, &mut dirs)?;
@@ -192,7 +204,7 @@ fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError>
 /// A small file's bytes (at most [`COPY_MAX`]; a file that grew past it since it was
 /// opened fails the run) in a new file with its permission bits, set-id bits dropped.
 /// Copied in the kernel (`sendfile` from the page cache, no buffer of ours).
-fn copy(from: &std::fs::File, name: &str, target: &Path) -> Result<(), StepError> {
+pub(super) fn copy(from: &std::fs::File, name: &str, target: &Path) -> Result<(), StepError> {
     let fail = |e: std::io::Error| StepError::new(format!("copy {name}"), e);
     let st = nix::sys::stat::fstat(from.as_fd()).map_err(|e| fail(e.into()))?;
     // What was opened is what `small_file` saw: a regular file (not a directory or a FIFO
@@ -256,8 +268,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
 
 /// `/etc/passwd` and `/etc/group` of the sandbox: the agent and nobody, nothing of the
 /// host's accounts.
-fn write_accounts(root: &Path, spec: &Spec) -> Result<(), StepError> {
-    let etc = mkdir(root, "/etc")?;
+pub(super) fn accounts(spec: &Spec) -> [(&'static str, String); 2] {
     let ids = &spec.ids;
     let passwd = format!(
         "agent:x:{}:{}:AgentKeys agent:{WORKSPACE_INSIDE}:/bin/sh\n\
@@ -265,7 +276,13 @@ fn write_accounts(root: &Path, spec: &Spec) -> Result<(), StepError> {
         ids.inside_uid, ids.inside_gid
     );
     let group = format!("agent:x:{}:\nnogroup:x:65534:\n", ids.inside_gid);
-    for (name, text) in [("passwd", passwd), ("group", group)] {
+    [("passwd", passwd), ("group", group)]
+}
+
+/// [`accounts`] in the new root.
+fn write_accounts(root: &Path, spec: &Spec) -> Result<(), StepError> {
+    let etc = mkdir(root, "/etc")?;
+    for (name, text) in accounts(spec) {
         std::fs::write(etc.join(name), text)
             .map_err(|e| StepError::new(format!("write /etc/{name}"), e))?;
     }

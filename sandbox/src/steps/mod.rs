@@ -3,6 +3,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod etc_cache;
 pub mod filesystem;
 pub mod identity;
 pub mod init;

@@ -1,12 +1,13 @@
-//! Step 3, the runner's half: every source of the new root cloned as a detached mount
-//! (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr`, and the workspace
-//! cloned and idmapped, all handed to the init over a socket (SCM_RIGHTS), the sources
-//! first, while the init makes its namespaces and its root's tmpfs on the other CPU. The
-//! init attaches them ([`super::filesystem`]). The policy's small regular files are not
-//! among them: the init copies those itself while it waits ([`copied`]). The host's tree
-//! is the runner's own (it never changes mount namespace), so each source is cloned from
-//! exactly what the host shows, and the idmap's maps are written through the host's
-//! `/proc`.
+//! Step 3, the runner's half: every read-only source of the new root cloned as a detached
+//! mount (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr` before the
+//! runner forks the init, which inherits them; after the fork, the workspace cloned and
+//! idmapped and handed to the init over a socket (SCM_RIGHTS) while the init makes its
+//! namespaces and its root's tmpfs on the other CPU. The init attaches them
+//! ([`super::filesystem`]). The policy's small regular files are not among them: they come
+//! from the run's `/etc` snapshot ([`super::etc_cache`]) or the init copies them
+//! ([`copied`]). The host's tree is the runner's own (it never changes mount namespace),
+//! so each source is cloned from exactly what the host shows, and the idmap's maps are
+//! written through the host's `/proc`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -16,15 +17,17 @@ use serde::{Deserialize, Serialize};
 use super::filesystem::cstr;
 use crate::plan::StepError;
 use crate::policy::fs::FsPolicy;
-use crate::spec::{BRIDGE_INSIDE, MAX_FRAME_FDS, MAX_SPEC_BYTES, MCP_SOCKET_INSIDE, Spec};
+use crate::spec::{BRIDGE_INSIDE, MAX_SPEC_BYTES, MCP_SOCKET_INSIDE, Spec};
 use crate::sys;
 
 const RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
 const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
 const NODEV: u64 = libc::MOUNT_ATTR_NODEV;
 const IDMAP: u64 = libc::MOUNT_ATTR_IDMAP;
+/// What every read-only source of the new root is made.
+pub(super) const READ_ONLY: u64 = RDONLY | NOSUID | NODEV;
 
-/// The frame kind of a batch of mounts (runner → init).
+/// The frame kind of the workspace's frame (runner → init).
 const FRAME_MOUNTS: u8 = b'M';
 
 /// Largest file of the policy's binds that is copied rather than mounted. The copies sit on
@@ -84,58 +87,32 @@ pub fn workspace(spec: &Spec) -> Result<Option<Workspace>, StepError> {
     }))
 }
 
-/// One frame of the runner's mounts: where each of its fds goes, in order. The sources come
-/// first (`sources_done` on the last of their frames), so the init attaches them while the
-/// runner still idmaps the workspace; the workspace comes in the last frame (`more` unset),
-/// as its only fd when `workspace` is set.
+/// The new root's read-only sources, cloned by the runner before it forks the init (which
+/// inherits them).
+#[derive(Debug)]
+pub struct Sources {
+    pub list: Vec<Source>,
+    /// The first source is the run's `/etc` snapshot, holding these binds of the policy
+    /// ([`super::etc_cache`]); `None`: the init copies them.
+    pub etc: Option<Vec<PathBuf>>,
+}
+
+/// The one frame on the runner's socket to the init: whether the idmapped workspace (its
+/// only fd) comes with it.
 #[derive(Debug, Serialize, Deserialize)]
-struct Batch {
-    entries: Vec<(PathBuf, Kind)>,
-    sources_done: bool,
+struct WorkspaceFrame {
     workspace: bool,
-    more: bool,
 }
 
-/// Sends the sources to the init, at most [`MAX_FRAME_FDS`] fds per frame.
-pub fn send_sources(sock: BorrowedFd<'_>, sources: &[Source]) -> Result<(), StepError> {
-    let mut chunks: Vec<&[Source]> = sources.chunks(MAX_FRAME_FDS).collect();
-    if chunks.is_empty() {
-        chunks.push(&[]);
-    }
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let batch = Batch {
-            entries: chunk.iter().map(|s| (s.inside.clone(), s.kind)).collect(),
-            sources_done: i == last,
-            workspace: false,
-            more: true,
-        };
-        let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|s| s.fd.as_fd()).collect();
-        send_batch(sock, &batch, &fds)?;
-    }
-    Ok(())
-}
-
-/// Sends the workspace (or that there is none): the last frame.
+/// Sends the idmapped workspace (or that there is none) to the init.
 pub fn send_workspace(sock: BorrowedFd<'_>, workspace: Option<&OwnedFd>) -> Result<(), StepError> {
-    let batch = Batch {
-        entries: Vec::new(),
-        sources_done: true,
+    let fail = |e| StepError::new("hand the workspace to the init", e);
+    let frame = WorkspaceFrame {
         workspace: workspace.is_some(),
-        more: false,
     };
+    let body = serde_json::to_vec(&frame).map_err(|e| fail(std::io::Error::other(e)))?;
     let fds: Vec<BorrowedFd<'_>> = workspace.map(AsFd::as_fd).into_iter().collect();
-    send_batch(sock, &batch, &fds)
-}
-
-fn send_batch(
-    sock: BorrowedFd<'_>,
-    batch: &Batch,
-    fds: &[BorrowedFd<'_>],
-) -> Result<(), StepError> {
-    let fail = |e| StepError::new("hand the mounts to the init", e);
-    let body = serde_json::to_vec(batch).map_err(|e| fail(std::io::Error::other(e)))?;
-    match sys::send_frame(sock, FRAME_MOUNTS, &body, fds) {
+    match sys::send_frame(sock, FRAME_MOUNTS, &body, &fds) {
         Ok(()) => Ok(()),
         // The init has gone already; its own status says why (the runner's supervise).
         Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
@@ -143,51 +120,25 @@ fn send_batch(
     }
 }
 
-/// The init's side of [`send_sources`]: waits for every frame of sources. EOF first means
-/// the runner could not clone them (it reports why).
-pub fn receive_sources(sock: BorrowedFd<'_>) -> Result<Vec<Source>, StepError> {
-    let mut sources = Vec::new();
-    loop {
-        let (batch, fds) = receive_batch(sock)?;
-        if batch.workspace || !batch.more {
-            return Err(bad("the workspace before the sources".into()));
-        }
-        for ((inside, kind), fd) in batch.entries.into_iter().zip(fds) {
-            sources.push(Source { fd, inside, kind });
-        }
-        if batch.sources_done {
-            return Ok(sources);
-        }
-    }
-}
-
-/// The init's side of [`send_workspace`].
+/// The init's side of [`send_workspace`]. EOF means the runner could not idmap it (it
+/// reports why).
 pub fn receive_workspace(sock: BorrowedFd<'_>) -> Result<Option<OwnedFd>, StepError> {
-    let (batch, fds) = receive_batch(sock)?;
-    if !batch.entries.is_empty() || batch.more {
-        return Err(bad("sources after the sources".into()));
+    let (kind, body, fds) = sys::recv_frame(sock, MAX_SPEC_BYTES)
+        .map_err(|e| StepError::new("receive the workspace from the runner", e))?
+        .ok_or_else(|| bad("the runner sent none".into()))?;
+    let frame: WorkspaceFrame =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a workspace frame: {e}")))?;
+    if kind != FRAME_MOUNTS || fds.len() != usize::from(frame.workspace) {
+        return Err(bad(format!(
+            "frame {kind:#x} with {} fds for {} workspace",
+            fds.len(),
+            usize::from(frame.workspace)
+        )));
     }
     Ok(fds.into_iter().next())
 }
 
-/// One frame, checked: its kind, and one fd per entry (plus the workspace's).
-fn receive_batch(sock: BorrowedFd<'_>) -> Result<(Batch, Vec<OwnedFd>), StepError> {
-    let (kind, body, fds) = sys::recv_frame(sock, MAX_SPEC_BYTES)
-        .map_err(|e| StepError::new("receive the mounts from the runner", e))?
-        .ok_or_else(|| bad("the runner sent none".into()))?;
-    let batch: Batch =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("not a batch of mounts: {e}")))?;
-    if kind != FRAME_MOUNTS || fds.len() != batch.entries.len() + usize::from(batch.workspace) {
-        return Err(bad(format!(
-            "frame {kind:#x} with {} fds for {} mounts",
-            fds.len(),
-            batch.entries.len()
-        )));
-    }
-    Ok((batch, fds))
-}
-
-fn bad(what: String) -> StepError {
+pub(super) fn bad(what: String) -> StepError {
     StepError::refused(
         format!("the mounts from the runner: {what}"),
         std::io::ErrorKind::InvalidData,
@@ -196,7 +147,7 @@ fn bad(what: String) -> StepError {
 
 /// Clones every read-only source but the small files the init copies ([`copied`]).
 pub fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
-    let ro = RDONLY | NOSUID | NODEV;
+    let ro = READ_ONLY;
     let mut out = Vec::new();
     for b in &policy.binds {
         let path = Path::new(&b.path);
@@ -224,7 +175,12 @@ pub fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, Step
     Ok(out)
 }
 
-fn source(host: &Path, inside: &Path, recursive: bool, attrs: u64) -> Result<Source, StepError> {
+pub(super) fn source(
+    host: &Path,
+    inside: &Path,
+    recursive: bool,
+    attrs: u64,
+) -> Result<Source, StepError> {
     let tree = clone_tree(host, recursive, attrs)?;
     let dir = nix::sys::stat::fstat(tree.as_fd())
         .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
