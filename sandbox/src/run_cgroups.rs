@@ -143,19 +143,7 @@ impl RunCgroups {
     /// (No age test: a cgroup v2 directory's times are those of its inode's last
     /// instantiation, not of its making.) Returns how many runs' groups were removed.
     pub fn sweep(&self, is_run: impl Fn(&str) -> bool) -> usize {
-        let mut names = BTreeSet::new();
-        for (parent, _) in self.v2.iter().chain(&self.v1) {
-            let Ok(entries) = std::fs::read_dir(parent) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if is_run(name) && e.file_type().is_ok_and(|t| t.is_dir()) {
-                    names.insert(name.to_owned());
-                }
-            }
-        }
+        let names = self.run_names(is_run);
         let stale = |dir: &Path| !dir.exists() || !populated(dir).unwrap_or(true);
         let mut swept = 0;
         for name in names {
@@ -170,6 +158,36 @@ impl RunCgroups {
             }
         }
         swept
+    }
+
+    /// How many runs' groups a runner holds now (runs going on, of this daemon or another
+    /// sharing these parents, or of one that died while they went on).
+    pub fn held_runs(&self, is_run: impl Fn(&str) -> bool) -> usize {
+        (self.run_names(is_run).iter())
+            .filter(|name| {
+                let plan = self.plan(name);
+                plan.held_dir()
+                    .is_some_and(|d| d.exists() && lock_unheld(d).is_none())
+            })
+            .count()
+    }
+
+    /// The names of the runs that have a group under one of the parents.
+    fn run_names(&self, is_run: impl Fn(&str) -> bool) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for (parent, _) in self.v2.iter().chain(&self.v1) {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if is_run(name) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+        names
     }
 
     /// Removes the run's groups (after its processes are gone).

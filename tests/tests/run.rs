@@ -40,6 +40,14 @@ fn a_run_passes_stdout_stderr_and_the_exit_code_through() {
     assert_eq!(killed.code, 128 + libc::SIGTERM, "{}", killed.stderr);
     let missing = d.ctl(&["run", "--", "/no/such/program"]);
     assert_eq!(missing.code, 127, "{}", missing.stderr);
+    // The runs took their /etc from one snapshot in the daemon's cache, root's alone.
+    let cache = d.runtime_dir().join("etc-cache");
+    let meta = std::fs::metadata(&cache).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
 }
 
 #[test]

@@ -114,6 +114,25 @@ fn the_agent_is_1000_inside_and_its_own_uid_outside_and_kill_ends_every_process(
     );
 }
 
+/// A run going on holds its groups: a starting daemon counts it among the runs that may
+/// still use its `/etc` snapshots (and keeps them); once its runner has ended, it is not.
+#[test]
+fn a_run_is_held_while_its_runner_lives() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let run_id = sb.spec.run_id.clone();
+    let this = |name: &str| name == run_id;
+    assert_eq!(sb.cgroups.held_runs(this), 0, "before it started");
+    let mut running = sb.spawn(&["sleep", "1000"]);
+    running.started().unwrap();
+    assert_eq!(sb.cgroups.held_runs(this), 1, "while it runs");
+    let plan = sb.plan().clone();
+    sb.cgroups.kill(&plan).unwrap();
+    let out = sb.finish(running);
+    assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL));
+    assert_eq!(sb.cgroups.held_runs(this), 0, "after its end");
+}
+
 /// The runner reports the command's end without waiting for the init's own exit, so the
 /// init must end everything the command left behind before it tells: at the report, the
 /// run's groups hold nothing but the (exiting) init, and nothing at all once it has gone.

@@ -198,15 +198,26 @@ pub struct Runs {
 /// (`Spec::etc_cache`).
 pub const ETC_CACHE: &str = "etc-cache";
 
-/// Empties the `/etc` snapshots an earlier daemon's runners left (no sandbox outlives its
-/// daemon, and a snapshot is never changed, only added: this is where they go) and makes
-/// the directory again, root's alone. A failure is logged; runs then copy their `/etc`.
-fn reset_etc_cache(dir: &std::path::Path) {
+/// Makes the directory of the runners' `/etc` snapshots (root's alone), emptied of an
+/// earlier daemon's unless `held_runs` runs go on: a run that outlived its daemon may have
+/// its `/etc` from one (a snapshot is never changed, only added; at most
+/// `etc_cache::MAX_SNAPSHOTS` are made, then runs copy). A failure is logged; runs then copy
+/// their `/etc`.
+fn prepare_etc_cache(dir: &std::path::Path, held_runs: usize) {
     use std::os::unix::fs::DirBuilderExt;
-    let made = match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => std::fs::DirBuilder::new().mode(0o700).create(dir),
+    let emptied = match held_runs {
+        0 => std::fs::remove_dir_all(dir).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }),
+        _ => Ok(()),
     };
+    let made = emptied.and_then(
+        |()| match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        },
+    );
     if let Err(e) = made {
         tracing::warn!(
             dir = %dir.display(),
@@ -227,7 +238,10 @@ struct Setup {
 impl Runs {
     /// Called once at start-up, before the bus is served.
     pub fn configure(&self, runtime_dir: PathBuf, cgroups: Result<RunCgroups, String>) {
-        reset_etc_cache(&runtime_dir.join(ETC_CACHE));
+        let held = cgroups
+            .as_ref()
+            .map_or(0, |c| c.held_runs(crate::store::is_run_id));
+        prepare_etc_cache(&runtime_dir.join(ETC_CACHE), held);
         let _ = self.setup.set(Setup {
             runtime_dir,
             cgroups,

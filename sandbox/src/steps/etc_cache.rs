@@ -19,9 +19,10 @@
 //! Not snapshotted (the init copies, as without a cache): a file whose ctime is under
 //! [`RACY`] old (two writes within one tick of the file system's clock can leave it the
 //! same: git's "racy" files); a cache that is not a directory of this user's that no one
-//! else may write; a cache that holds [`MAX_SNAPSHOTS`] already (the daemon empties its
-//! cache when it starts, and no sandbox outlives the daemon); a policy that binds `/etc`
-//! itself. A failure here never fails the run: it costs the copies.
+//! else may write; a cache that holds [`MAX_SNAPSHOTS`] already (a starting daemon empties
+//! its cache when no run goes on: a sandbox that outlived its daemon may have its `/etc`
+//! from one); a configuration that binds `/etc` itself (`runner.ro_paths`). A failure here
+//! never fails the run: it costs the copies.
 
 use std::hash::{Hash, Hasher};
 use std::io;
