@@ -240,19 +240,7 @@ fn fill(dir: &Path, m: &Manifest) -> io::Result<()> {
         if let Some(parent) = target.parent() {
             mkdirs(parent)?;
         }
-        let made = match kind {
-            Kind::Dir => mkdirs(&target),
-            Kind::File => std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o444)
-                .open(&target)
-                .map(drop),
-        };
-        match made {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
+        filesystem::mount_point(&target, *kind)?;
     }
     for (name, text) in &m.accounts {
         std::fs::write(root.join(name), text)?;

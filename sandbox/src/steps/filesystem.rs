@@ -183,22 +183,28 @@ fn attach(root: &Path, s: &Source, dirs: &mut MadeDirs) -> Result<(), StepError>
     if let Some(parent) = target.parent() {
         dirs.ensure(parent)?;
     }
-    let made = match s.kind {
-        Kind::Dir => std::fs::DirBuilder::new().mode(0o755).create(&target),
+    mount_point(&target, s.kind)
+        .map_err(|e| StepError::new(format!("create {}", target.display()), e))?;
+    sys::move_mount(s.fd.as_fd(), &cstr(&target)?)
+        .map_err(|e| StepError::new(format!("attach {}", s.inside.display()), e))
+}
+
+/// A directory (0755) or an empty file (0444) to mount a source of `kind` on; one that is
+/// there already will do.
+pub(super) fn mount_point(target: &Path, kind: Kind) -> std::io::Result<()> {
+    let made = match kind {
+        Kind::Dir => std::fs::DirBuilder::new().mode(0o755).create(target),
         Kind::File => std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o444)
-            .open(&target)
+            .open(target)
             .map(drop),
     };
     match made {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(StepError::new(format!("create {}", target.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
     }
-    sys::move_mount(s.fd.as_fd(), &cstr(&target)?)
-        .map_err(|e| StepError::new(format!("attach {}", s.inside.display()), e))
 }
 
 /// A small file's bytes (at most [`COPY_MAX`]; a file that grew past it since it was
