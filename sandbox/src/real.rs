@@ -127,12 +127,8 @@ impl Syscalls for RealSyscalls {
     }
 
     fn clone_sources(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
-        let sources = steps::mounts::clone_sources(spec, &policies.fs)?;
-        self.sources = Some(steps::etc_cache::put_first(
-            spec,
-            &policies.fs.binds,
-            sources,
-        ));
+        let (sources, small) = steps::mounts::clone_sources(spec, &policies.fs)?;
+        self.sources = Some(steps::etc_cache::put_first(spec, &small, sources));
         Ok(())
     }
 

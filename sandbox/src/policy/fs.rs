@@ -29,18 +29,6 @@ pub struct Bind {
     why: String,
 }
 
-#[cfg(test)]
-impl Bind {
-    /// An optional bind of any path (the loader allows only /usr and /etc's entries).
-    pub(crate) fn optional_for_test(path: &std::path::Path) -> Bind {
-        Bind {
-            path: path.display().to_string(),
-            optional: true,
-            why: "test".into(),
-        }
-    }
-}
-
 /// A symlink created in the new root.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

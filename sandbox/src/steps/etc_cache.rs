@@ -31,8 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::filesystem;
-use super::mounts::{self, Kind, Source, Sources};
-use crate::policy::fs::Bind;
+use super::mounts::{self, Kind, SmallFile, Source, Sources};
 use crate::spec::Spec;
 
 /// The directory a snapshot stands for.
@@ -44,11 +43,11 @@ pub const MAX_SNAPSHOTS: usize = 32;
 /// A file changed less than this long ago is not snapshotted (see the module's doc).
 const RACY: Duration = Duration::from_secs(2);
 
-/// Puts the run's `/etc` snapshot first among `sources` (made if missing), and says which
-/// of the policy's binds it holds; `None` (and `sources` as they were) when the init is to
-/// copy them.
-pub fn put_first(spec: &Spec, binds: &[Bind], mut list: Vec<Source>) -> Sources {
-    match snapshot(spec, binds, &list) {
+/// Puts the run's `/etc` snapshot first among `list` (made if missing), and says which of
+/// the policy's small files (`small`, as `mounts::clone_sources` found them) it holds; no
+/// snapshot (`etc` unset, `list` as it was) when the init is to copy them.
+pub fn put_first(spec: &Spec, small: &[SmallFile], mut list: Vec<Source>) -> Sources {
+    match snapshot(spec, small, &list) {
         Some((source, covered)) => {
             list.insert(0, source);
             Sources {
@@ -60,16 +59,20 @@ pub fn put_first(spec: &Spec, binds: &[Bind], mut list: Vec<Source>) -> Sources 
     }
 }
 
-fn snapshot(spec: &Spec, binds: &[Bind], sources: &[Source]) -> Option<(Source, Vec<PathBuf>)> {
+fn snapshot(
+    spec: &Spec,
+    small: &[SmallFile],
+    sources: &[Source],
+) -> Option<(Source, Vec<PathBuf>)> {
     let cache = spec.etc_cache.as_deref()?;
     let etc = Path::new(ETC);
     if sources.iter().any(|s| s.inside == etc) || !trusted(cache) {
         return None;
     }
-    let manifest = Manifest::of(etc, binds, sources, filesystem::accounts(spec));
+    let manifest = Manifest::of(etc, small, sources, filesystem::accounts(spec));
     let dir = ensure(cache, &manifest, RACY).ok()?;
     let ro = mounts::READ_ONLY;
-    let source = mounts::source(&manifest.inside(&dir, etc), etc, false, ro).ok()?;
+    let source = mounts::source(&under(&dir, etc), etc, false, ro).ok()?;
     Some((source, manifest.files.into_iter().map(|f| f.path).collect()))
 }
 
@@ -131,22 +134,17 @@ impl FileId {
 }
 
 impl Manifest {
-    /// The policy's binds under `root` that are small files (as the host has them now), and
-    /// a mount point for every source beneath `root`.
+    /// The small files under `root` (as the runner found them at this start), and a mount
+    /// point for every source beneath `root`.
     fn of(
         root: &Path,
-        binds: &[Bind],
+        small: &[SmallFile],
         sources: &[Source],
         accounts: [(&'static str, String); 2],
     ) -> Manifest {
-        let files = binds
-            .iter()
-            .map(|b| Path::new(&b.path))
-            .filter(|p| p.starts_with(root))
-            .filter_map(|p| {
-                let meta = std::fs::metadata(p).ok()?;
-                mounts::copied(&meta).then(|| FileId::of(p, &meta))
-            })
+        let files = (small.iter())
+            .filter(|(path, _)| path.starts_with(root))
+            .map(|(path, meta)| FileId::of(path, meta))
             .collect();
         let points = sources
             .iter()
@@ -174,11 +172,11 @@ impl Manifest {
         };
         format!("{:016x}{:016x}", half(1), half(2))
     }
+}
 
-    /// Where the host path `path` is in the snapshot at `dir`.
-    fn inside(&self, dir: &Path, path: &Path) -> PathBuf {
-        dir.join(path.strip_prefix("/").unwrap_or(path))
-    }
+/// Where the host path `path` is in the snapshot at `dir`.
+fn under(dir: &Path, path: &Path) -> PathBuf {
+    dir.join(path.strip_prefix("/").unwrap_or(path))
 }
 
 /// The snapshot for `m` in `cache`, built if it is not there.
@@ -218,7 +216,7 @@ fn fill(dir: &Path, m: &Manifest) -> io::Result<()> {
             .create(d)
     };
     std::fs::DirBuilder::new().mode(0o755).create(dir)?;
-    let root = m.inside(dir, &m.root);
+    let root = under(dir, &m.root);
     mkdirs(&root)?;
     for f in &m.files {
         let from = std::fs::OpenOptions::new()
@@ -229,14 +227,14 @@ fn fill(dir: &Path, m: &Manifest) -> io::Result<()> {
         if FileId::of(&f.path, &from.metadata()?) != *f {
             return Err(io::Error::other(format!("{} changed", f.path.display())));
         }
-        let target = m.inside(dir, &f.path);
+        let target = under(dir, &f.path);
         if let Some(parent) = target.parent() {
             mkdirs(parent)?;
         }
         filesystem::copy(&from, &f.path.to_string_lossy(), &target).map_err(|e| e.source)?;
     }
     for (point, kind) in &m.points {
-        let target = m.inside(dir, point);
+        let target = under(dir, point);
         if let Some(parent) = target.parent() {
             mkdirs(parent)?;
         }
@@ -253,12 +251,11 @@ mod tests {
     use super::*;
 
     /// A cache (0700) and a stand-in for `/etc` with two small files, a large one and a
-    /// directory, each a bind of the policy.
+    /// directory, each a bind of the policy (and one that is missing).
     struct Host {
         _tmp: tempfile::TempDir,
         cache: PathBuf,
         etc: PathBuf,
-        binds: Vec<Bind>,
     }
 
     fn host() -> Host {
@@ -278,14 +275,10 @@ mod tests {
         )
         .unwrap();
         std::fs::write(etc.join("big"), vec![b'x'; mounts::COPY_MAX as usize + 1]).unwrap();
-        let binds = ["hosts", "profile", "big", "ssl", "missing"]
-            .map(|name| Bind::optional_for_test(&etc.join(name)))
-            .to_vec();
         Host {
             _tmp: tmp,
             cache,
             etc,
-            binds,
         }
     }
 
@@ -314,8 +307,20 @@ mod tests {
             ]
         }
 
+        /// The binds that are small files, found as `mounts::clone_sources` finds them.
+        fn small(&self) -> Vec<SmallFile> {
+            ["hosts", "profile", "big", "ssl", "missing"]
+                .map(|name| self.etc.join(name))
+                .into_iter()
+                .filter_map(|path| {
+                    let meta = std::fs::metadata(&path).ok()?;
+                    mounts::copied(&meta).then_some((path, meta))
+                })
+                .collect()
+        }
+
         fn manifest(&self, uid: u32) -> Manifest {
-            Manifest::of(&self.etc, &self.binds, &self.sources(), accounts(uid))
+            Manifest::of(&self.etc, &self.small(), &self.sources(), accounts(uid))
         }
 
         fn snapshots(&self) -> usize {
@@ -330,7 +335,7 @@ mod tests {
         let covered: Vec<PathBuf> = m.files.iter().map(|f| f.path.clone()).collect();
         assert_eq!(covered, [h.etc.join("hosts"), h.etc.join("profile")]);
         let dir = ensure(&h.cache, &m, Duration::ZERO).unwrap();
-        let etc = m.inside(&dir, &h.etc);
+        let etc = under(&dir, &h.etc);
         let read = |name: &str| std::fs::read_to_string(etc.join(name)).unwrap();
         assert_eq!(read("hosts"), "127.0.0.1 localhost\n");
         assert_eq!(read("passwd"), "agent:x:1000:1000::/:/bin/sh\n");
@@ -342,7 +347,7 @@ mod tests {
         assert!(etc.join("ssl").is_dir());
         assert_eq!(std::fs::metadata(etc.join("big")).unwrap().len(), 0);
         assert!(!etc.join("missing").exists());
-        assert!(!m.inside(&dir, Path::new("/usr")).exists());
+        assert!(!under(&dir, Path::new("/usr")).exists());
         // No leftover of the build beside it.
         assert_eq!(h.snapshots(), 1);
     }
@@ -367,7 +372,7 @@ mod tests {
         let changed = h.manifest(1000);
         let second = ensure(&h.cache, &changed, Duration::ZERO).unwrap();
         assert_ne!(second, first);
-        let hosts = changed.inside(&second, &h.etc.join("hosts"));
+        let hosts = under(&second, &h.etc.join("hosts"));
         assert_eq!(
             std::fs::read_to_string(hosts).unwrap(),
             "127.0.0.2 localhost\n"
@@ -377,7 +382,7 @@ mod tests {
         // A source that appeared beneath it (a new mount point) too.
         let mut more = h.sources();
         more.push(source(h.etc.join("pki"), Kind::Dir));
-        let with_pki = Manifest::of(&h.etc, &h.binds, &more, accounts(1000));
+        let with_pki = Manifest::of(&h.etc, &h.small(), &more, accounts(1000));
         assert_ne!(with_pki.name(), changed.name());
         assert_eq!(h.snapshots(), 2);
     }

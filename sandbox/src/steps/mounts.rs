@@ -145,14 +145,22 @@ pub(super) fn bad(what: String) -> StepError {
     )
 }
 
-/// Clones every read-only source but the small files the init copies ([`copied`]).
-pub fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, StepError> {
+/// A bind of the policy that is a small regular file ([`copied`]), as the runner found it.
+pub type SmallFile = (PathBuf, std::fs::Metadata);
+
+/// Clones every read-only source but the policy's small files, which it returns beside
+/// them (the run's `/etc` snapshot holds them, or the init copies them).
+pub fn clone_sources(
+    spec: &Spec,
+    policy: &FsPolicy,
+) -> Result<(Vec<Source>, Vec<SmallFile>), StepError> {
     let ro = READ_ONLY;
     let mut out = Vec::new();
+    let mut small = Vec::new();
     for b in &policy.binds {
         let path = Path::new(&b.path);
         match std::fs::metadata(path) {
-            Ok(meta) if copied(&meta) => continue,
+            Ok(meta) if copied(&meta) => small.push((path.to_owned(), meta)),
             Err(_) if b.optional && std::fs::symlink_metadata(path).is_err() => continue,
             // Anything else is cloned; a path that is not there fails with its name.
             _ => out.push(source(path, path, true, ro)?),
@@ -172,7 +180,7 @@ pub fn clone_sources(spec: &Spec, policy: &FsPolicy) -> Result<Vec<Source>, Step
     for p in &spec.ro_paths {
         out.push(source(p, p, true, ro)?);
     }
-    Ok(out)
+    Ok((out, small))
 }
 
 pub(super) fn source(
