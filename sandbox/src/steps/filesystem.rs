@@ -86,7 +86,7 @@ pub fn build(
         std::os::unix::fs::symlink(&l.target, root.join(rel(&l.path)))
             .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
     }
-    if let Some(fd) = mounts::receive_workspace(runner)? {
+    if let Some(fd) = mounts::receive_workspace(runner, spec.workspace.is_some())? {
         let ws = Source {
             fd,
             inside: WORKSPACE_INSIDE.into(),

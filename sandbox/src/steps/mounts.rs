@@ -12,8 +12,6 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::filesystem::cstr;
 use crate::plan::StepError;
 use crate::policy::fs::FsPolicy;
@@ -56,7 +54,7 @@ pub struct Source {
 }
 
 /// How a source takes its place in the new root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A detached mount of a directory.
     Dir,
@@ -97,48 +95,39 @@ pub struct Sources {
     pub etc: Option<Vec<PathBuf>>,
 }
 
-/// The one frame on the runner's socket to the init: whether the idmapped workspace (its
-/// only fd) comes with it.
-#[derive(Debug, Serialize, Deserialize)]
-struct WorkspaceFrame {
-    workspace: bool,
-}
-
-/// Sends the idmapped workspace (or that there is none) to the init.
+/// Sends the idmapped workspace (or that there is none) to the init: one frame, the
+/// workspace its only fd (the spec tells the init whether to expect one).
 pub fn send_workspace(sock: BorrowedFd<'_>, workspace: Option<&OwnedFd>) -> Result<(), StepError> {
-    let fail = |e| StepError::new("hand the workspace to the init", e);
-    let frame = WorkspaceFrame {
-        workspace: workspace.is_some(),
-    };
-    let body = serde_json::to_vec(&frame).map_err(|e| fail(std::io::Error::other(e)))?;
     let fds: Vec<BorrowedFd<'_>> = workspace.map(AsFd::as_fd).into_iter().collect();
-    match sys::send_frame(sock, FRAME_MOUNTS, &body, &fds) {
+    match sys::send_frame(sock, FRAME_MOUNTS, &[], &fds) {
         Ok(()) => Ok(()),
         // The init has gone already; its own status says why (the runner's supervise).
         Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
-        Err(e) => Err(fail(e)),
+        Err(e) => Err(StepError::new("hand the workspace to the init", e)),
     }
 }
 
-/// The init's side of [`send_workspace`]. EOF means the runner could not idmap it (it
-/// reports why).
-pub fn receive_workspace(sock: BorrowedFd<'_>) -> Result<Option<OwnedFd>, StepError> {
+/// The init's side of [`send_workspace`]; `expected`: the spec has a workspace. EOF means
+/// the runner could not idmap it (it reports why).
+pub fn receive_workspace(
+    sock: BorrowedFd<'_>,
+    expected: bool,
+) -> Result<Option<OwnedFd>, StepError> {
     let (kind, body, fds) = sys::recv_frame(sock, MAX_SPEC_BYTES)
         .map_err(|e| StepError::new("receive the workspace from the runner", e))?
         .ok_or_else(|| bad("the runner sent none".into()))?;
-    let frame: WorkspaceFrame =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("not a workspace frame: {e}")))?;
-    if kind != FRAME_MOUNTS || fds.len() != usize::from(frame.workspace) {
+    if kind != FRAME_MOUNTS || !body.is_empty() || fds.len() != usize::from(expected) {
         return Err(bad(format!(
-            "frame {kind:#x} with {} fds for {} workspace",
+            "frame {kind:#x} of {} bytes with {} fds for {} workspace",
+            body.len(),
             fds.len(),
-            usize::from(frame.workspace)
+            usize::from(expected)
         )));
     }
     Ok(fds.into_iter().next())
 }
 
-pub(super) fn bad(what: String) -> StepError {
+fn bad(what: String) -> StepError {
     StepError::refused(
         format!("the mounts from the runner: {what}"),
         std::io::ErrorKind::InvalidData,
