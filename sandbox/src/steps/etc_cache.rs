@@ -26,7 +26,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -219,10 +219,7 @@ fn fill(dir: &Path, m: &Manifest) -> io::Result<()> {
     let root = under(dir, &m.root);
     mkdirs(&root)?;
     for f in &m.files {
-        let from = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&f.path)?;
+        let from = filesystem::open_to_copy(&f.path)?;
         // The file opened is the one the manifest names (not one that replaced it since).
         if FileId::of(&f.path, &from.metadata()?) != *f {
             return Err(io::Error::other(format!("{} changed", f.path.display())));

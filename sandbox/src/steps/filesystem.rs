@@ -139,20 +139,23 @@ fn copy_small_files(
     Ok(copies)
 }
 
-/// `path` opened read-only when [`mounts::copied`] says it is copied (decided on a `stat`,
-/// so the policy's directories are not opened at all; [`copy`] checks the opened file
-/// again). Opened without blocking (a FIFO cannot stall the start) and without taking a
-/// terminal.
+/// `path` opened when [`mounts::copied`] says it is copied (decided on a `stat`, so the
+/// policy's directories are not opened at all; [`copy`] checks the opened file again).
 fn small_file(path: &Path) -> Option<std::fs::File> {
     let meta = std::fs::metadata(path).ok()?;
     if !mounts::copied(&meta) {
         return None;
     }
+    open_to_copy(path).ok()
+}
+
+/// A host file opened read-only to be copied: without blocking (a FIFO cannot stall the
+/// start) and without taking a terminal.
+pub(super) fn open_to_copy(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .ok()
 }
 
 /// Every bind of the policy was copied here or cloned by the runner, not both: the two
