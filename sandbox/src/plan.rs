@@ -162,8 +162,10 @@ pub trait Syscalls {
     /// makes its `/etc` snapshot); the init inherits them and attaches them in
     /// `build_filesystem`.
     fn clone_sources(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
-    /// Runner side, after the fork: clones and idmaps the workspace and hands it to the
-    /// init (which attaches it in `build_filesystem`). A failure ends the init too.
+    /// Runner side, after the fork: clones and idmaps the workspace (with the agent's own
+    /// user namespace when the agent has its owner's ids inside, else with one made for
+    /// it) and hands it to the init (which attaches it in `build_filesystem`). A failure
+    /// ends the init too.
     fn send_workspace(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
     /// Init side: a cgroup namespace (rooted at the run's groups, which it was born in).
     fn enter_cgroups(&mut self) -> Result<(), StepError>;

@@ -51,6 +51,9 @@ pub struct RealSyscalls {
     /// forked after `unshare(CLONE_NEWPID)`, so it is in the init's pid namespace, and the
     /// init's exit does not end before the holder is reaped.
     sent_workspace: Option<steps::mounts::Workspace>,
+    /// Runner side: the agent's user namespace, open, when it is the workspace's idmapping
+    /// too (`identity::Mapped::owner_idmap`); closed once the workspace is sent.
+    owner_idmap: Option<OwnedFd>,
 }
 
 impl RealSyscalls {
@@ -135,7 +138,11 @@ impl Syscalls for RealSyscalls {
     fn send_workspace(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
         let tx = self.mounts_tx.take();
         let sent = match &tx {
-            Some(fd) => steps::mounts::workspace(spec).and_then(|ws| {
+            Some(fd) => {
+                let idmap = self.owner_idmap.take();
+                steps::mounts::workspace(spec, idmap.as_ref().map(AsFd::as_fd))
+            }
+            .and_then(|ws| {
                 let sent = steps::mounts::send_workspace(fd.as_fd(), ws.as_ref().map(|w| &w.tree));
                 // The idmapping's holder goes after the limits (`limit_cgroups`).
                 self.sent_workspace = ws;
@@ -196,6 +203,8 @@ impl Syscalls for RealSyscalls {
             }
             Forked::Child => {
                 drop((rd, cg_wr, mounts_tx));
+                // The runner idmaps the workspace; the init joins the namespace later.
+                self.owner_idmap = None;
                 self.status_wr = Some(wr);
                 self.cgroups_rd = Some(cg_rd);
                 self.mounts_rx = Some(mounts_rx);
@@ -225,7 +234,9 @@ impl Syscalls for RealSyscalls {
 
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError> {
         let ready = self.agent_ns.take();
-        self.agent_ns = Some(steps::identity::prepare(&spec.ids, spec.net, ready)?);
+        let mapped = steps::identity::prepare(&spec.ids, spec.net, ready)?;
+        self.agent_ns = Some(mapped.ns);
+        self.owner_idmap = mapped.owner_idmap;
         Ok(())
     }
 

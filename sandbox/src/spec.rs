@@ -118,9 +118,19 @@ pub struct Ids {
     /// The owner's uid/gid: what the workspace's files belong to on disk.
     pub owner_uid: u32,
     pub owner_gid: u32,
-    /// The unprivileged ids the agent sees for itself inside (1000 by default).
+    /// The unprivileged ids the agent sees for itself inside: the daemon gives it its
+    /// owner's (see [`Ids::inside_are_owners`]), or 1000 when the owner is root.
     pub inside_uid: u32,
     pub inside_gid: u32,
+}
+
+impl Ids {
+    /// Whether the agent has its owner's ids inside (as podman's `keep-id` does): then its
+    /// user namespace maps the owner's ids to the agent's, which is exactly the
+    /// workspace's idmapping, and the runner makes no other namespace for that.
+    pub fn inside_are_owners(&self) -> bool {
+        self.inside_uid == self.owner_uid && self.inside_gid == self.owner_gid
+    }
 }
 
 /// The network the agent sees.
@@ -330,6 +340,12 @@ impl Spec {
         if self.ids.agent_uid == 0 || self.ids.agent_gid == 0 {
             return bad("ids", "the agent may not be root");
         }
+        if self.ids.inside_uid == 0 || self.ids.inside_gid == 0 {
+            return bad(
+                "ids",
+                "the agent may not be root inside its namespace either",
+            );
+        }
         Ok(())
     }
 }
@@ -407,6 +423,7 @@ pub(crate) mod tests {
             ("limits", Box::new(|s| s.limits.pids = 0)),
             ("hostname", Box::new(|s| s.hostname = "a b".into())),
             ("ids", Box::new(|s| s.ids.agent_uid = 0)),
+            ("ids", Box::new(|s| s.ids.inside_gid = 0)),
             (
                 "etc_cache",
                 Box::new(|s| s.etc_cache = Some("/run/../tmp".into())),

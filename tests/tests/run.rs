@@ -400,6 +400,48 @@ async fn jobs_over_dbus_refuse_malformed_calls_and_other_owners() {
     );
 }
 
+#[test]
+fn an_owner_who_is_not_root_has_its_ids_inside_and_owns_what_the_agent_writes() {
+    if !sandbox_available() {
+        return;
+    }
+    let Some(uid) = agentkeys_tests::test_user() else {
+        return;
+    };
+    let gid = nix::unistd::User::from_uid(uid.into())
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    let d = daemon();
+    let ws = tempfile::tempdir().unwrap();
+    nix::unistd::chown(
+        ws.path(),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .unwrap();
+    let out = d.ctl_as(
+        agentkeys_tests::TEST_USER,
+        &[
+            "run",
+            "--workspace",
+            ws.path().to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "id -u; id -g; echo made > /workspace/f; stat -c %u:%g /workspace/f",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Inside, the owner's ids (outside, the agent's own: see the escape tests), and the
+    // workspace shows the owner's files as the agent's.
+    assert_eq!(out.stdout(), format!("{uid}\n{gid}\n{uid}:{gid}\n"));
+    let meta = std::fs::metadata(ws.path().join("f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+}
+
 /// `Run`'s `status` pipe: one JSON line once the run has ended and its end is recorded
 /// (`Get` says the same by then), then EOF; a killed run's line says so. What is not the
 /// write end of a pipe is refused, and a client that filled its pipe gets no line but

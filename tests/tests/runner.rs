@@ -408,14 +408,27 @@ fn the_policys_host_files_are_in_the_sandbox_as_on_the_host() {
 #[test]
 fn workspace_is_writable_and_new_files_belong_to_the_owner() {
     need_kernel!();
+    // The agent is 1000 inside: the runner makes a namespace for the workspace's idmapping.
+    check_workspace(Sandbox::new(), INSIDE_UID);
+    // The agent has its owner's ids inside (the daemon's choice for an owner who is not
+    // root): the agent's own user namespace is the idmapping.
     let mut sb = Sandbox::new();
+    sb.spec.ids.inside_uid = OWNER_UID;
+    sb.spec.ids.inside_gid = OWNER_UID;
+    check_workspace(sb, OWNER_UID);
+}
+
+/// The agent writes its workspace as `inside` (its uid there, and what its files show);
+/// on the host they belong to the owner (an unreadable file fails the test).
+#[allow(clippy::unwrap_used)]
+fn check_workspace(mut sb: Sandbox, inside: u32) {
     let out = sb.run(&[
         "sh",
         "-c",
-        "echo hi > /workspace/f && mkdir /workspace/d && stat -c %u /workspace/f",
+        "echo hi > /workspace/f && mkdir /workspace/d && stat -c %u:%g /workspace/f && id -u",
     ]);
     assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
-    assert_eq!(out.stdout.trim(), INSIDE_UID.to_string());
+    assert_eq!(out.stdout, format!("{inside}:{inside}\n{inside}\n"));
     let meta = std::fs::metadata(sb.host_path("f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (OWNER_UID, OWNER_UID));
     assert_eq!(std::fs::read_to_string(sb.host_path("f")).unwrap(), "hi\n");

@@ -19,7 +19,8 @@ use crate::store::{Actor, AgentRead, RunStart};
 use super::inject::{self, Injection, Requested, Target};
 use super::{Run, RunState, lock};
 
-/// The uid and gid an agent has inside its user namespace.
+/// The uid and gid an agent has inside its user namespace when its owner's cannot serve
+/// (see [`inside_ids`]).
 pub const INSIDE_ID: u32 = 1000;
 
 /// `PATH` inside the sandbox; the bridge's directory last.
@@ -209,6 +210,8 @@ pub async fn start(
     }
     env.extend(req.environment);
     let gid = identity.uid;
+    let owner_gid = owner_gid(req.owner);
+    let (inside_uid, inside_gid) = inside_ids(req.owner, owner_gid);
     let spec = Spec {
         run_id: run_id.clone(),
         argv: req.argv,
@@ -219,9 +222,9 @@ pub async fn start(
             agent_uid: identity.uid,
             agent_gid: gid,
             owner_uid: req.owner,
-            owner_gid: owner_gid(req.owner),
-            inside_uid: INSIDE_ID,
-            inside_gid: INSIDE_ID,
+            owner_gid,
+            inside_uid,
+            inside_gid,
         },
         cwd: PathBuf::from(if workspace_inside.is_some() {
             WORKSPACE_INSIDE
@@ -646,6 +649,24 @@ fn uid_known(uid: u32) -> bool {
 }
 
 /// The owner's primary group (what the workspace's new files get on disk).
+/// The ids the agent has inside: its owner's, as podman's `keep-id` gives them (the
+/// workspace shows the owner's files as the agent's own, with the numbers they have on the
+/// host, and the agent's user namespace is the workspace's idmapping too, so a run makes
+/// one namespace fewer); [`INSIDE_ID`] when either is root's (the agent is never root
+/// inside) or the overflow id 65534 (`nobody`, which the sandbox's `/etc/passwd` has).
+/// Outside, the agent is always its own uid.
+fn inside_ids(owner_uid: u32, owner_gid: u32) -> (u32, u32) {
+    let usable = |id: u32| id != 0 && id != OVERFLOW_ID;
+    if usable(owner_uid) && usable(owner_gid) {
+        (owner_uid, owner_gid)
+    } else {
+        (INSIDE_ID, INSIDE_ID)
+    }
+}
+
+/// The kernel's overflow uid and gid (`nobody`/`nogroup`).
+const OVERFLOW_ID: u32 = 65534;
+
 fn owner_gid(owner: u32) -> u32 {
     match nix::unistd::User::from_uid(owner.into()) {
         Ok(Some(u)) => u.gid.as_raw(),
@@ -659,4 +680,19 @@ fn run_session_key() -> Result<[u8; 32], DaemonError> {
     getrandom::fill(seed.as_mut()).map_err(|e| DaemonError::Approval(format!("random: {e}")))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     Ok(key.verifying_key().to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_has_its_owners_ids_inside_unless_they_are_root_or_nobody() {
+        assert_eq!(inside_ids(1001, 1002), (1001, 1002));
+        assert_eq!(inside_ids(0, 0), (INSIDE_ID, INSIDE_ID));
+        assert_eq!(inside_ids(1001, 0), (INSIDE_ID, INSIDE_ID));
+        assert_eq!(inside_ids(0, 1002), (INSIDE_ID, INSIDE_ID));
+        assert_eq!(inside_ids(65534, 65534), (INSIDE_ID, INSIDE_ID));
+        assert_eq!(inside_ids(1001, 65534), (INSIDE_ID, INSIDE_ID));
+    }
 }

@@ -4,16 +4,18 @@
 //! user namespace (and for `--net none` its network namespace, with `lo` brought up by that
 //! namespace's capabilities) on a CPU that is otherwise idle then; the runner writes the
 //! one-line maps "inside agent 1". A warm runner makes the holder ahead of its run
-//! ([`AgentNs::spawn`], for `--net none`), so a run only maps it.
+//! ([`AgentNs::spawn`], for `--net none`), so a run only maps it. When the agent has its
+//! owner's ids inside ([`Ids::inside_are_owners`]), those maps are the workspace's
+//! idmapping too, and the runner keeps the namespace open for it ([`Mapped::owner_idmap`]).
 //!
 //! [`become_agent`], in the init after the file system and the fds: as root, the
 //! supplementary groups; then `setns` into the holder's namespaces and, inside, gid and uid
-//! `inside_*` (1000) — outside, the agent's own host ids (no login user has them). The user
-//! namespace owns none of the mount/pid/ipc/uts/cgroup namespaces (root made those), so the
-//! capabilities it grants reach nothing but itself and its network namespace, and step 6
-//! drops them.
+//! `inside_*` (the owner's, or 1000) — outside, the agent's own host ids (no login user has
+//! them). The user namespace owns none of the mount/pid/ipc/uts/cgroup namespaces (root
+//! made those), so the capabilities it grants reach nothing but itself and its network
+//! namespace, and step 6 drops them.
 
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 
@@ -56,9 +58,18 @@ impl AgentNs {
     }
 }
 
+/// The agent's namespaces, mapped.
+#[derive(Debug)]
+pub struct Mapped {
+    pub ns: AgentNs,
+    /// Its user namespace, open, when it maps the owner's ids to the agent's
+    /// ([`Ids::inside_are_owners`]): the workspace is idmapped with it.
+    pub owner_idmap: Option<OwnedFd>,
+}
+
 /// The run's holder, mapped: `ready` if a warm runner made one for this network mode,
 /// otherwise a new one.
-pub fn prepare(ids: &Ids, net: Net, ready: Option<AgentNs>) -> Result<AgentNs, StepError> {
+pub fn prepare(ids: &Ids, net: Net, ready: Option<AgentNs>) -> Result<Mapped, StepError> {
     let ns = match ready {
         Some(ns) if ns.0.new_net() == (net == Net::None) => ns,
         _ => AgentNs::spawn(net)?,
@@ -76,7 +87,15 @@ pub fn prepare(ids: &Ids, net: Net, ready: Option<AgentNs>) -> Result<AgentNs, S
         &format!("{dir}/gid_map"),
         &format!("{} {} 1\n", ids.inside_gid, ids.agent_gid),
     )?;
-    Ok(ns)
+    let owner_idmap = if ids.inside_are_owners() {
+        let path = format!("{dir}/ns/user");
+        let userns = std::fs::File::open(&path)
+            .map_err(|e| StepError::new(format!("open {path} (the workspace's idmapping)"), e))?;
+        Some(userns.into())
+    } else {
+        None
+    };
+    Ok(Mapped { ns, owner_idmap })
 }
 
 pub fn become_agent(ns: AgentNs, ids: &Ids) -> Result<(), StepError> {

@@ -63,25 +63,36 @@ pub enum Kind {
 }
 
 /// The workspace cloned and idmapped, and the process holding the namespace its idmapping
-/// came from. Drop it once the mount is on its way to the init: the holder is killed and
-/// waited for, which the init need not wait for (the mount keeps its own reference to the
-/// namespace).
+/// came from, when one was made for it. Drop it once the mount is on its way to the init:
+/// the holder is killed and waited for, which the init need not wait for (the mount keeps
+/// its own reference to the namespace).
 #[derive(Debug)]
 pub struct Workspace {
     pub tree: OwnedFd,
-    _idmap: sys::UsernsHolder,
+    _idmap: Option<sys::UsernsHolder>,
 }
 
-/// Clones the workspace and idmaps it, when the spec has one.
-pub fn workspace(spec: &Spec) -> Result<Option<Workspace>, StepError> {
+/// Clones the workspace and idmaps it, when the spec has one. `owner_idmap`: the agent's
+/// own user namespace when it maps the owner's ids to the agent's
+/// (`identity::Mapped::owner_idmap`); otherwise a namespace is made for the idmapping.
+pub fn workspace(
+    spec: &Spec,
+    owner_idmap: Option<BorrowedFd<'_>>,
+) -> Result<Option<Workspace>, StepError> {
     let Some(ws) = &spec.workspace else {
         return Ok(None);
     };
     let tree = clone_workspace(ws)?;
-    let idmap = idmap_workspace(&tree, ws, spec)?;
+    let holder = match owner_idmap {
+        Some(userns) => {
+            idmap(&tree, ws, userns)?;
+            None
+        }
+        None => Some(idmap_workspace(&tree, ws, spec)?),
+    };
     Ok(Some(Workspace {
         tree,
-        _idmap: idmap,
+        _idmap: holder,
     }))
 }
 
@@ -224,10 +235,9 @@ fn clone_tree(host: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, StepE
     Ok(tree)
 }
 
-/// The workspace through an idmapped mount: on disk the owner's ids, to the agent its own,
-/// so what the agent creates belongs to the owner. A file system that cannot idmap fails
-/// the run with its name (no fallback: a plain bind would hand the agent files it cannot
-/// write, or create files owned by the agent's uid in the owner's tree).
+/// The workspace through an idmapped mount, with a user namespace made for it that maps
+/// the owner's ids to the agent's: on disk the owner's ids, to the agent its own, so what
+/// the agent creates belongs to the owner.
 fn idmap_workspace(
     tree: &OwnedFd,
     host: &Path,
@@ -254,26 +264,27 @@ fn idmap_workspace(
         )?;
         let userns = std::fs::File::open(dir.join("ns/user"))
             .map_err(|e| StepError::new("open the idmapping namespace", e))?;
-        sys::mount_setattr(
-            tree.as_fd(),
-            IDMAP | NOSUID | NODEV,
-            0,
-            Some(userns.as_fd()),
-            false,
-        )
-        .map_err(|e| {
-            let fs = fs_type(host);
-            StepError::new(
-                format!(
-                    "idmap the workspace {} (file system {fs}): this file system cannot \
-                         be idmapped; put the workspace on ext4, xfs, btrfs or tmpfs",
-                    host.display()
-                ),
-                e,
-            )
-        })
+        idmap(tree, host, userns.as_fd())
     })();
     result.map(|()| holder)
+}
+
+/// Idmaps the cloned workspace with `userns` (which maps the owner's ids to the agent's). A
+/// file system that cannot idmap fails the run with its name (no fallback: a plain bind
+/// would hand the agent files it cannot write, or create files owned by the agent's uid in
+/// the owner's tree).
+fn idmap(tree: &OwnedFd, host: &Path, userns: BorrowedFd<'_>) -> Result<(), StepError> {
+    sys::mount_setattr(tree.as_fd(), IDMAP | NOSUID | NODEV, 0, Some(userns), false).map_err(|e| {
+        let fs = fs_type(host);
+        StepError::new(
+            format!(
+                "idmap the workspace {} (file system {fs}): this file system cannot \
+                         be idmapped; put the workspace on ext4, xfs, btrfs or tmpfs",
+                host.display()
+            ),
+            e,
+        )
+    })
 }
 
 /// A name for the file system type of `path` (for the idmap error).
