@@ -675,6 +675,34 @@ fn seccomp_denies_the_dangerous_calls_with_eperm() {
 }
 
 #[test]
+fn the_agent_has_no_capability_in_any_set_and_no_new_privs() {
+    need_kernel!();
+    let mut sb = Sandbox::new();
+    let out = sb.run(&["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"]);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let fields: Vec<(&str, &str)> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k, v.trim()))
+        .collect();
+    let zero = "0000000000000000";
+    assert_eq!(
+        fields,
+        [
+            ("CapInh", zero),
+            ("CapPrm", zero),
+            ("CapEff", zero),
+            ("CapBnd", zero),
+            ("CapAmb", zero),
+            ("NoNewPrivs", "1"),
+        ],
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn a_setuid_binary_gains_nothing() {
     need_kernel!();
     if !std::path::Path::new("/usr/bin/su").exists() {
