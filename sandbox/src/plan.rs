@@ -159,14 +159,10 @@ pub trait Syscalls {
     /// in `exec`, before the command starts). On failure the init is killed.
     fn limit_cgroups(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
     /// Runner side, before the fork: clones the new root's read-only sources (and finds or
-    /// makes its `/etc` snapshot); the init inherits them and attaches them in
-    /// `build_filesystem`.
+    /// makes its `/etc` snapshot) and the workspace, idmapped (with the agent's own user
+    /// namespace when the agent has its owner's ids inside, else with one made for it);
+    /// the init inherits them and attaches them in `build_filesystem`.
     fn clone_sources(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
-    /// Runner side, after the fork: clones and idmaps the workspace (with the agent's own
-    /// user namespace when the agent has its owner's ids inside, else with one made for
-    /// it) and hands it to the init (which attaches it in `build_filesystem`). A failure
-    /// ends the init too.
-    fn send_workspace(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError>;
     /// Init side: a cgroup namespace (rooted at the run's groups, which it was born in).
     fn enter_cgroups(&mut self) -> Result<(), StepError>;
     /// Runner side, before the fork: `unshare` of the pid namespace.
@@ -182,8 +178,8 @@ pub trait Syscalls {
     /// `--net none` ahead of the plan, by the runner's start); maps written. The init
     /// inherits it.
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError>;
-    /// The new root (attaching the sources `clone_sources` made and the workspace
-    /// `send_workspace` sent), secret files, `pivot_root`.
+    /// The new root (attaching the sources and the workspace `clone_sources` made),
+    /// secret files, `pivot_root`.
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError>;
     /// rlimits; reads the secret variables from their memfds; closes every other fd.
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError>;
@@ -212,9 +208,9 @@ pub fn run<S: Syscalls>(
     // 5a. Early, so that the agent's network namespace is made on the other CPU, idle while
     //     the runner forks and the init starts.
     sys.prepare_identity(spec).map_err(PlanError::Identity)?;
-    // 3a. Before the fork, so the init finds the new root's sources ready as it builds it:
-    //     after the fork the runner would clone them while the init and the namespace
-    //     holder have the two CPUs, and the init would wait for them.
+    // 3a. Before the fork, so the init finds the new root's sources and the workspace
+    //     ready as it builds it: after the fork the runner would make them while the init
+    //     and the namespace holder have the two CPUs, and the init would wait for them.
     sys.clone_sources(spec, policies)
         .map_err(PlanError::Filesystem)?;
     // 2. As root of the initial user namespace, so these namespaces belong to it and the
@@ -222,10 +218,6 @@ pub fn run<S: Syscalls>(
     //    and the init makes the others for itself (the runner stays in the host's).
     sys.unshare_pid().map_err(PlanError::Namespaces)?;
     if let Side::Runner { init_pid } = sys.fork_init().map_err(PlanError::Namespaces)? {
-        // 3b. The runner idmaps the workspace for the init while the init makes its
-        //     namespaces and the new root (two CPUs' worth of work at once).
-        sys.send_workspace(spec, init_pid)
-            .map_err(PlanError::Filesystem)?;
         // 9a. The daemon records the run's start while the sandbox is built; no command
         //     starts before that record is durable.
         sys.await_go(init_pid).map_err(PlanError::Record)?;
@@ -309,9 +301,6 @@ mod tests {
         }
         fn clone_sources(&mut self, _: &Spec, _: &Policies) -> Result<(), StepError> {
             self.call("clone_sources".into())
-        }
-        fn send_workspace(&mut self, _: &Spec, init_pid: i32) -> Result<(), StepError> {
-            self.call(format!("send_workspace({init_pid})"))
         }
         fn enter_cgroups(&mut self) -> Result<(), StepError> {
             self.call("enter_cgroups".into())
@@ -425,7 +414,6 @@ mod tests {
                 "clone_sources",
                 "unshare_pid",
                 "fork_init",
-                "send_workspace(42)",
                 "await_go(42)",
                 "limit_cgroups(42)"
             ]
@@ -439,14 +427,10 @@ mod tests {
         );
         assert_eq!(out.unwrap_err().step(), Step::Cgroup);
         assert_eq!(r.calls, ["join_cgroups"]);
-        // After the fork, each failure says so as its own step and goes no further: one that
-        // cannot idmap the workspace, one without the daemon's record of the start
-        // (the command does not run), one that cannot write the limits.
-        for (fail_at, step) in [
-            ("send_workspace", Step::Filesystem),
-            ("await_go", Step::Record),
-            ("limit_cgroups", Step::Cgroup),
-        ] {
+        // After the fork, each failure says so as its own step and goes no further: one
+        // without the daemon's record of the start (the command does not run), one that
+        // cannot write the limits.
+        for (fail_at, step) in [("await_go", Step::Record), ("limit_cgroups", Step::Cgroup)] {
             let (r, out) = run_with(Net::None, Side::Runner { init_pid: 42 }, Some(fail_at));
             assert_eq!(out.unwrap_err().step(), step, "{fail_at}");
             assert_eq!(r.calls.last(), Some(&format!("{fail_at}(42)")));

@@ -23,13 +23,9 @@ pub struct RealSyscalls {
     cgroups_wr: Option<OwnedFd>,
     /// Init side: where it learns that.
     cgroups_rd: Option<OwnedFd>,
-    /// The new root's read-only sources, cloned by the runner before the fork; the init's
-    /// copy attaches them, the runner's is closed at the fork.
+    /// The new root's read-only sources and the idmapped workspace, cloned by the runner
+    /// before the fork; the init's copy attaches them, the runner's is closed at the fork.
     sources: Option<steps::mounts::Sources>,
-    /// Runner side: where it sends the init the idmapped workspace.
-    mounts_tx: Option<OwnedFd>,
-    /// Init side: where it receives it.
-    mounts_rx: Option<OwnedFd>,
     /// True in the init after `fork_init`.
     pub in_init: bool,
     secret_env: Vec<SecretVar>,
@@ -44,15 +40,12 @@ pub struct RealSyscalls {
     /// Runner side, warm start: the spec socket, on which the daemon says the run's start
     /// is on record ([`crate::spec::FRAME_GO`]).
     pub go: Option<OwnedFd>,
-    /// Runner side: the idmapped workspace after it was sent, kept until the limits are
-    /// written. Dropping it reaps the idmapping's holder, which waits for that process to
-    /// be scheduled and exit; the init needs the limits sooner than the runner needs that.
-    /// It is dropped before any wait for the init ([`Self::end_init`]): the holder was
-    /// forked after `unshare(CLONE_NEWPID)`, so it is in the init's pid namespace, and the
-    /// init's exit does not end before the holder is reaped.
-    sent_workspace: Option<steps::mounts::Workspace>,
+    /// Runner side: the holder of the namespace made for the workspace's idmapping, kept
+    /// until the limits are written: dropping it reaps the holder, which waits for that
+    /// process to be scheduled and exit, and the init needs the limits sooner.
+    idmap_holder: Option<steps::mounts::IdmapHolder>,
     /// Runner side: the agent's user namespace, open, when it is the workspace's idmapping
-    /// too (`identity::Mapped::owner_idmap`); closed once the workspace is sent.
+    /// too (`identity::Mapped::owner_idmap`); closed once the workspace is idmapped.
     owner_idmap: Option<OwnedFd>,
 }
 
@@ -69,9 +62,7 @@ impl RealSyscalls {
 
     /// Runner side, when a step of its own failed: the init must not go on alone.
     fn end_init(&mut self, init_pid: i32) {
-        // First the idmapping's holder: a process of the init's pid namespace, whose exit
-        // (as its pid 1) waits until every other process of it is reaped.
-        self.sent_workspace = None;
+        self.idmap_holder = None;
         let pid = nix::unistd::Pid::from_raw(init_pid);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
@@ -125,38 +116,20 @@ impl Syscalls for RealSyscalls {
             self.cgroups_wr = None;
             self.end_init(init_pid);
         }
-        self.sent_workspace = None;
+        self.idmap_holder = None;
         done
     }
 
     fn clone_sources(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
         let (sources, small) = steps::mounts::clone_sources(spec, &policies.fs)?;
-        self.sources = Some(steps::etc_cache::put_first(spec, &small, sources));
-        Ok(())
-    }
-
-    fn send_workspace(&mut self, spec: &Spec, init_pid: i32) -> Result<(), StepError> {
-        let tx = self.mounts_tx.take();
-        let sent = match &tx {
-            Some(fd) => {
-                let idmap = self.owner_idmap.take();
-                steps::mounts::workspace(spec, idmap.as_ref().map(AsFd::as_fd))
-            }
-            .and_then(|ws| {
-                let sent = steps::mounts::send_workspace(fd.as_fd(), ws.as_ref().map(|w| &w.tree));
-                // The idmapping's holder goes after the limits (`limit_cgroups`).
-                self.sent_workspace = ws;
-                sent
-            }),
-            None => Err(StepError::refused(
-                "no socket to the init for the workspace",
-                std::io::ErrorKind::BrokenPipe,
-            )),
-        };
-        if sent.is_err() {
-            self.end_init(init_pid);
+        let mut sources = steps::etc_cache::put_first(spec, &small, sources);
+        let owner_idmap = self.owner_idmap.take();
+        if let Some(ws) = steps::mounts::workspace(spec, owner_idmap.as_ref().map(AsFd::as_fd))? {
+            sources.workspace = Some(ws.tree);
+            self.idmap_holder = ws.holder;
         }
-        sent
+        self.sources = Some(sources);
+        Ok(())
     }
 
     fn enter_cgroups(&mut self) -> Result<(), StepError> {
@@ -176,13 +149,6 @@ impl Syscalls for RealSyscalls {
             .map_err(|e| StepError::new("pipe for the init's status", e))?;
         let (cg_rd, cg_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| StepError::new("pipe for the cgroups' limits", e))?;
-        let (mounts_tx, mounts_rx) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| StepError::new("socket for the mounts", e))?;
         let v2 = self.cgroups.as_ref().and_then(steps::cgroup::Joined::v2_fd);
         let (forked, late) = match v2.map(sys::fork_into_cgroup) {
             None => (sys::fork_single_threaded(), false),
@@ -195,19 +161,19 @@ impl Syscalls for RealSyscalls {
             Forked::Parent(pid) => {
                 // The init has its own copies of the sources.
                 self.sources = None;
-                drop((wr, cg_rd, mounts_rx));
+                drop((wr, cg_rd));
                 self.status_rd = Some(rd);
                 self.cgroups_wr = Some(cg_wr);
-                self.mounts_tx = Some(mounts_tx);
                 Ok(Side::Runner { init_pid: pid })
             }
             Forked::Child => {
-                drop((rd, cg_wr, mounts_tx));
-                // The runner idmaps the workspace; the init joins the namespace later.
-                self.owner_idmap = None;
+                drop((rd, cg_wr));
+                // The idmapping's holder is the runner's child, as is the agent's holder.
+                if let Some(h) = self.idmap_holder.take() {
+                    h.disown();
+                }
                 self.status_wr = Some(wr);
                 self.cgroups_rd = Some(cg_rd);
-                self.mounts_rx = Some(mounts_rx);
                 self.in_init = true;
                 // The holder is the runner's: this copy only joins its namespaces (and must
                 // not signal it when dropped, even on the error path below).
@@ -241,19 +207,13 @@ impl Syscalls for RealSyscalls {
     }
 
     fn build_filesystem(&mut self, spec: &Spec, policies: &Policies) -> Result<(), StepError> {
-        let rx = self.mounts_rx.take().ok_or_else(|| {
-            StepError::refused(
-                "no socket from the runner for the workspace",
-                std::io::ErrorKind::BrokenPipe,
-            )
-        })?;
         let sources = self.sources.take().ok_or_else(|| {
             StepError::refused(
                 "the new root's sources were not cloned",
                 std::io::ErrorKind::NotFound,
             )
         })?;
-        steps::filesystem::build(spec, &policies.fs, sources, rx.as_fd())
+        steps::filesystem::build(spec, &policies.fs, sources)
     }
 
     fn rlimits_and_fds(&mut self, spec: &Spec) -> Result<(), StepError> {

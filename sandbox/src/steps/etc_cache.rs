@@ -53,9 +53,14 @@ pub fn put_first(spec: &Spec, small: &[SmallFile], mut list: Vec<Source>) -> Sou
             Sources {
                 list,
                 etc: Some(covered),
+                workspace: None,
             }
         }
-        None => Sources { list, etc: None },
+        None => Sources {
+            list,
+            etc: None,
+            workspace: None,
+        },
     }
 }
 

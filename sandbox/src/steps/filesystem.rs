@@ -4,12 +4,12 @@
 //! first ([`super::etc_cache`]); without a snapshot, the policy's small files are copied
 //! into the root from the host's tree, which this mount namespace shows until
 //! `pivot_root`, and the accounts written. The workspace comes last, idmapped by the
-//! runner meanwhile. Then `pivot_root`, the old root detached, and the new root itself
-//! made read-only.
+//! runner before the fork as well. Then `pivot_root`, the old root detached, and the new
+//! root itself made read-only.
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -30,13 +30,8 @@ const NEW_ROOT: &str = "/tmp";
 
 /// Builds the new root and enters it: the sources the runner cloned before the fork
 /// (the `/etc` snapshot first, when there is one; otherwise the accounts and the small
-/// files are written here), then the (idmapped) workspace as it comes from `runner`.
-pub fn build(
-    spec: &Spec,
-    policy: &FsPolicy,
-    sources: Sources,
-    runner: BorrowedFd<'_>,
-) -> Result<(), StepError> {
+/// files are written here), then the (idmapped) workspace.
+pub fn build(spec: &Spec, policy: &FsPolicy, sources: Sources) -> Result<(), StepError> {
     // No mount event of ours may leak back to the host, nor the host's into the sandbox.
     mount(
         None::<&str>,
@@ -77,16 +72,15 @@ pub fn build(
             copy_small_files(root, &policy.binds, &mut dirs)?
         }
     };
-    let sources = sources.list;
-    check_every_bind(&policy.binds, &copies, &sources)?;
-    for s in &sources {
+    check_every_bind(&policy.binds, &copies, &sources.list)?;
+    for s in &sources.list {
         attach(root, s, &mut dirs)?;
     }
     for l in &policy.symlinks {
         std::os::unix::fs::symlink(&l.target, root.join(rel(&l.path)))
             .map_err(|e| StepError::new(format!("symlink {} -> {}", l.path, l.target), e))?;
     }
-    if let Some(fd) = mounts::receive_workspace(runner, spec.workspace.is_some())? {
+    if let Some(fd) = sources.workspace {
         let ws = Source {
             fd,
             inside: WORKSPACE_INSIDE.into(),

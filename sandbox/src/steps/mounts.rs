@@ -1,13 +1,11 @@
 //! Step 3, the runner's half: every read-only source of the new root cloned as a detached
-//! mount (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr` before the
-//! runner forks the init, which inherits them; after the fork, the workspace cloned and
-//! idmapped and handed to the init over a socket (SCM_RIGHTS) while the init makes its
-//! namespaces and its root's tmpfs on the other CPU. The init attaches them
-//! ([`super::filesystem`]). The policy's small regular files are not among them: they come
-//! from the run's `/etc` snapshot ([`super::etc_cache`]) or the init copies them
-//! ([`copied`]). The host's tree is the runner's own (it never changes mount namespace),
-//! so each source is cloned from exactly what the host shows, and the idmap's maps are
-//! written through the host's `/proc`.
+//! mount (`open_tree`) and made read-only/nosuid/nodev with `mount_setattr`, and the
+//! workspace cloned and idmapped, all before the runner forks the init, which inherits them
+//! and attaches them ([`super::filesystem`]) without waiting for the runner. The policy's
+//! small regular files are not among them: they come from the run's `/etc` snapshot
+//! ([`super::etc_cache`]) or the init copies them ([`copied`]). The host's tree is the
+//! runner's own (it never changes mount namespace), so each source is cloned from exactly
+//! what the host shows, and the idmap's maps are written through the host's `/proc`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::filesystem::cstr;
 use crate::plan::StepError;
 use crate::policy::fs::FsPolicy;
-use crate::spec::{BRIDGE_INSIDE, MAX_SPEC_BYTES, MCP_SOCKET_INSIDE, Spec};
+use crate::spec::{BRIDGE_INSIDE, MCP_SOCKET_INSIDE, Spec};
 use crate::sys;
 
 const RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
@@ -24,9 +22,6 @@ const NODEV: u64 = libc::MOUNT_ATTR_NODEV;
 const IDMAP: u64 = libc::MOUNT_ATTR_IDMAP;
 /// What every read-only source of the new root is made.
 pub(super) const READ_ONLY: u64 = RDONLY | NOSUID | NODEV;
-
-/// The frame kind of the workspace's frame (runner → init).
-const FRAME_MOUNTS: u8 = b'M';
 
 /// Largest file of the policy's binds that is copied rather than mounted. The copies sit on
 /// the init's path while the runner clones the mounts; the two larger files of the shipped
@@ -62,14 +57,29 @@ pub enum Kind {
     File,
 }
 
-/// The workspace cloned and idmapped, and the process holding the namespace its idmapping
-/// came from, when one was made for it. Drop it once the mount is on its way to the init:
-/// the holder is killed and waited for, which the init need not wait for (the mount keeps
-/// its own reference to the namespace).
+/// The workspace cloned and idmapped (`tree`, which the init attaches), and the process
+/// holding the namespace its idmapping came from, when one was made for it.
 #[derive(Debug)]
 pub struct Workspace {
     pub tree: OwnedFd,
-    _idmap: Option<sys::UsernsHolder>,
+    pub holder: Option<IdmapHolder>,
+}
+
+/// The runner's child holding the user namespace made for the workspace's idmapping.
+/// Dropping it kills and reaps the child, which waits for it to be scheduled: the runner
+/// does that after the fork, off the init's path (the mount keeps its own reference to the
+/// namespace, so nothing needs the child once the mount is idmapped).
+#[derive(Debug)]
+pub struct IdmapHolder {
+    _child: sys::UsernsHolder,
+}
+
+impl IdmapHolder {
+    /// In the init after the fork: the child is the runner's, and its pid means nothing in
+    /// the init's pid namespace; it is let go without a signal or a wait.
+    pub fn disown(self) {
+        std::mem::forget(self);
+    }
 }
 
 /// Clones the workspace and idmaps it, when the spec has one. `owner_idmap`: the agent's
@@ -88,61 +98,23 @@ pub fn workspace(
             idmap(&tree, ws, userns)?;
             None
         }
-        None => Some(idmap_workspace(&tree, ws, spec)?),
+        None => Some(IdmapHolder {
+            _child: idmap_workspace(&tree, ws, spec)?,
+        }),
     };
-    Ok(Some(Workspace {
-        tree,
-        _idmap: holder,
-    }))
+    Ok(Some(Workspace { tree, holder }))
 }
 
-/// The new root's read-only sources, cloned by the runner before it forks the init (which
-/// inherits them).
+/// The new root's read-only sources and the workspace, cloned by the runner before it
+/// forks the init (which inherits them).
 #[derive(Debug)]
 pub struct Sources {
     pub list: Vec<Source>,
     /// The first source is the run's `/etc` snapshot, holding these binds of the policy
     /// ([`super::etc_cache`]); `None`: the init copies them.
     pub etc: Option<Vec<PathBuf>>,
-}
-
-/// Sends the idmapped workspace (or that there is none) to the init: one frame, the
-/// workspace its only fd (the spec tells the init whether to expect one).
-pub fn send_workspace(sock: BorrowedFd<'_>, workspace: Option<&OwnedFd>) -> Result<(), StepError> {
-    let fds: Vec<BorrowedFd<'_>> = workspace.map(AsFd::as_fd).into_iter().collect();
-    match sys::send_frame(sock, FRAME_MOUNTS, &[], &fds) {
-        Ok(()) => Ok(()),
-        // The init has gone already; its own status says why (the runner's supervise).
-        Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
-        Err(e) => Err(StepError::new("hand the workspace to the init", e)),
-    }
-}
-
-/// The init's side of [`send_workspace`]; `expected`: the spec has a workspace. EOF means
-/// the runner could not idmap it (it reports why).
-pub fn receive_workspace(
-    sock: BorrowedFd<'_>,
-    expected: bool,
-) -> Result<Option<OwnedFd>, StepError> {
-    let (kind, body, fds) = sys::recv_frame(sock, MAX_SPEC_BYTES)
-        .map_err(|e| StepError::new("receive the workspace from the runner", e))?
-        .ok_or_else(|| bad("the runner sent none".into()))?;
-    if kind != FRAME_MOUNTS || !body.is_empty() || fds.len() != usize::from(expected) {
-        return Err(bad(format!(
-            "frame {kind:#x} of {} bytes with {} fds for {} workspace",
-            body.len(),
-            fds.len(),
-            usize::from(expected)
-        )));
-    }
-    Ok(fds.into_iter().next())
-}
-
-fn bad(what: String) -> StepError {
-    StepError::refused(
-        format!("the mounts from the runner: {what}"),
-        std::io::ErrorKind::InvalidData,
-    )
+    /// The workspace, idmapped ([`workspace`]), when the spec has one.
+    pub workspace: Option<OwnedFd>,
 }
 
 /// A bind of the policy that is a small regular file ([`copied`]), as the runner found it.

@@ -45,9 +45,10 @@ pub(crate) fn spawn_userns_holder() -> io::Result<UsernsHolder> {
 /// First thing in a holder: SIGKILL when `parent` (the caller of clone) ends; and if it has
 /// ended already (before this ran), exit now — a holder must never outlive its runner, or
 /// it keeps the run's cgroups busy. `getppid` gives 0 when the parent is outside the
-/// holder's pid namespace (the workspace's idmapping holder, cloned after the runner's
-/// `unshare(CLONE_NEWPID)`): that check cannot be made then, and is not needed, since such
-/// a holder is in the run's pid namespace, which the end of its init empties.
+/// holder's pid namespace (a holder cloned after an `unshare(CLONE_NEWPID)`; the runner
+/// clones both of its holders before its own): that check cannot be made then, and is not
+/// needed, since such a holder is in the new pid namespace, which the end of its init
+/// empties.
 fn die_with_parent(parent: libc::pid_t) {
     let pdeathsig = [
         libc::PR_SET_PDEATHSIG as usize,
@@ -349,9 +350,9 @@ impl Drop for UsernsHolder {
 mod tests {
     use super::*;
 
-    /// The workspace's idmapping holder is cloned after the runner's
-    /// `unshare(CLONE_NEWPID)`, so `getppid` gives it 0: it must still hold its namespace
-    /// until it is dropped, not take that 0 for its parent's death and exit at once.
+    /// A holder cloned after an `unshare(CLONE_NEWPID)` gets 0 from `getppid`: it must
+    /// still hold its namespace until it is dropped, not take that 0 for its parent's death
+    /// and exit at once.
     /// Kernel tier: a pid namespace needs root.
     #[test]
     fn a_holder_in_a_new_pid_namespace_waits_to_be_killed() {
