@@ -200,7 +200,7 @@ impl Syscalls for RealSyscalls {
 
     fn prepare_identity(&mut self, spec: &Spec) -> Result<(), StepError> {
         let ready = self.agent_ns.take();
-        let mapped = steps::identity::prepare(&spec.ids, spec.net, ready)?;
+        let mapped = steps::identity::prepare(spec, ready)?;
         self.agent_ns = Some(mapped.ns);
         self.owner_idmap = mapped.owner_idmap;
         Ok(())

@@ -20,7 +20,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 
 use crate::plan::StepError;
-use crate::spec::{Ids, Net};
+use crate::spec::{Ids, Net, Spec};
 use crate::sys::{self, AgentNsHolder};
 
 /// The agent's namespaces, made and mapped, waiting to be joined.
@@ -62,14 +62,16 @@ impl AgentNs {
 #[derive(Debug)]
 pub struct Mapped {
     pub ns: AgentNs,
-    /// Its user namespace, open, when it maps the owner's ids to the agent's
-    /// ([`Ids::inside_are_owners`]): the workspace is idmapped with it.
+    /// Its user namespace, open, when the run has a workspace and the namespace maps the
+    /// owner's ids to the agent's ([`Ids::inside_are_owners`]): the workspace is idmapped
+    /// with it.
     pub owner_idmap: Option<OwnedFd>,
 }
 
 /// The run's holder, mapped: `ready` if a warm runner made one for this network mode,
 /// otherwise a new one.
-pub fn prepare(ids: &Ids, net: Net, ready: Option<AgentNs>) -> Result<Mapped, StepError> {
+pub fn prepare(spec: &Spec, ready: Option<AgentNs>) -> Result<Mapped, StepError> {
+    let (ids, net) = (&spec.ids, spec.net);
     let ns = match ready {
         Some(ns) if ns.0.new_net() == (net == Net::None) => ns,
         _ => AgentNs::spawn(net)?,
@@ -87,7 +89,7 @@ pub fn prepare(ids: &Ids, net: Net, ready: Option<AgentNs>) -> Result<Mapped, St
         &format!("{dir}/gid_map"),
         &format!("{} {} 1\n", ids.inside_gid, ids.agent_gid),
     )?;
-    let owner_idmap = if ids.inside_are_owners() {
+    let owner_idmap = if spec.workspace.is_some() && ids.inside_are_owners() {
         let path = format!("{dir}/ns/user");
         let userns = std::fs::File::open(&path)
             .map_err(|e| StepError::new(format!("open {path} (the workspace's idmapping)"), e))?;
