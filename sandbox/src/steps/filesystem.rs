@@ -7,7 +7,8 @@
 //! runner before the fork as well. Then `pivot_root`, the old root detached, and the new
 //! root itself made read-only.
 
-use std::ffi::CString;
+use std::collections::HashSet;
+use std::ffi::{CString, OsStr};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -160,10 +161,14 @@ fn check_every_bind(
     copies: &[PathBuf],
     sources: &[Source],
 ) -> Result<(), StepError> {
+    // The policy's paths are normalised (`policy::check_abs`), and both lists name them as
+    // written: their bytes compare as their components would, and sets spare the
+    // bind-by-path scans (a `Path` comparison walks components; this is on the init's lane).
+    let copies: HashSet<&OsStr> = copies.iter().map(|c| c.as_os_str()).collect();
+    let cloned: HashSet<&OsStr> = sources.iter().map(|s| s.inside.as_os_str()).collect();
     for b in binds {
-        let path = Path::new(&b.path);
-        let copied = copies.iter().any(|c| c == path);
-        let cloned = sources.iter().any(|s| s.inside == path);
+        let path = OsStr::new(&b.path);
+        let (copied, cloned) = (copies.contains(path), cloned.contains(path));
         if copied == cloned && (copied || !b.optional) {
             return Err(StepError::refused(
                 format!("{} changed while the sandbox was built", b.path),
