@@ -8,7 +8,7 @@
 //! root itself made read-only.
 
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -161,13 +161,12 @@ fn check_every_bind(
     copies: &[PathBuf],
     sources: &[Source],
 ) -> Result<(), StepError> {
-    // The policy's paths are normalised (`policy::check_abs`), and both lists name them as
-    // written: their bytes compare as their components would, and sets spare the
-    // bind-by-path scans (a `Path` comparison walks components; this is on the init's lane).
-    let copies: HashSet<&OsStr> = copies.iter().map(|c| c.as_os_str()).collect();
-    let cloned: HashSet<&OsStr> = sources.iter().map(|s| s.inside.as_os_str()).collect();
+    // Sets rather than a scan of both lists per bind: a `Path` comparison walks components,
+    // and this is on the init's lane. A `Path` hashes as it compares (by components).
+    let copies: HashSet<&Path> = copies.iter().map(PathBuf::as_path).collect();
+    let cloned: HashSet<&Path> = sources.iter().map(|s| s.inside.as_path()).collect();
     for b in binds {
-        let path = OsStr::new(&b.path);
+        let path = Path::new(&b.path);
         let (copied, cloned) = (copies.contains(path), cloned.contains(path));
         if copied == cloned && (copied || !b.optional) {
             return Err(StepError::refused(
