@@ -741,18 +741,15 @@ fn runs_work_for_a_daemon_started_in_groups_it_cannot_write_to() {
     let d = daemon_in(&groups);
     let ok = d.ctl(&["run", "--", "/bin/true"]);
     assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, d.log());
-    for g in &groups.0 {
-        assert!(
-            g.join("agentkeys").is_dir(),
-            "no parent group in {}",
-            g.display()
-        );
+    for p in run_parents(&groups) {
+        assert!(p.is_dir(), "no parent group {}", p.display());
     }
     drop(d);
 }
 
-/// The run groups under a daemon's parents (`agentkeys` in each of `groups`), by name.
-fn run_groups_under(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
+/// Every group under the daemons' parents in `groups`: runs', and those kept for later
+/// runs (`spare-…`).
+fn groups_under(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for g in &groups.0 {
         for e in std::fs::read_dir(g.join("agentkeys"))
@@ -760,7 +757,7 @@ fn run_groups_under(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
             .flatten()
             .flatten()
         {
-            if e.file_name().to_string_lossy().starts_with("run_") && e.path().is_dir() {
+            if e.path().is_dir() {
                 out.push(e.path());
             }
         }
@@ -768,28 +765,72 @@ fn run_groups_under(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The daemons' parents in `groups`' v1 hierarchies of the runs' controllers: where ended
+/// runs' groups are kept.
+fn v1_parents(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
+    let limits = ["memory.limit_in_bytes", "pids.max", "cpu.cfs_quota_us"];
+    (groups.0.iter())
+        .filter(|g| !g.join("cgroup.controllers").exists())
+        .filter(|g| limits.iter().any(|f| g.join(f).exists()))
+        .map(|g| g.join("agentkeys"))
+        .collect()
+}
+
+/// The daemons' parents of runs' groups in `groups`: v2's and [`v1_parents`] (not a v1
+/// freezer's: a daemon uses one only where v2 has no `cgroup.kill`).
+fn run_parents(groups: &UnwritableGroups) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = (groups.0.iter())
+        .filter(|g| g.join("cgroup.controllers").exists())
+        .map(|g| g.join("agentkeys"))
+        .collect();
+    out.extend(v1_parents(groups));
+    out
+}
+
 /// A daemon stopped the moment a run has ended (when it starts the next warm runner)
-/// leaves no run group behind: the runs', the warm runners' and those still being made.
+/// leaves no group behind: the runs', the warm runners', those still being made, and the
+/// ended runs' v1 groups it kept for later runs.
 #[test]
 fn a_stopped_daemon_leaves_no_run_cgroups_behind() {
     let Some(groups) = test_groups("agentkeys-test-stop") else {
         return;
     };
-    for _ in 0..5 {
+    for round in 0..5 {
         let d = daemon_in(&groups);
         let ok = d.ctl(&["run", "--", "/bin/true"]);
         assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, d.log());
+        if round == 0 {
+            // The run's v1 groups are kept once it has ended (after its end is told).
+            let kept = |p: &std::path::PathBuf| {
+                std::fs::read_dir(p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("spare-"))
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !v1_parents(&groups).iter().all(kept) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no kept group: {:?}\n{}",
+                    groups_under(&groups),
+                    d.log()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         let log = d.log();
         // SIGTERM, as systemd stops it (the drop waits for the exit).
         drop(d);
-        let left = run_groups_under(&groups);
+        let left = groups_under(&groups);
         assert!(left.is_empty(), "left behind: {left:?}\n{log}");
     }
 }
 
 /// Groups a killed daemon left (empty, no runner holding them) are removed by the next
-/// daemon that starts under the same parents; a group a runner holds, one with a process
-/// in it, and a directory that is no run's are left alone.
+/// daemon that starts under the same parents, and so are the groups a daemon that is gone
+/// kept for later runs; a group a runner holds, one with a process in it, a directory
+/// that is no run's and the kept groups of a daemon that lives are left alone.
 #[test]
 fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
     let Some(groups) = test_groups("agentkeys-test-sweep") else {
@@ -798,11 +839,7 @@ fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
     let [left, held, busy] = ['a', 'b', 'c'].map(|c| format!("run_{}", c.to_string().repeat(26)));
     let other = "run_not-a-run-id";
     let dirs = |name: &str| -> Vec<std::path::PathBuf> {
-        groups
-            .0
-            .iter()
-            .map(|g| g.join("agentkeys").join(name))
-            .collect()
+        run_parents(&groups).iter().map(|p| p.join(name)).collect()
     };
     for name in [&left, &held, &busy, other] {
         for d in dirs(name) {
@@ -834,19 +871,37 @@ fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
     );
     let busy_dir = dirs(&busy).pop().unwrap();
     std::fs::write(busy_dir.join("cgroup.procs"), sleeper.0.id().to_string()).unwrap();
+    // Groups daemons kept for later runs: of one that is gone (a pid above the kernel's
+    // pid_max is never a process's) and of one that lives (the sleeper's pid, here).
+    let spares = |pid: String| -> Vec<std::path::PathBuf> {
+        (v1_parents(&groups).iter())
+            .map(|p| p.join(format!("spare-{}-0", pid.trim())))
+            .collect()
+    };
+    let gone = spares(std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap());
+    let lives = spares(sleeper.0.id().to_string());
+    for d in gone.iter().chain(&lives) {
+        std::fs::create_dir_all(d).unwrap();
+    }
 
     let d = daemon_in(&groups);
     let log = d.log();
-    for dir in dirs(&left) {
+    for dir in dirs(&left).iter().chain(&gone) {
         assert!(!dir.exists(), "{} was not removed\n{log}", dir.display());
     }
-    for dir in [dirs(&held), dirs(&busy), dirs(other)].concat() {
+    for dir in [dirs(&held), dirs(&busy), dirs(other), lives].concat() {
         assert!(dir.is_dir(), "{} was removed\n{log}", dir.display());
     }
     assert!(
         log.contains("removed the cgroups of runs that ended without a daemon"),
         "{log}"
     );
+    if !gone.is_empty() {
+        assert!(
+            log.contains("removed the cgroups a stopped daemon kept"),
+            "{log}"
+        );
+    }
     // Runs still work beside what was left alone, and a runner holds its run's group (what
     // makes a starting daemon's sweep pass over it): the first populated one found is a
     // warm runner's or that of the run, which waits on its stdin.
@@ -857,7 +912,7 @@ fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let live = loop {
-        let populated = run_groups_under(&groups).into_iter().find(|p| {
+        let populated = groups_under(&groups).into_iter().find(|p| {
             p != &busy_dir
                 && std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|t| !t.is_empty())
         });

@@ -733,3 +733,309 @@ fn parent_of(pid: i32) -> i32 {
         })
         .unwrap_or(0)
 }
+
+/// Waits (10 s at most) until the run's groups hold no process: the init's exit follows its
+/// report of the end, as the daemon waits for it before it recycles the groups.
+#[allow(clippy::unwrap_used)]
+fn wait_empty(plan: &agentkeysd::sandbox::spec::CgroupPlan) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while plan
+        .v2
+        .iter()
+        .chain(&plan.v1)
+        .any(|d| !procs(&d.path).is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run's groups stay populated"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The kept groups (`RunCgroups::recycle`) of this test process under `parent`.
+fn spares_in(parent: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mine = format!("spare-{}-", std::process::id());
+    let mut out: Vec<_> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&mine))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn read_trimmed(dir: &std::path::Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+        .trim()
+        .to_owned()
+}
+
+/// An ended run's v1 groups are kept for a later run (`RunCgroups::recycle`): their limits
+/// are the kernel's again, their peaks zeroed; the v2 group is removed. A run that adopts
+/// them has them under its own name with its own limits, and a late kill of the run before
+/// reaches nothing of it. A run that left more than `KEPT_CHARGE_MAX` charged (a big file's
+/// page cache) has its groups removed.
+#[test]
+fn an_ended_runs_v1_groups_serve_the_next_run_alone() {
+    need_kernel!();
+    use agentkeysd::sandbox::run_cgroups::KEPT_CHARGE_MAX;
+    use agentkeysd::sandbox::spec::Limits;
+    let mut first = Sandbox::new();
+    first.spec.limits = Limits {
+        memory_bytes: 64 << 20,
+        pids: 32,
+        cpu_millis: 200,
+    };
+    // A peak of 8 MiB, freed at the exit.
+    let out = run_py(&mut first, "b = b'x' * (8 << 20)");
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let old = first.plan().clone();
+    wait_empty(&old);
+    if old.v1.is_empty() {
+        // Nothing to keep where no v1 hierarchy carries the runs' controllers: all removed.
+        first.cgroups.recycle(&old).unwrap();
+        assert!(old.v2.iter().all(|d| !d.path.exists()));
+        return;
+    }
+    let by_controller = |plan: &agentkeysd::sandbox::spec::CgroupPlan, c: &str| {
+        plan.v1
+            .iter()
+            .find(|d| d.controllers.iter().any(|x| x == c))
+            .map(|d| d.path.clone())
+    };
+    if let Some(mem) = by_controller(&old, "memory") {
+        let peak: u64 = read_trimmed(&mem, "memory.max_usage_in_bytes")
+            .parse()
+            .unwrap();
+        assert!(peak >= 8 << 20, "{peak}");
+    }
+    let inodes: Vec<u64> = (old.v1.iter())
+        .map(|d| std::fs::metadata(&d.path).unwrap().ino())
+        .collect();
+
+    first.cgroups.recycle(&old).unwrap();
+    for d in old.v2.iter().chain(&old.v1) {
+        assert!(!d.path.exists(), "{} is still there", d.path.display());
+    }
+    // One spare per v1 parent: the run's group itself, reset.
+    let spares: Vec<std::path::PathBuf> = (old.v1.iter())
+        .map(|d| {
+            let found = spares_in(d.path.parent().unwrap());
+            assert_eq!(found.len(), 1, "{found:?}");
+            found[0].clone()
+        })
+        .collect();
+    for (spare, ino) in spares.iter().zip(&inodes) {
+        assert_eq!(std::fs::metadata(spare).unwrap().ino(), *ino);
+        assert_eq!(spare.file_name(), spares[0].file_name());
+    }
+    let unlimited = |v: String| v.parse::<u64>().unwrap() > 1 << 50;
+    for spare in &spares {
+        if spare.join("memory.limit_in_bytes").exists() {
+            assert!(unlimited(read_trimmed(spare, "memory.limit_in_bytes")));
+            if spare.join("memory.memsw.limit_in_bytes").exists() {
+                assert!(unlimited(read_trimmed(
+                    spare,
+                    "memory.memsw.limit_in_bytes"
+                )));
+            }
+            let peak: u64 = read_trimmed(spare, "memory.max_usage_in_bytes")
+                .parse()
+                .unwrap();
+            assert!(
+                peak <= KEPT_CHARGE_MAX,
+                "the run's peak is still there: {peak}"
+            );
+            assert_eq!(read_trimmed(spare, "memory.failcnt"), "0");
+        }
+        if spare.join("pids.max").exists() {
+            assert_eq!(read_trimmed(spare, "pids.max"), "max");
+        }
+        if spare.join("cpu.cfs_quota_us").exists() {
+            assert_eq!(read_trimmed(spare, "cpu.cfs_quota_us"), "-1");
+        }
+    }
+
+    // The next run, cold, with a memory limit above the first's (refused, were the old
+    // memsw limit still there).
+    let mut second = Sandbox::new();
+    second.spec.cgroup = first.cgroups.adopt(&second.spec.run_id);
+    second.spec.limits = Limits {
+        memory_bytes: 256 << 20,
+        pids: 64,
+        cpu_millis: 500,
+    };
+    let mut running = second.spawn(&["sleep", "1000"]);
+    running.started().unwrap();
+    let new = second.plan().clone();
+    for (d, ino) in new.v1.iter().zip(&inodes) {
+        assert_eq!(std::fs::metadata(&d.path).unwrap().ino(), *ino);
+        assert!(!procs(&d.path).is_empty(), "{}", d.path.display());
+    }
+    for spare in &spares {
+        assert!(!spare.exists(), "{} is still kept", spare.display());
+    }
+    if let Some(mem) = by_controller(&new, "memory") {
+        assert_eq!(
+            read_trimmed(&mem, "memory.limit_in_bytes"),
+            (256u64 << 20).to_string()
+        );
+    }
+    if let Some(pids) = by_controller(&new, "pids") {
+        assert_eq!(read_trimmed(&pids, "pids.max"), "64");
+    }
+    // The first run killed late (a revocation racing its end) finds nothing of it.
+    first.cgroups.kill(&old).unwrap();
+    for d in &new.v1 {
+        assert!(!procs(&d.path).is_empty(), "{}", d.path.display());
+    }
+    second.cgroups.kill(&new).unwrap();
+    let out = second.finish(running);
+    assert_eq!(out.outcome, Outcome::Signaled(libc::SIGKILL));
+
+    // A killed run's groups are kept too, and serve the next run; which leaves 16 MiB of
+    // page cache charged to the memory group: not kept.
+    wait_empty(&new);
+    second.cgroups.recycle(&new).unwrap();
+    let mut third = Sandbox::new();
+    third.spec.cgroup = second.cgroups.adopt(&third.spec.run_id);
+    for (d, ino) in third.plan().v1.iter().zip(&inodes) {
+        assert_eq!(std::fs::metadata(&d.path).unwrap().ino(), *ino);
+    }
+    let big = format!("head -c {} /dev/zero >/workspace/big", 2 * KEPT_CHARGE_MAX);
+    let out = third.run(&["sh", "-c", &big]);
+    assert_eq!(out.outcome, Outcome::Exited(0), "{}", out.stderr);
+    let plan = third.plan().clone();
+    wait_empty(&plan);
+    third.cgroups.recycle(&plan).unwrap();
+    for d in plan.v2.iter().chain(&plan.v1) {
+        assert!(!d.path.exists(), "{} is still there", d.path.display());
+    }
+    if by_controller(&plan, "memory").is_some() {
+        for d in &plan.v1 {
+            let kept = spares_in(d.path.parent().unwrap());
+            assert_eq!(kept, [] as [std::path::PathBuf; 0]);
+        }
+    }
+}
+
+/// At most `SPARES_KEPT` runs' groups are kept; a group with a process in it is neither
+/// kept nor renamed; after `close` (the daemon stopping) the kept ones are gone and none is
+/// kept. A starting daemon removes the spares of daemons that are gone (and a predecessor's
+/// with its own pid), not those of one that lives.
+#[test]
+fn kept_groups_are_few_never_busy_and_gone_with_their_daemon() {
+    need_kernel!();
+    use agentkeysd::sandbox::run_cgroups::{RunCgroups, SPARES_KEPT};
+    let cgroups =
+        RunCgroups::prepare(&agentkeysd::sandbox::cgroups::read_layout().unwrap()).unwrap();
+    let me = std::process::id();
+    let make = |name: &str| {
+        let plan = cgroups.plan(name);
+        for d in plan.v2.iter().chain(&plan.v1) {
+            std::fs::create_dir(&d.path).unwrap();
+        }
+        plan
+    };
+    let Some(parent) = cgroups
+        .plan("x")
+        .v1
+        .first()
+        .map(|d| d.path.parent().unwrap().to_owned())
+    else {
+        // Without v1 groups nothing is kept.
+        let plan = make(&format!("run_k{me}x0"));
+        cgroups.recycle(&plan).unwrap();
+        assert!(plan.v2.iter().all(|d| !d.path.exists()));
+        return;
+    };
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sleeper = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+
+    for i in 0..=SPARES_KEPT {
+        let plan = make(&format!("run_k{me}x{i}"));
+        cgroups.recycle(&plan).unwrap();
+        for d in plan.v2.iter().chain(&plan.v1) {
+            assert!(!d.path.exists(), "{}", d.path.display());
+        }
+    }
+    let kept = spares_in(&parent);
+    assert_eq!(kept.len(), SPARES_KEPT, "{kept:?}");
+
+    // A process in one of its v1 groups: nothing renamed, the removal refused.
+    let busy = make(&format!("run_k{me}busy"));
+    std::fs::write(
+        busy.v1[0].path.join("cgroup.procs"),
+        sleeper.0.id().to_string(),
+    )
+    .unwrap();
+    assert!(cgroups.recycle(&busy).is_err());
+    assert!(busy.v1.iter().all(|d| d.path.exists()));
+    assert_eq!(spares_in(&parent), kept);
+    let _ = sleeper.0.kill();
+    let _ = sleeper.0.wait();
+    // (Its v2 group, which held nothing, was removed.)
+    wait_empty(&agentkeysd::sandbox::spec::CgroupPlan {
+        v2: None,
+        v1: busy.v1.clone(),
+    });
+    cgroups.remove(&busy).unwrap();
+
+    // The daemon stops: the kept ones go, and the groups of a run ending now go too.
+    cgroups.close().unwrap();
+    for p in cgroups
+        .plan("x")
+        .v1
+        .iter()
+        .map(|d| d.path.parent().unwrap())
+    {
+        assert_eq!(
+            spares_in(p),
+            [] as [std::path::PathBuf; 0],
+            "{}",
+            p.display()
+        );
+    }
+    let late = make(&format!("run_k{me}late"));
+    cgroups.recycle(&late).unwrap();
+    assert!(late.v2.iter().chain(&late.v1).all(|d| !d.path.exists()));
+    assert_eq!(spares_in(&parent), [] as [std::path::PathBuf; 0]);
+
+    // Left by daemons: one gone (a pid above the kernel's pid_max: never a process's), one
+    // that lives (the sleeper, again), and one with this process's pid.
+    let pid_max = read_trimmed(std::path::Path::new("/proc/sys/kernel"), "pid_max");
+    let mut alive = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+    let gone = make(&format!("spare-{pid_max}-0"));
+    let lives = make(&format!("spare-{}-0", alive.0.id()));
+    let own = make(&format!("spare-{me}-7"));
+    assert!(cgroups.sweep_spares().unwrap() >= 2);
+    for d in gone.v1.iter().chain(&own.v1) {
+        assert!(!d.path.exists(), "{}", d.path.display());
+    }
+    assert!(lives.v1.iter().all(|d| d.path.exists()));
+    let _ = alive.0.kill();
+    let _ = alive.0.wait();
+    for plan in [gone, lives, own] {
+        cgroups.remove(&plan).unwrap();
+    }
+}

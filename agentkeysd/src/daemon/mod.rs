@@ -244,6 +244,11 @@ fn sweep_cgroups(cgroups: &RunCgroups) {
             "removed the cgroups of runs that ended without a daemon"
         );
     }
+    match cgroups.sweep_spares() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(groups = n, "removed the cgroups a stopped daemon kept"),
+        Err(e) => tracing::warn!(error = %e, "could not remove the cgroups a stopped daemon kept"),
+    }
 }
 
 fn ensure_runtime_dir(path: &Path) -> Result<(), StartError> {
@@ -458,8 +463,9 @@ async fn shutdown(conn: zbus::Connection, shared: &Arc<Shared>) {
     }
     let timeout = Duration::from_secs(u64::from(shared.config.daemon.shutdown_timeout_s));
     let deadline = std::time::Instant::now() + timeout;
-    // Before the runs end: each end would start a warm runner.
+    // Before the runs end: each end would start a warm runner, and keep its groups.
     crate::jobs::warm::close(shared);
+    shared.runs.close_cgroups();
     // A run outliving its daemon could no longer be revoked: its processes go first.
     shared.runs.kill_all("agentkeysd stopped").await;
     crate::jobs::warm::stop(shared, deadline).await;

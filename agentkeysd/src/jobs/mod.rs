@@ -259,6 +259,16 @@ impl Runs {
         }
     }
 
+    /// At shutdown, before the runs are ended: the groups kept for later runs go, and those
+    /// of runs ending from now on are removed, not kept (`RunCgroups::close`).
+    pub fn close_cgroups(&self) {
+        if let Ok((_, cgroups)) = self.setup()
+            && let Err(e) = cgroups.close()
+        {
+            tracing::warn!(error = %e, "could not remove the cgroups kept for later runs");
+        }
+    }
+
     /// A live or recently ended run.
     pub fn get(&self, id: &str) -> Option<Arc<Run>> {
         if let Some(r) = lock(&self.live).get(id) {

@@ -149,11 +149,12 @@ pub async fn start(
         _ => None,
     };
     // A runner started ahead (its cgroups and the agent's namespaces made) if there is one; spares are made
-    // after a run's end is told (see `warm`), not while this sandbox is being built.
+    // after a run's end is told (see `warm`), not while this sandbox is being built. Without
+    // one, an ended run's v1 groups if one is kept (`RunCgroups::adopt`).
     let warm = super::warm::take(shared);
     let plan = warm
         .as_ref()
-        .map_or_else(|| cgroups.plan(&run_id), |w| w.plan().clone());
+        .map_or_else(|| cgroups.adopt(&run_id), |w| w.plan().clone());
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut secret_env = Vec::new();
     let mut secret_files = Vec::new();
@@ -633,7 +634,8 @@ fn cleanup_dirs(
     plan: &spec::CgroupPlan,
     run_dir: &Path,
 ) {
-    if let Err(e) = cgroups.remove(plan) {
+    // Kept for a later run (v1), or removed.
+    if let Err(e) = cgroups.recycle(plan) {
         tracing::warn!(error = %e, "could not remove a run's cgroups");
     }
     if let Err(e) = std::fs::remove_dir_all(run_dir)

@@ -14,8 +14,8 @@
 //!
 //! Invariants: at most [`SPARES`] warm runners (ready or being prepared); they hold no
 //! secret (those come with the spec); one that died or that nobody took is ended, reaped
-//! and its cgroups removed, also one still being prepared when the daemon stops ([`close`],
-//! [`stop`]).
+//! and its cgroups removed (or its v1 groups kept for a later run, `RunCgroups::recycle`),
+//! also one still being prepared when the daemon stops ([`close`], [`stop`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -67,10 +67,10 @@ fn prepare_one(shared: Arc<Shared>, cgroups: RunCgroups) {
         let runner = shared.config.runner.runner_path();
         let prepared = match crate::store::new_run_id() {
             Ok(id) => {
-                let plan = cgroups.plan(&id);
                 let cg = cgroups.clone();
                 tokio::task::spawn_blocking(move || {
-                    launch::prepare(&runner, &plan).inspect_err(|_| remove(&cg, &plan))
+                    let plan = cg.adopt(&id);
+                    launch::prepare(&runner, &plan).inspect_err(|_| recycle(&cg, &plan))
                 })
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
@@ -145,15 +145,17 @@ pub async fn stop(shared: &Shared, deadline: Instant) {
     }
 }
 
-/// Ends and reaps `warm` (its drop), then removes its cgroups.
+/// Ends and reaps `warm` (its drop), then keeps or removes its cgroups.
 fn discard(cgroups: &RunCgroups, warm: Warm) {
     let plan = warm.plan().clone();
     drop(warm);
-    remove(cgroups, &plan);
+    recycle(cgroups, &plan);
 }
 
-fn remove(cgroups: &RunCgroups, plan: &crate::sandbox::spec::CgroupPlan) {
-    if let Err(e) = cgroups.remove(plan) {
+/// Once the runner is gone: its v1 groups kept for a later run, or removed (see
+/// [`RunCgroups::recycle`]).
+fn recycle(cgroups: &RunCgroups, plan: &crate::sandbox::spec::CgroupPlan) {
+    if let Err(e) = cgroups.recycle(plan) {
         tracing::warn!(error = %e, "could not remove a warm runner's cgroups");
     }
 }
