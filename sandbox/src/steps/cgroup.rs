@@ -66,7 +66,8 @@ impl Joined {
 }
 
 /// Creates every directory of `plan` (an existing one is reused: the daemon names runs
-/// uniquely), locks the first one (see `Joined`) and moves the calling process into
+/// uniquely, and hands a run an ended run's v1 groups renamed to its names,
+/// `RunCgroups::adopt`), locks the first one (see `Joined`) and moves the calling process into
 /// the v1 ones. `fd_floor`: the lowest number the held fd may take.
 pub fn join(plan: &CgroupPlan, fd_floor: RawFd) -> Result<Joined, StepError> {
     let mut rounds = 0;
