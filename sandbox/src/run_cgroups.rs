@@ -65,6 +65,13 @@ struct Spares {
     closed: bool,
 }
 
+impl Spares {
+    /// Whether another spare may be kept: not stopping, fewer than [`SPARES_KEPT`].
+    fn has_room(&self) -> bool {
+        !self.closed && self.names.len() < SPARES_KEPT
+    }
+}
+
 impl RunCgroups {
     /// Creates the parent groups under this process's own groups (`/proc/self/cgroup`).
     pub fn prepare(layout: &CgroupLayout) -> io::Result<RunCgroups> {
@@ -167,7 +174,10 @@ impl RunCgroups {
         let ours = (plan.held_dir())
             .and_then(|d| d.file_name()?.to_str())
             .is_some_and(|name| !plan.v1.is_empty() && self.plan(name) == *plan);
-        if ours && plan.v1.iter().all(|d| reset_v1(d).is_ok()) && self.keep(&plan.v1) {
+        // Checked again under the lock by `keep`; here so that groups that would not be kept
+        // (at the daemon's stop, every run's) are not reset first.
+        let room = lock(&self.spares).has_room();
+        if ours && room && plan.v1.iter().all(|d| reset_v1(d).is_ok()) && self.keep(&plan.v1) {
             return self.remove(&CgroupPlan {
                 v2: plan.v2.clone(),
                 v1: Vec::new(),
@@ -180,7 +190,7 @@ impl RunCgroups {
     /// ones renamed are removed (an empty group), and `false`.
     fn keep(&self, dirs: &[CgroupDir]) -> bool {
         let mut spares = lock(&self.spares);
-        if spares.closed || spares.names.len() >= SPARES_KEPT {
+        if !spares.has_room() {
             return false;
         }
         let name = format!("{SPARE_PREFIX}{}-{}", std::process::id(), spares.made);
