@@ -797,33 +797,70 @@ fn a_stopped_daemon_leaves_no_run_cgroups_behind() {
     };
     for round in 0..5 {
         let d = daemon_in(&groups);
+        if round == 0 {
+            run_groups_outlive_their_run(&d, &groups);
+        }
         let ok = d.ctl(&["run", "--", "/bin/true"]);
         assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, d.log());
-        if round == 0 {
-            // The run's v1 groups are kept once it has ended (after its end is told).
-            let kept = |p: &std::path::PathBuf| {
-                std::fs::read_dir(p)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("spare-"))
-            };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !v1_parents(&groups).iter().all(kept) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "no kept group: {:?}\n{}",
-                    groups_under(&groups),
-                    d.log()
-                );
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        }
         let log = d.log();
         // SIGTERM, as systemd stops it (the drop waits for the exit).
         drop(d);
         let left = groups_under(&groups);
         assert!(left.is_empty(), "left behind: {left:?}\n{log}");
+    }
+}
+
+/// A run's v1 groups outlive it (`RunCgroups::recycle`): once it has ended, each is under
+/// its parent again with another name, a spare's or, taken already, a warm runner's.
+fn run_groups_outlive_their_run(d: &Daemon, groups: &UnwritableGroups) {
+    let mut run = d
+        .ctl_command(None, &["run", "--", "/bin/sh", "-c", "read x; exit 3"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run's name, from its command's memory group (its v2 group is the daemon's too).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let name = loop {
+        let found = (std::fs::read_dir("/proc").unwrap().flatten()).find_map(|e| {
+            let dir = e.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let cgroup = std::fs::read_to_string(dir.join("cgroup")).ok()?;
+            let line = cgroup
+                .lines()
+                .find(|l| l.split(':').nth(1) == Some("memory"))?;
+            let (parent, name) = line.rsplit_once('/')?;
+            (comm.trim() == "sh" && parent.ends_with("/agentkeys") && name.starts_with("run_"))
+                .then(|| name.to_owned())
+        });
+        match found {
+            Some(n) => break n,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            None => panic!("the run never appeared in its cgroups\n{}", d.log()),
+        }
+    };
+    let inodes: Vec<(std::path::PathBuf, u64)> = (v1_parents(groups).into_iter())
+        .map(|p| {
+            let ino = std::fs::metadata(p.join(&name)).unwrap().ino();
+            (p, ino)
+        })
+        .collect();
+    drop(run.stdin.take());
+    assert_eq!(run.wait().unwrap().code(), Some(3), "{}", d.log());
+    let elsewhere = |(parent, ino): &(std::path::PathBuf, u64)| {
+        (std::fs::read_dir(parent).into_iter().flatten().flatten())
+            .any(|e| e.file_name() != *name && e.metadata().is_ok_and(|m| m.ino() == *ino))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !inodes.iter().all(elsewhere) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run's groups were not kept: {:?}\n{}",
+            groups_under(groups),
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
