@@ -810,15 +810,25 @@ fn a_stopped_daemon_leaves_no_run_cgroups_behind() {
     }
 }
 
+/// `agentkeysctl run` of a command that waits on its stdin ([`end_waiting_run`] ends it).
+fn waiting_run(d: &Daemon) -> std::process::Child {
+    d.ctl_command(None, &["run", "--", "/bin/sh", "-c", "read x; exit 3"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Closes a [`waiting_run`]'s stdin; its command exits 3, and so does the client.
+fn end_waiting_run(d: &Daemon, mut run: std::process::Child) {
+    drop(run.stdin.take());
+    assert_eq!(run.wait().unwrap().code(), Some(3), "{}", d.log());
+}
+
 /// A run's v1 groups outlive it (`RunCgroups::recycle`): once it has ended, each is under
 /// its parent again with another name, a spare's or, taken already, a warm runner's.
 fn run_groups_outlive_their_run(d: &Daemon, groups: &UnwritableGroups) {
-    let mut run = d
-        .ctl_command(None, &["run", "--", "/bin/sh", "-c", "read x; exit 3"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The run's name, from its command's memory group (its v2 group is the daemon's too).
+    let run = waiting_run(d);
+    // The run's name, from its command's memory group.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let name = loop {
         let found = (std::fs::read_dir("/proc").unwrap().flatten()).find_map(|e| {
@@ -846,8 +856,7 @@ fn run_groups_outlive_their_run(d: &Daemon, groups: &UnwritableGroups) {
             (p, ino)
         })
         .collect();
-    drop(run.stdin.take());
-    assert_eq!(run.wait().unwrap().code(), Some(3), "{}", d.log());
+    end_waiting_run(d, run);
     let elsewhere = |(parent, ino): &(std::path::PathBuf, u64)| {
         (std::fs::read_dir(parent).into_iter().flatten().flatten())
             .any(|e| e.file_name() != *name && e.metadata().is_ok_and(|m| m.ino() == *ino))
@@ -942,11 +951,7 @@ fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
     // Runs still work beside what was left alone, and a runner holds its run's group (what
     // makes a starting daemon's sweep pass over it): the first populated one found is a
     // warm runner's or that of the run, which waits on its stdin.
-    let mut run = d
-        .ctl_command(None, &["run", "--", "/bin/sh", "-c", "read x; exit 3"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = waiting_run(&d);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let live = loop {
         let populated = groups_under(&groups).into_iter().find(|p| {
@@ -970,8 +975,7 @@ fn a_starting_daemon_removes_run_cgroups_left_behind_and_nothing_else() {
         locked,
         "no group of the live run {name:?} is locked by its runner"
     );
-    drop(run.stdin.take());
-    assert_eq!(run.wait().unwrap().code(), Some(3), "{}", d.log());
+    end_waiting_run(&d, run);
     drop(d);
     drop((sleeper, locks));
 }
