@@ -8,8 +8,9 @@ Why rounds: this VM's speed drifts within minutes (bwrap's median alone went fro
 4.17 ms in one session), and hyperfine times each command in one block, so a single run
 credits the drift to whichever command ran in the slow minutes. Short rounds in alternating
 order spread it over both: the benches run 10 timed runs of each command per round (30
-rounds for the runner, 20 for the whole command). With 50 per round (6 rounds) the same
-binaries gave ratios 0.08 apart from one run of the bench to the next; with 10, 0.03–0.05.
+rounds for the runner, 20 for the whole command). With 50 per round (6 rounds) twelve runs
+of the runner bench with one binary gave ratios from 0.88 to 1.07 over a session; with 10
+per round, six runs with one binary gave 0.89 to 0.98 over the next session.
 """
 import json
 import statistics
