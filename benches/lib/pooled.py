@@ -9,8 +9,8 @@ Why rounds: this VM's speed drifts within minutes (bwrap's median alone went fro
 credits the drift to whichever command ran in the slow minutes. Short rounds in alternating
 order spread it over both: the benches run 10 timed runs of each command per round (30
 rounds for the runner, 20 for the whole command). With 50 per round (6 rounds) twelve runs
-of the runner bench with one binary gave ratios from 0.88 to 1.07 over a session; with 10
-per round, six runs with one binary gave 0.89 to 0.98 over the next session.
+of the runner bench with one binary gave ratios from 0.88 to 1.07 over the fourteenth
+session; with 10 per round, six runs with one binary gave 0.89 to 0.98 over the fifteenth.
 """
 import json
 import statistics
